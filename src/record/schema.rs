@@ -1,0 +1,144 @@
+//! The results schema, defined once. Column names are a contract with users'
+//! SQL and scripts: add columns, never rename.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Column names.
+pub mod col {
+    /// Joins to the trace.
+    pub const REQUEST_ID: &str = "request_id";
+    /// Loop count.
+    pub const REPEAT_INDEX: &str = "repeat_index";
+    /// Trace row.
+    pub const TRACE_ROW: &str = "trace_row";
+    /// Scheduled send time.
+    pub const SCHEDULED_AT: &str = "scheduled_at";
+    /// Actual send time.
+    pub const SENT_AT: &str = "sent_at";
+    /// Lag.
+    pub const SEND_LAG_US: &str = "send_lag_us";
+    /// Wait for an in-flight slot.
+    pub const QUEUE_WAIT_US: &str = "queue_wait_us";
+    /// First token time.
+    pub const FIRST_TOKEN_AT: &str = "first_token_at";
+    /// Completion time.
+    pub const COMPLETED_AT: &str = "completed_at";
+    /// TTFT from send.
+    pub const TTFT_US: &str = "ttft_us";
+    /// E2E from send.
+    pub const E2E_US: &str = "e2e_us";
+    /// Inter-token gaps.
+    pub const ITL_US: &str = "itl_us";
+    /// Prompt tokens asked.
+    pub const INPUT_TOKENS: &str = "input_tokens";
+    /// Output tokens asked.
+    pub const OUTPUT_TOKENS_EXPECTED: &str = "output_tokens_expected";
+    /// Output tokens counted.
+    pub const OUTPUT_TOKENS: &str = "output_tokens";
+    /// Server-reported prompt tokens.
+    pub const USAGE_PROMPT_TOKENS: &str = "usage_prompt_tokens";
+    /// Server-reported completion tokens.
+    pub const USAGE_COMPLETION_TOKENS: &str = "usage_completion_tokens";
+    /// HTTP status.
+    pub const STATUS_CODE: &str = "status_code";
+    /// Outcome class.
+    pub const OUTCOME: &str = "outcome";
+    /// Error text.
+    pub const ERROR: &str = "error";
+    /// Run phase.
+    pub const PHASE: &str = "phase";
+}
+
+/// One documented column.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnDoc {
+    /// Column name.
+    pub name: &'static str,
+    /// Type as documented.
+    pub type_name: &'static str,
+    /// May be null.
+    pub nullable: bool,
+    /// Meaning.
+    pub meaning: &'static str,
+}
+
+const fn c(
+    name: &'static str,
+    type_name: &'static str,
+    nullable: bool,
+    meaning: &'static str,
+) -> ColumnDoc {
+    ColumnDoc {
+        name,
+        type_name,
+        nullable,
+        meaning,
+    }
+}
+
+/// The results columns in file order.
+pub const COLUMNS: &[ColumnDoc] = &[
+    c(col::REQUEST_ID, "utf8", false, "the trace's `request_id`; joins to the trace"),
+    c(col::REPEAT_INDEX, "int32", false, "how many times the trace had looped before this request (0 first)"),
+    c(col::TRACE_ROW, "int64", false, "0-based row of the trace file"),
+    c(col::SCHEDULED_AT, "timestamp[us, UTC]", false, "when the schedule said the request should leave"),
+    c(col::SENT_AT, "timestamp[us, UTC]", true, "when it left; null if it never did (dropped, cancelled before sending)"),
+    c(col::SEND_LAG_US, "int64", true, "`sent_at - scheduled_at`"),
+    c(col::QUEUE_WAIT_US, "int64", true, "part of the send lag spent waiting for a `--max-in-flight` slot"),
+    c(col::FIRST_TOKEN_AT, "timestamp[us, UTC]", true, "arrival of the first content token"),
+    c(col::COMPLETED_AT, "timestamp[us, UTC]", true, "end of the response, or when the failure was seen"),
+    c(col::TTFT_US, "int64", true, "time to first token from `sent_at` (from the schedule: add `send_lag_us`)"),
+    c(col::E2E_US, "int64", true, "end-to-end latency from `sent_at` (from the schedule: add `send_lag_us`)"),
+    c(col::ITL_US, "list<int64>", false, "gaps between streamed content chunks"),
+    c(col::INPUT_TOKENS, "int32", false, "prompt tokens asked (the trace's `input_tokens`)"),
+    c(col::OUTPUT_TOKENS_EXPECTED, "int32", false, "output tokens asked (`max_tokens`)"),
+    c(col::OUTPUT_TOKENS, "int32", false, "output tokens counted from the stream (content chunks), or usage when not streaming"),
+    c(col::USAGE_PROMPT_TOKENS, "int32", true, "`usage.prompt_tokens` as the server reported it"),
+    c(col::USAGE_COMPLETION_TOKENS, "int32", true, "`usage.completion_tokens` as the server reported it"),
+    c(col::STATUS_CODE, "int32", true, "HTTP status, when a response arrived"),
+    c(col::OUTCOME, "utf8 dictionary", false, "ok, http_error, timeout, connect_error, stream_error, cancelled or dropped"),
+    c(col::ERROR, "utf8", true, "error text, trimmed to 512 characters"),
+    c(col::PHASE, "utf8 dictionary", false, "warmup, steady or cooldown (sweeps); summaries use steady rows"),
+];
+
+fn data_type(type_name: &str) -> DataType {
+    match type_name {
+        "utf8" => DataType::Utf8,
+        "int32" => DataType::Int32,
+        "int64" => DataType::Int64,
+        "timestamp[us, UTC]" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        "list<int64>" => DataType::List(Arc::new(Field::new("item", DataType::Int64, false))),
+        _ => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+    }
+}
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(
+        COLUMNS
+            .iter()
+            .map(|c| Field::new(c.name, data_type(c.type_name), c.nullable))
+            .collect::<Vec<_>>(),
+    ))
+});
+
+/// The Arrow schema of a results file.
+pub fn arrow_schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+/// The documentation table (Markdown), as in `docs/results-format.md`.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| column | type | nullable | meaning |\n|---|---|---|---|\n");
+    for c in COLUMNS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            c.name,
+            c.type_name,
+            if c.nullable { "yes" } else { "no" },
+            c.meaning
+        ));
+    }
+    out
+}

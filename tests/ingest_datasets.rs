@@ -1,0 +1,1 @@
+//! Tests: ingest_datasets (in progress)

@@ -1,0 +1,1 @@
+//! Tests: ingest_logs (in progress)

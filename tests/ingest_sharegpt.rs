@@ -1,0 +1,1 @@
+//! Tests: ShareGPT and openai-messages ingest (in progress)

@@ -1,0 +1,11 @@
+//! The one integration test binary: each module covers one stage of the
+//! pipeline, driven through the library in-process.
+
+mod cli;
+mod ingest_datasets;
+mod ingest_logs;
+mod ingest_sharegpt;
+mod replay;
+mod sim;
+mod sweep_report;
+mod trace_format;

@@ -1,0 +1,1 @@
+//! Tests: replay (in progress)

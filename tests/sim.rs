@@ -1,0 +1,1 @@
+//! Tests: sim (in progress)

@@ -1,0 +1,1 @@
+//! Tests: sweep_report (in progress)

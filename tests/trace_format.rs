@@ -1,0 +1,1 @@
+//! Tests: trace_format (in progress)
