@@ -1,0 +1,335 @@
+//! The open-loop dispatcher and the life of one request.
+//!
+//! The dispatcher walks the schedule (computed before t=0), waits for each
+//! request's absolute deadline, and spawns the request as its own task: it
+//! never waits for a response. An in-flight cap is a semaphore taken inside
+//! the request's task, so a request it delays still leaves the dispatcher on
+//! time (its wait is recorded as `queue_wait_us`), and one it drops is a row
+//! with outcome `dropped`. Every scheduled request becomes exactly one row.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::pacer::Pacer;
+use crate::client::{Endpoint, Exchange, Outcome, RequestSpec, Timeouts};
+use crate::record::{Phase, ResultRow};
+use crate::schedule::ScheduledRequest;
+
+/// Sends one request and measures it. [`Endpoint`] is the real one; tests
+/// script their own.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `body` for `spec`; never fails, every failure is an
+    /// [`Exchange`] outcome.
+    fn send(
+        &self,
+        spec: &RequestSpec,
+        body: Bytes,
+        timeouts: &Timeouts,
+    ) -> impl Future<Output = Exchange> + Send;
+}
+
+impl Transport for Endpoint {
+    fn send(
+        &self,
+        spec: &RequestSpec,
+        body: Bytes,
+        timeouts: &Timeouts,
+    ) -> impl Future<Output = Exchange> + Send {
+        Endpoint::send(self, spec, body, timeouts)
+    }
+}
+
+/// What to do when `--max-in-flight` requests are already out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CapPolicy {
+    /// Wait for a slot; the wait is recorded as `queue_wait_us` and is part
+    /// of the send lag.
+    #[default]
+    Wait,
+    /// Do not send; record the request as `dropped`.
+    Drop,
+}
+
+/// A request ready to leave: its place in the schedule and its body, or
+/// why it could not be built.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Where it sits in the schedule.
+    pub sched: ScheduledRequest,
+    /// The trace row's id.
+    pub request_id: String,
+    /// Prompt tokens asked.
+    pub input_tokens: i32,
+    /// Output tokens asked.
+    pub output_tokens_expected: i32,
+    /// The request, or the reason it could not be built.
+    pub request: Result<(RequestSpec, Bytes), String>,
+}
+
+/// Maps run instants to absolute UTC microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct RunClock {
+    /// t=0 of the schedule.
+    pub start: Instant,
+    /// t=0 as microseconds since the Unix epoch.
+    pub start_unix_us: i64,
+}
+
+impl RunClock {
+    /// A clock whose t=0 is `start`, `lead` from now.
+    pub fn starting_in(lead: Duration) -> Self {
+        let now = Instant::now();
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Self {
+            start: now + lead,
+            start_unix_us: unix_now + i64::try_from(lead.as_micros()).unwrap_or(0),
+        }
+    }
+
+    /// Absolute microseconds of `at`.
+    pub fn unix_us(&self, at: Instant) -> i64 {
+        self.start_unix_us + signed_us(at, self.start)
+    }
+
+    /// The deadline of a schedule offset.
+    pub fn deadline(&self, offset_ns: u64) -> Instant {
+        self.start + Duration::from_nanos(offset_ns)
+    }
+}
+
+/// `a - b` in microseconds, negative when `a` is earlier.
+pub fn signed_us(a: Instant, b: Instant) -> i64 {
+    if a >= b {
+        i64::try_from((a - b).as_micros()).unwrap_or(i64::MAX)
+    } else {
+        -i64::try_from((b - a).as_micros()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Live counts for the progress line.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests that left.
+    pub sent: AtomicU64,
+    /// Rows produced (any outcome).
+    pub done: AtomicU64,
+    /// Rows whose outcome is not ok.
+    pub errors: AtomicU64,
+    /// Requests out and not yet answered.
+    pub in_flight: AtomicU64,
+}
+
+/// Which phase a scheduled offset falls in (sweeps' warm-up and cool-down).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phases {
+    /// Requests scheduled before this offset are warm-up.
+    pub warmup_ns: u64,
+    /// Requests scheduled at or after this offset are cool-down.
+    pub cooldown_from_ns: Option<u64>,
+}
+
+impl Phases {
+    /// The phase of a request scheduled at `offset_ns`.
+    pub fn of(&self, offset_ns: u64) -> Phase {
+        if offset_ns < self.warmup_ns {
+            Phase::Warmup
+        } else if self.cooldown_from_ns.is_some_and(|c| offset_ns >= c) {
+            Phase::Cooldown
+        } else {
+            Phase::Steady
+        }
+    }
+}
+
+/// What every request task shares.
+pub struct Shared<T> {
+    /// Sends requests.
+    pub transport: T,
+    /// Per-request timeouts.
+    pub timeouts: Timeouts,
+    /// In-flight cap.
+    pub cap: Option<(Arc<Semaphore>, CapPolicy)>,
+    /// To the recorder.
+    pub rows: mpsc::UnboundedSender<ResultRow>,
+    /// Instants to UTC.
+    pub clock: RunClock,
+    /// Fired when in-flight requests must give up (after the grace period).
+    pub cancel: CancellationToken,
+    /// Live counts.
+    pub counters: Counters,
+    /// Phase boundaries.
+    pub phases: Phases,
+}
+
+impl<T: Transport> Shared<T> {
+    fn base_row(&self, p: &Prepared) -> ResultRow {
+        ResultRow {
+            request_id: p.request_id.clone(),
+            repeat_index: i32::try_from(p.sched.repeat).unwrap_or(i32::MAX),
+            trace_row: i64::from(p.sched.trace_index),
+            scheduled_at_us: self.clock.unix_us(self.clock.deadline(p.sched.offset_ns)),
+            input_tokens: p.input_tokens,
+            output_tokens_expected: p.output_tokens_expected,
+            phase: self.phases.of(p.sched.offset_ns),
+            ..ResultRow::default()
+        }
+    }
+
+    fn emit(&self, row: ResultRow) {
+        if row.outcome != Outcome::Ok.as_str() {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters.done.fetch_add(1, Ordering::Relaxed);
+        // The recorder outlives every task (it ends when the last sender is
+        // dropped), so this only fails if the recorder thread died, which the
+        // run reports when it joins it.
+        let _ = self.rows.send(row);
+    }
+
+    /// A row for a request that never left (dispatch stopped first).
+    pub fn cancelled_before_send(&self, p: &Prepared, why: &str) {
+        let mut row = self.base_row(p);
+        row.outcome = Outcome::Cancelled.as_str().to_owned();
+        row.error = Some(why.to_owned());
+        self.emit(row);
+    }
+}
+
+/// The life of one request, from its deadline to its row.
+pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, scheduled: Instant) {
+    let mut row = shared.base_row(&p);
+    let (spec, body) = match p.request {
+        Ok(r) => r,
+        Err(why) => {
+            row.outcome = Outcome::Dropped.as_str().to_owned();
+            row.error = Some(why);
+            shared.emit(row);
+            return;
+        }
+    };
+    let queue_start = Instant::now();
+    let _permit = match &shared.cap {
+        None => None,
+        Some((sem, CapPolicy::Wait)) => {
+            tokio::select! {
+                permit = sem.clone().acquire_owned() => permit.ok(),
+                () = shared.cancel.cancelled() => {
+                    row.outcome = Outcome::Cancelled.as_str().to_owned();
+                    row.error = Some("cancelled while waiting for an in-flight slot".into());
+                    row.queue_wait_us = Some(signed_us(Instant::now(), queue_start));
+                    shared.emit(row);
+                    return;
+                }
+            }
+        }
+        Some((sem, CapPolicy::Drop)) => match sem.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                row.outcome = Outcome::Dropped.as_str().to_owned();
+                row.error = Some("--max-in-flight reached; dropped (--on-cap drop)".into());
+                shared.emit(row);
+                return;
+            }
+        },
+    };
+    let sent = Instant::now();
+    if shared.cap.is_some() {
+        row.queue_wait_us = Some(signed_us(sent, queue_start));
+    }
+    row.sent_at_us = Some(shared.clock.unix_us(sent));
+    row.send_lag_us = Some(signed_us(sent, scheduled));
+    shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+    shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+    let exchange = tokio::select! {
+        ex = shared.transport.send(&spec, body, &shared.timeouts) => ex,
+        () = shared.cancel.cancelled() => Exchange {
+            status_code: None,
+            outcome: Outcome::Cancelled,
+            error: Some("cancelled: still in flight when the grace period ended".into()),
+            first_token_at: None,
+            completed_at: Some(Instant::now()),
+            chunk_times: Vec::new(),
+            output_tokens: 0,
+            usage_prompt_tokens: None,
+            usage_completion_tokens: None,
+        },
+    };
+    shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+    fill_from_exchange(&mut row, &exchange, sent, &shared.clock);
+    shared.emit(row);
+}
+
+fn fill_from_exchange(row: &mut ResultRow, ex: &Exchange, sent: Instant, clock: &RunClock) {
+    let as_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    row.status_code = ex.status_code.map(i32::from);
+    row.outcome = ex.outcome.as_str().to_owned();
+    row.error = ex.error.clone();
+    row.first_token_at_us = ex.first_token_at.map(|t| clock.unix_us(t));
+    row.completed_at_us = ex.completed_at.map(|t| clock.unix_us(t));
+    row.ttft_us = ex.first_token_at.map(|t| signed_us(t, sent));
+    if ex.outcome == Outcome::Ok {
+        row.e2e_us = ex.completed_at.map(|t| signed_us(t, sent));
+    }
+    row.itl_us = ex
+        .chunk_times
+        .windows(2)
+        .map(|w| signed_us(w[1], w[0]))
+        .collect();
+    row.output_tokens = as_i32(ex.output_tokens);
+    row.usage_prompt_tokens = ex.usage_prompt_tokens.map(as_i32);
+    row.usage_completion_tokens = ex.usage_completion_tokens.map(as_i32);
+}
+
+/// How long one pacer wait may last before dispatch checks for a stop, so
+/// Ctrl-C is honoured promptly even in a trace with long gaps.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// Walks `prepared` (in schedule order), waits for each deadline with
+/// `pacer`, and spawns each request on `tasks`. After `stop` fires, every
+/// remaining request becomes a `cancelled` row. Returns how many requests
+/// were dispatched.
+pub async fn dispatch<T, P, I>(
+    shared: Arc<Shared<T>>,
+    prepared: I,
+    mut pacer: P,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    spawner: tokio::runtime::Handle,
+) -> u64
+where
+    T: Transport,
+    P: Pacer,
+    I: IntoIterator<Item = Prepared>,
+{
+    let mut dispatched = 0u64;
+    for p in prepared {
+        let deadline = shared.clock.deadline(p.sched.offset_ns);
+        while !stop.is_cancelled() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            pacer.wait_until(deadline.min(now + STOP_CHECK)).await;
+        }
+        if stop.is_cancelled() {
+            shared.cancelled_before_send(&p, "cancelled: dispatch stopped before this request's time");
+            continue;
+        }
+        let task = run_request(shared.clone(), p, deadline);
+        tasks.spawn_on(task, &spawner);
+        dispatched += 1;
+    }
+    dispatched
+}

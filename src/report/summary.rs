@@ -1,0 +1,587 @@
+//! Run summaries: one code path for the live recorder and for `report`, which
+//! recomputes everything from Parquet. Latency distributions are
+//! HdrHistograms (3 significant figures) in microseconds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Phase, ResultRow};
+
+/// Latency objectives for goodput. TTFT and E2E are checked as measured
+/// from the schedule (send lag included), so a client that falls behind
+/// cannot flatter the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Slo {
+    /// Time to first token, µs.
+    pub ttft_us: Option<u64>,
+    /// Time per output token, µs.
+    pub tpot_us: Option<u64>,
+    /// End-to-end latency, µs.
+    pub e2e_us: Option<u64>,
+}
+
+impl FromStr for Slo {
+    type Err = String;
+
+    /// `ttft=500ms,tpot=50ms,e2e=10s` (any subset; humantime durations).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut slo = Slo::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("SLO term {part:?} is not key=duration"))?;
+            let d: Duration = humantime::parse_duration(value.trim())
+                .map_err(|e| format!("SLO {key}: {value:?} is not a duration: {e}"))?;
+            let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            match key.trim() {
+                "ttft" => slo.ttft_us = Some(us),
+                "tpot" => slo.tpot_us = Some(us),
+                "e2e" => slo.e2e_us = Some(us),
+                other => {
+                    return Err(format!(
+                        "unknown SLO metric {other:?}: use ttft, tpot or e2e"
+                    ));
+                }
+            }
+        }
+        if slo == Slo::default() {
+            return Err("an SLO needs at least one of ttft, tpot, e2e".into());
+        }
+        Ok(slo)
+    }
+}
+
+impl fmt::Display for Slo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        let ms = |us: u64| format!("{}ms", us as f64 / 1000.0);
+        if let Some(v) = self.ttft_us {
+            parts.push(format!("ttft={}", ms(v)));
+        }
+        if let Some(v) = self.tpot_us {
+            parts.push(format!("tpot={}", ms(v)));
+        }
+        if let Some(v) = self.e2e_us {
+            parts.push(format!("e2e={}", ms(v)));
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl Slo {
+    /// Whether `row` meets every objective; failed requests never do.
+    pub fn met_by(&self, row: &ResultRow) -> bool {
+        if !row.is_ok() {
+            return false;
+        }
+        let within = |limit: Option<u64>, value: Option<f64>| match (limit, value) {
+            (None, _) => true,
+            (Some(l), Some(v)) => v <= l as f64,
+            // An objective on a value the request does not have (TPOT of a
+            // one-token reply) does not fail it.
+            (Some(_), None) => true,
+        };
+        within(self.ttft_us, row.ttft_from_schedule_us().map(|v| v as f64))
+            && within(self.tpot_us, row.tpot_us())
+            && within(self.e2e_us, row.e2e_from_schedule_us().map(|v| v as f64))
+    }
+}
+
+/// Percentiles of one metric, milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+}
+
+struct Metric(Histogram<u64>);
+
+impl Metric {
+    // hdrhistogram accepts 0..=5 significant figures; 3 cannot fail.
+    #[allow(clippy::expect_used)]
+    fn new() -> Self {
+        // Auto-resizing: never refuses a value.
+        let mut h = Histogram::new(3).expect("3 significant figures is a valid precision");
+        h.auto(true);
+        Self(h)
+    }
+
+    fn record(&mut self, us: f64) {
+        if us.is_finite() {
+            // Negative values (clock steps) are clamped to zero.
+            let _ = self.0.record(us.max(0.0).round() as u64);
+        }
+    }
+
+    fn percentiles(&self) -> Percentiles {
+        let h = &self.0;
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            mean_ms: h.mean() / 1000.0,
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// Whether the load generator kept up, and why not if it did not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Fidelity {
+    /// Requests per second the schedule asked for.
+    pub target_rate: f64,
+    /// Requests per second actually sent.
+    pub achieved_rate: f64,
+    /// `achieved / target - 1`.
+    pub rate_error: f64,
+    /// Send lag (actual minus scheduled send time).
+    pub send_lag: Percentiles,
+    /// True when the generator, not the server, limited the run.
+    pub generator_bottleneck: bool,
+    /// Why, in words.
+    pub verdict: String,
+}
+
+/// A run's summary, as printed and as `--summary-json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Summary {
+    /// Rows counted (steady phase when a run has phases).
+    pub requests: u64,
+    /// Counts by outcome.
+    pub outcomes: BTreeMap<String, u64>,
+    /// First scheduled send to last completion, seconds.
+    pub duration_s: f64,
+    /// Schedule fidelity.
+    pub fidelity: Fidelity,
+    /// Successful requests per second.
+    pub request_throughput: f64,
+    /// Output tokens per second (successful requests).
+    pub output_token_throughput: f64,
+    /// Input tokens per second (successful requests).
+    pub input_token_throughput: f64,
+    /// TTFT from the actual send.
+    pub ttft: Percentiles,
+    /// TTFT from the schedule.
+    pub ttft_from_schedule: Percentiles,
+    /// Gaps between streamed chunks.
+    pub itl: Percentiles,
+    /// Time per output token after the first.
+    pub tpot: Percentiles,
+    /// E2E from the actual send.
+    pub e2e: Percentiles,
+    /// E2E from the schedule.
+    pub e2e_from_schedule: Percentiles,
+    /// Goodput, when an SLO was given.
+    pub goodput: Option<Goodput>,
+}
+
+/// Share of requests meeting an SLO, failures counted as misses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Goodput {
+    /// The objectives.
+    pub slo: Slo,
+    /// Requests that met them.
+    pub met: u64,
+    /// Requests counted (every outcome).
+    pub total: u64,
+    /// `met / total`.
+    pub fraction: f64,
+    /// Requests meeting the SLO per second.
+    pub rate: f64,
+}
+
+/// Thresholds that decide whether the generator was the bottleneck.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FidelityLimits {
+    /// Allowed relative rate error (default 1%).
+    pub max_rate_error: f64,
+    /// Allowed p99 send lag in ms (default 10 ms).
+    pub max_p99_lag_ms: f64,
+}
+
+impl Default for FidelityLimits {
+    fn default() -> Self {
+        Self {
+            max_rate_error: 0.01,
+            max_p99_lag_ms: 10.0,
+        }
+    }
+}
+
+/// Builds a [`Summary`] from rows fed one at a time (memory independent of
+/// the number of rows).
+pub struct SummaryBuilder {
+    slo: Option<Slo>,
+    limits: FidelityLimits,
+    target_rate: Option<f64>,
+    only_steady: bool,
+    outcomes: BTreeMap<String, u64>,
+    requests: u64,
+    met: u64,
+    ok_output_tokens: u64,
+    ok_input_tokens: u64,
+    ok: u64,
+    first_scheduled: Option<i64>,
+    last_scheduled: Option<i64>,
+    first_sent: Option<i64>,
+    last_sent: Option<i64>,
+    sent: u64,
+    last_done: Option<i64>,
+    send_lag: Metric,
+    ttft: Metric,
+    ttft_sched: Metric,
+    itl: Metric,
+    tpot: Metric,
+    e2e: Metric,
+    e2e_sched: Metric,
+}
+
+impl SummaryBuilder {
+    /// A builder; `target_rate` is the configured rate when the schedule
+    /// had one (otherwise it is derived from the scheduled times).
+    /// `only_steady` skips warm-up and cool-down rows.
+    pub fn new(
+        slo: Option<Slo>,
+        limits: FidelityLimits,
+        target_rate: Option<f64>,
+        only_steady: bool,
+    ) -> Self {
+        Self {
+            slo,
+            limits,
+            target_rate,
+            only_steady,
+            outcomes: BTreeMap::new(),
+            requests: 0,
+            met: 0,
+            ok_output_tokens: 0,
+            ok_input_tokens: 0,
+            ok: 0,
+            first_scheduled: None,
+            last_scheduled: None,
+            first_sent: None,
+            last_sent: None,
+            sent: 0,
+            last_done: None,
+            send_lag: Metric::new(),
+            ttft: Metric::new(),
+            ttft_sched: Metric::new(),
+            itl: Metric::new(),
+            tpot: Metric::new(),
+            e2e: Metric::new(),
+            e2e_sched: Metric::new(),
+        }
+    }
+
+    /// Counts one row.
+    pub fn add(&mut self, row: &ResultRow) {
+        if self.only_steady && row.phase != Phase::Steady {
+            return;
+        }
+        self.requests += 1;
+        *self.outcomes.entry(row.outcome.clone()).or_insert(0) += 1;
+        let min = |a: Option<i64>, b: i64| Some(a.map_or(b, |a| a.min(b)));
+        let max = |a: Option<i64>, b: i64| Some(a.map_or(b, |a| a.max(b)));
+        self.first_scheduled = min(self.first_scheduled, row.scheduled_at_us);
+        self.last_scheduled = max(self.last_scheduled, row.scheduled_at_us);
+        if let Some(sent) = row.sent_at_us {
+            self.sent += 1;
+            self.first_sent = min(self.first_sent, sent);
+            self.last_sent = max(self.last_sent, sent);
+        }
+        if let Some(done) = row.completed_at_us {
+            self.last_done = max(self.last_done, done);
+        }
+        if let Some(lag) = row.send_lag_us {
+            self.send_lag.record(lag as f64);
+        }
+        if let Some(slo) = &self.slo
+            && slo.met_by(row)
+        {
+            self.met += 1;
+        }
+        if !row.is_ok() {
+            return;
+        }
+        self.ok += 1;
+        self.ok_output_tokens +=
+            u64::try_from(row.usage_completion_tokens.unwrap_or(row.output_tokens)).unwrap_or(0);
+        self.ok_input_tokens +=
+            u64::try_from(row.usage_prompt_tokens.unwrap_or(row.input_tokens)).unwrap_or(0);
+        let rec = |m: &mut Metric, v: Option<i64>| {
+            if let Some(v) = v {
+                m.record(v as f64);
+            }
+        };
+        rec(&mut self.ttft, row.ttft_us);
+        rec(&mut self.ttft_sched, row.ttft_from_schedule_us());
+        rec(&mut self.e2e, row.e2e_us);
+        rec(&mut self.e2e_sched, row.e2e_from_schedule_us());
+        if let Some(t) = row.tpot_us() {
+            self.tpot.record(t);
+        }
+        for &gap in &row.itl_us {
+            self.itl.record(gap as f64);
+        }
+    }
+
+    /// The summary of the rows so far.
+    pub fn finish(&self) -> Summary {
+        let span_s = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e6,
+            _ => 0.0,
+        };
+        let sched_span = span_s(self.first_scheduled, self.last_scheduled);
+        let sent_span = span_s(self.first_sent, self.last_sent);
+        // N requests over a span have N-1 gaps between them.
+        let rate = |n: u64, span: f64| {
+            if n > 1 && span > 0.0 {
+                (n - 1) as f64 / span
+            } else {
+                0.0
+            }
+        };
+        let target_rate = self
+            .target_rate
+            .unwrap_or_else(|| rate(self.requests, sched_span));
+        let achieved_rate = rate(self.sent, sent_span);
+        let rate_error = if target_rate > 0.0 {
+            achieved_rate / target_rate - 1.0
+        } else {
+            0.0
+        };
+        let send_lag = self.send_lag.percentiles();
+        let not_sent = self.requests - self.sent;
+        let mut problems = Vec::new();
+        if self.sent > 1 && rate_error.abs() > self.limits.max_rate_error {
+            problems.push(format!(
+                "achieved {achieved_rate:.2} req/s against a target of {target_rate:.2} ({:+.1}%)",
+                rate_error * 100.0
+            ));
+        }
+        if send_lag.p99_ms > self.limits.max_p99_lag_ms {
+            problems.push(format!(
+                "p99 send lag {:.2} ms is above {:.2} ms",
+                send_lag.p99_ms, self.limits.max_p99_lag_ms
+            ));
+        }
+        let queued = self.outcomes.get("dropped").copied().unwrap_or(0);
+        let generator_bottleneck = !problems.is_empty();
+        let verdict = if generator_bottleneck {
+            format!(
+                "the load generator, not the server, was the bottleneck: {}. Latencies are still measured from the schedule, but the offered load was not what was asked.",
+                problems.join("; ")
+            )
+        } else if not_sent > 0 {
+            format!(
+                "schedule kept; {not_sent} requests were not sent ({queued} dropped by --max-in-flight, the rest cancelled)"
+            )
+        } else {
+            "schedule kept: every request left on time".to_owned()
+        };
+        let duration_s = span_s(self.first_scheduled, self.last_done.max(self.last_sent));
+        let per_s = |n: u64| if duration_s > 0.0 { n as f64 / duration_s } else { 0.0 };
+        Summary {
+            requests: self.requests,
+            outcomes: self.outcomes.clone(),
+            duration_s,
+            fidelity: Fidelity {
+                target_rate,
+                achieved_rate,
+                rate_error,
+                send_lag,
+                generator_bottleneck,
+                verdict,
+            },
+            request_throughput: per_s(self.ok),
+            output_token_throughput: per_s(self.ok_output_tokens),
+            input_token_throughput: per_s(self.ok_input_tokens),
+            ttft: self.ttft.percentiles(),
+            ttft_from_schedule: self.ttft_sched.percentiles(),
+            itl: self.itl.percentiles(),
+            tpot: self.tpot.percentiles(),
+            e2e: self.e2e.percentiles(),
+            e2e_from_schedule: self.e2e_sched.percentiles(),
+            goodput: self.slo.map(|slo| Goodput {
+                slo,
+                met: self.met,
+                total: self.requests,
+                fraction: if self.requests > 0 {
+                    self.met as f64 / self.requests as f64
+                } else {
+                    0.0
+                },
+                rate: per_s(self.met),
+            }),
+        }
+    }
+}
+
+/// Summarises rows in one call.
+pub fn summarize<'a>(
+    rows: impl IntoIterator<Item = &'a ResultRow>,
+    slo: Option<Slo>,
+    target_rate: Option<f64>,
+) -> Summary {
+    let mut b = SummaryBuilder::new(slo, FidelityLimits::default(), target_rate, true);
+    let mut any_steady = false;
+    let rows: Vec<&ResultRow> = rows.into_iter().collect();
+    for r in &rows {
+        any_steady |= r.phase == Phase::Steady;
+    }
+    if !any_steady {
+        b.only_steady = false;
+    }
+    for r in rows {
+        b.add(r);
+    }
+    b.finish()
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fi = &self.fidelity;
+        writeln!(f, "requests      {:>10}   duration {:.1} s", self.requests, self.duration_s)?;
+        let outcomes: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        writeln!(f, "outcomes      {}", outcomes.join(", "))?;
+        writeln!(
+            f,
+            "rate          target {:.2} req/s, achieved {:.2} req/s ({:+.2}%)",
+            fi.target_rate,
+            fi.achieved_rate,
+            fi.rate_error * 100.0
+        )?;
+        writeln!(
+            f,
+            "send lag      p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            fi.send_lag.p50_ms, fi.send_lag.p99_ms, fi.send_lag.max_ms
+        )?;
+        writeln!(
+            f,
+            "throughput    {:.2} req/s, {:.1} output tok/s, {:.1} input tok/s",
+            self.request_throughput, self.output_token_throughput, self.input_token_throughput
+        )?;
+        writeln!(
+            f,
+            "{:<26}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            "latency (ms)", "mean", "p50", "p90", "p99", "max"
+        )?;
+        let rows = [
+            ("TTFT (from schedule)", &self.ttft_from_schedule),
+            ("TTFT (from send)", &self.ttft),
+            ("TPOT", &self.tpot),
+            ("ITL", &self.itl),
+            ("E2E (from schedule)", &self.e2e_from_schedule),
+            ("E2E (from send)", &self.e2e),
+        ];
+        for (name, p) in rows {
+            writeln!(
+                f,
+                "{name:<26}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
+                p.mean_ms, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
+            )?;
+        }
+        if let Some(g) = &self.goodput {
+            writeln!(
+                f,
+                "goodput       {:.1}% of requests met {} ({} of {}, failures counted), {:.2} req/s",
+                g.fraction * 100.0,
+                g.slo,
+                g.met,
+                g.total,
+                g.rate
+            )?;
+        }
+        writeln!(f, "fidelity      {}", fi.verdict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: i64, outcome: &str, ttft_ms: i64, e2e_ms: i64, tokens: i32) -> ResultRow {
+        let sched = 1_000_000_000 + i * 100_000;
+        ResultRow {
+            request_id: format!("r{i}"),
+            scheduled_at_us: sched,
+            sent_at_us: Some(sched + 50),
+            send_lag_us: Some(50),
+            ttft_us: (outcome == "ok").then_some(ttft_ms * 1000),
+            e2e_us: (outcome == "ok").then_some(e2e_ms * 1000),
+            completed_at_us: Some(sched + e2e_ms * 1000),
+            output_tokens: tokens,
+            outcome: outcome.into(),
+            ..ResultRow::default()
+        }
+    }
+
+    #[test]
+    fn slo_parses_and_refuses_nonsense() {
+        let slo: Slo = "ttft=500ms, tpot=50ms,e2e=10s".parse().unwrap();
+        assert_eq!(slo.ttft_us, Some(500_000));
+        assert_eq!(slo.tpot_us, Some(50_000));
+        assert_eq!(slo.e2e_us, Some(10_000_000));
+        assert!("ttft=fast".parse::<Slo>().is_err());
+        assert!("latency=1s".parse::<Slo>().is_err());
+        assert!("".parse::<Slo>().is_err());
+    }
+
+    #[test]
+    fn goodput_counts_failures_in_the_denominator() {
+        let rows = vec![
+            row(0, "ok", 100, 1_000, 11),
+            row(1, "ok", 900, 1_000, 11),
+            row(2, "http_error", 0, 0, 0),
+            row(3, "ok", 100, 1_000, 11),
+        ];
+        let s = summarize(&rows, Some("ttft=500ms".parse().unwrap()), None);
+        let g = s.goodput.unwrap();
+        assert_eq!((g.met, g.total), (2, 4));
+        assert_eq!(s.outcomes.get("http_error"), Some(&1));
+        assert_eq!(s.ttft.count, 3);
+        // TPOT = (e2e - ttft) / (tokens - 1) = 900 ms / 10 for the first row.
+        assert!((s.tpot.p50_ms - 90.0).abs() < 0.5, "{}", s.tpot.p50_ms);
+    }
+
+    #[test]
+    fn lagging_generator_is_called_out() {
+        let mut rows: Vec<ResultRow> = (0..100).map(|i| row(i, "ok", 10, 20, 2)).collect();
+        for r in &mut rows {
+            r.send_lag_us = Some(50_000);
+        }
+        let s = summarize(&rows, None, Some(10.0));
+        assert!(s.fidelity.generator_bottleneck);
+        assert!(s.fidelity.verdict.contains("load generator"), "{}", s.fidelity.verdict);
+        let ok = summarize(&rows[..1], None, None);
+        assert!(!ok.fidelity.verdict.is_empty());
+    }
+
+    #[test]
+    fn steady_phase_only_when_present() {
+        let mut rows: Vec<ResultRow> = (0..10).map(|i| row(i, "ok", 10, 20, 2)).collect();
+        rows[0].phase = Phase::Warmup;
+        rows[9].phase = Phase::Cooldown;
+        assert_eq!(summarize(&rows, None, None).requests, 8);
+    }
+}
