@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 pub mod azure;
 pub mod bailian;
 pub mod burstgpt;
+pub mod chat;
 pub mod mooncake;
 pub mod openai_log;
 pub mod openai_messages;

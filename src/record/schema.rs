@@ -142,3 +142,29 @@ pub fn markdown_table() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_table_matches_the_schema() {
+        let doc = include_str!("../../docs/results-format.md");
+        let begin = doc.find("<!-- columns:begin -->\n").map(|i| i + 23);
+        let end = doc.find("<!-- columns:end -->");
+        let (Some(b), Some(e)) = (begin, end) else {
+            panic!("docs/results-format.md lacks the column markers");
+        };
+        assert_eq!(&doc[b..e], markdown_table());
+    }
+
+    #[test]
+    fn every_column_has_a_known_type() {
+        for c in COLUMNS {
+            let t = data_type(c.type_name);
+            if c.type_name != "utf8 dictionary" {
+                assert!(!matches!(t, DataType::Dictionary(..)), "{}", c.name);
+            }
+        }
+    }
+}
