@@ -17,6 +17,8 @@ pub struct Cli {
 }
 
 /// The commands, in pipeline order.
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Turn a dataset, public trace or production log into a Parquet trace.

@@ -88,6 +88,10 @@ pub enum IngestError {
     /// A bad record (and `--skip-invalid` was not given).
     #[error("{0}\n(use --skip-invalid to skip and count such records)")]
     Input(#[from] InputError),
+    /// A fault that `--skip-invalid` cannot step over (the structure of the
+    /// file itself is broken, e.g. a JSON array missing a comma).
+    #[error("{0}")]
+    Malformed(InputError),
     /// The input ended in the middle of a record.
     #[error(
         "{file}: truncated at {position}: the input ends inside a record; {complete} complete records came before the cut"

@@ -1,6 +1,8 @@
 //! The one integration test binary: each module covers one stage of the
 //! pipeline, driven through the library in-process.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod cli;
 mod ingest_datasets;
 mod ingest_logs;
