@@ -6,9 +6,9 @@
 //! would bunch requests at high rates, so the dispatcher paces to these
 //! offsets with a finer clock (see `replay::pacer`).
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rand_distr::{Distribution, Exp, Gamma};
 use serde::Serialize;
 use thiserror::Error;
@@ -170,7 +170,10 @@ impl ScheduleSpec {
 /// row; for `Recorded`, offsets are the rows' offsets (relative to the
 /// window's first row, spread if asked) divided by the speedup; for `Rate`,
 /// the same spec and trace always give the same schedule.
-pub fn build(spec: &ScheduleSpec, trace: &[TraceRecord]) -> Result<Vec<ScheduledRequest>, ScheduleError> {
+pub fn build(
+    spec: &ScheduleSpec,
+    trace: &[TraceRecord],
+) -> Result<Vec<ScheduledRequest>, ScheduleError> {
     spec.validate()?;
     if trace.is_empty() {
         return Err(ScheduleError::Empty("the trace has no rows".into()));
@@ -189,7 +192,9 @@ pub fn build(spec: &ScheduleSpec, trace: &[TraceRecord]) -> Result<Vec<Scheduled
             order,
             limit,
             seed,
-        } => Ok(rate_schedule(trace, *rate, *arrivals, *order, *limit, *seed)),
+        } => Ok(rate_schedule(
+            trace, *rate, *arrivals, *order, *limit, *seed,
+        )),
     }
 }
 
@@ -276,7 +281,9 @@ fn rate_schedule(
     };
     let mut gaps = gaps;
     let one_pass = limit.duration_ns.is_none() && limit.requests.is_none();
-    let mut order_buf: Vec<u32> = (0..trace.len()).map(|i| u32::try_from(i).unwrap_or(u32::MAX)).collect();
+    let mut order_buf: Vec<u32> = (0..trace.len())
+        .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+        .collect();
     let mut out = Vec::new();
     // The first request leaves at t=0, as in vLLM's and GuideLLM's
     // generators; gaps follow.
@@ -358,7 +365,9 @@ mod tests {
         };
         let s = build(&spec, &t).unwrap();
         assert_eq!(
-            s.iter().map(|r| (r.trace_index, r.offset_ns)).collect::<Vec<_>>(),
+            s.iter()
+                .map(|r| (r.trace_index, r.offset_ns))
+                .collect::<Vec<_>>(),
             vec![(1, 0), (2, 2_000_000)]
         );
     }
@@ -420,10 +429,17 @@ mod tests {
             duration_ns: Some(100_000_000_000),
             requests: None,
         };
-        for arrivals in [Arrivals::Poisson, Arrivals::Gamma { shape: 0.5 }, Arrivals::Gamma { shape: 4.0 }] {
+        for arrivals in [
+            Arrivals::Poisson,
+            Arrivals::Gamma { shape: 0.5 },
+            Arrivals::Gamma { shape: 4.0 },
+        ] {
             let s = build(&rate_spec(200.0, arrivals, limit, 7), &t).unwrap();
             let achieved = s.len() as f64 / 100.0;
-            assert!((achieved - 200.0).abs() < 200.0 * 0.03, "{arrivals:?}: {achieved}");
+            assert!(
+                (achieved - 200.0).abs() < 200.0 * 0.03,
+                "{arrivals:?}: {achieved}"
+            );
             assert!(s.windows(2).all(|w| w[0].offset_ns <= w[1].offset_ns));
         }
     }
@@ -438,12 +454,18 @@ mod tests {
         };
         for shape in [0.25f64, 1.0, 4.0] {
             let s = build(&rate_spec(100.0, Arrivals::Gamma { shape }, limit, 3), &t).unwrap();
-            let gaps: Vec<f64> = s.windows(2).map(|w| (w[1].offset_ns - w[0].offset_ns) as f64).collect();
+            let gaps: Vec<f64> = s
+                .windows(2)
+                .map(|w| (w[1].offset_ns - w[0].offset_ns) as f64)
+                .collect();
             let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
             let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
             let cv = var.sqrt() / mean;
             let expected = 1.0 / shape.sqrt();
-            assert!((cv - expected).abs() < expected * 0.1, "shape {shape}: cv {cv}");
+            assert!(
+                (cv - expected).abs() < expected * 0.1,
+                "shape {shape}: cv {cv}"
+            );
         }
     }
 
@@ -491,7 +513,13 @@ mod tests {
     fn bad_parameters_are_refused() {
         let t = trace(&[None]);
         assert!(build(&rate_spec(0.0, Arrivals::Poisson, Limit::default(), 0), &t).is_err());
-        assert!(build(&rate_spec(1.0, Arrivals::Gamma { shape: -1.0 }, Limit::default(), 0), &t).is_err());
+        assert!(
+            build(
+                &rate_spec(1.0, Arrivals::Gamma { shape: -1.0 }, Limit::default(), 0),
+                &t
+            )
+            .is_err()
+        );
         assert!(build(&recorded_spec(0.0), &trace(&[Some(0)])).is_err());
         assert!(build(&recorded_spec(1.0), &[]).is_err());
     }

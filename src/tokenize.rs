@@ -93,7 +93,9 @@ pub struct Tokenizer {
 
 impl fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tokenizer").field("spec", &self.spec).finish()
+        f.debug_struct("Tokenizer")
+            .field("spec", &self.spec)
+            .finish()
     }
 }
 
@@ -101,12 +103,12 @@ impl Tokenizer {
     /// Loads the tokenizer named by `spec`.
     pub fn load(spec: &TokenizerSpec) -> Result<Self, TokenizeError> {
         let inner = match spec {
-            TokenizerSpec::O200kBase => Inner::Tiktoken(tiktoken_rs::o200k_base().map_err(|e| {
-                TokenizeError::Tiktoken {
+            TokenizerSpec::O200kBase => Inner::Tiktoken(tiktoken_rs::o200k_base().map_err(
+                |e| TokenizeError::Tiktoken {
                     name: "o200k_base",
                     message: e.to_string(),
-                }
-            })?),
+                },
+            )?),
             TokenizerSpec::Cl100kBase => {
                 Inner::Tiktoken(tiktoken_rs::cl100k_base().map_err(|e| {
                     TokenizeError::Tiktoken {

@@ -52,16 +52,23 @@ pub fn read_results(path: &Path) -> anyhow::Result<Results> {
     Ok(Results { rows, metadata })
 }
 
-fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<Option<Arc<dyn Array>>, String> {
+fn column(
+    batch: &RecordBatch,
+    name: &str,
+    to: &DataType,
+) -> Result<Option<Arc<dyn Array>>, String> {
     let Some(c) = batch.column_by_name(name) else {
         return Ok(None);
     };
     if c.data_type() == to {
         return Ok(Some(c.clone()));
     }
-    cast(c, to)
-        .map(Some)
-        .map_err(|e| format!("column {name}: {} cannot be read as {to}: {e}", c.data_type()))
+    cast(c, to).map(Some).map_err(|e| {
+        format!(
+            "column {name}: {} cannot be read as {to}: {e}",
+            c.data_type()
+        )
+    })
 }
 
 fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
@@ -106,7 +113,9 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
                 return None;
             }
             match a.data_type() {
-                DataType::Timestamp(..) => Some(a.as_primitive::<TimestampMicrosecondType>().value(i)),
+                DataType::Timestamp(..) => {
+                    Some(a.as_primitive::<TimestampMicrosecondType>().value(i))
+                }
                 _ => Some(a.as_primitive::<Int64Type>().value(i)),
             }
         })
@@ -142,7 +151,13 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
             itl_us: itl
                 .as_ref()
                 .filter(|a| !a.is_null(i))
-                .map(|a| a.as_list::<i32>().value(i).as_primitive::<Int64Type>().values().to_vec())
+                .map(|a| {
+                    a.as_list::<i32>()
+                        .value(i)
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .to_vec()
+                })
                 .unwrap_or_default(),
             input_tokens: i32_at(&input, i).unwrap_or(0),
             output_tokens_expected: i32_at(&expected, i).unwrap_or(0),

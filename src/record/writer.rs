@@ -81,8 +81,11 @@ impl Builders {
             completed_at: ts(),
             ttft_us: Int64Builder::new(),
             e2e_us: Int64Builder::new(),
-            itl_us: ListBuilder::new(Int64Builder::new())
-                .with_field(Arc::new(Field::new("item", DataType::Int64, false))),
+            itl_us: ListBuilder::new(Int64Builder::new()).with_field(Arc::new(Field::new(
+                "item",
+                DataType::Int64,
+                false,
+            ))),
             input_tokens: Int32Builder::new(),
             output_tokens_expected: Int32Builder::new(),
             output_tokens: Int32Builder::new(),
@@ -111,10 +114,13 @@ impl Builders {
         self.itl_us.values().append_slice(&r.itl_us);
         self.itl_us.append(true);
         self.input_tokens.append_value(r.input_tokens);
-        self.output_tokens_expected.append_value(r.output_tokens_expected);
+        self.output_tokens_expected
+            .append_value(r.output_tokens_expected);
         self.output_tokens.append_value(r.output_tokens);
-        self.usage_prompt_tokens.append_option(r.usage_prompt_tokens);
-        self.usage_completion_tokens.append_option(r.usage_completion_tokens);
+        self.usage_prompt_tokens
+            .append_option(r.usage_prompt_tokens);
+        self.usage_completion_tokens
+            .append_option(r.usage_completion_tokens);
         self.status_code.append_option(r.status_code);
         self.outcome.append_value(&r.outcome);
         self.error.append_option(r.error.as_deref());
@@ -335,7 +341,11 @@ mod tests {
             output_tokens_expected: 3,
             output_tokens: 3,
             status_code: Some(200),
-            outcome: if i % 5 == 0 { "dropped".into() } else { "ok".into() },
+            outcome: if i % 5 == 0 {
+                "dropped".into()
+            } else {
+                "ok".into()
+            },
             error: (i % 5 == 0).then(|| "over cap".to_owned()),
             phase: if i == 0 { Phase::Warmup } else { Phase::Steady },
             ..ResultRow::default()
@@ -346,16 +356,24 @@ mod tests {
     fn rows_round_trip_with_metadata() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.parquet");
-        let mut w = ResultsWriter::create(&path, &[("llm_replay.seed".into(), "7".into())]).unwrap();
+        let mut w =
+            ResultsWriter::create(&path, &[("llm_replay.seed".into(), "7".into())]).unwrap();
         let rows: Vec<ResultRow> = (0..10_000).map(row).collect();
         for r in &rows {
             w.write(r).unwrap();
         }
         w.checkpoint().unwrap();
-        assert_eq!(w.close(&[("llm_replay.summary".into(), "{}".into())]).unwrap(), 10_000);
+        assert_eq!(
+            w.close(&[("llm_replay.summary".into(), "{}".into())])
+                .unwrap(),
+            10_000
+        );
         let back = read_results(&path).unwrap();
         assert_eq!(back.rows, rows);
-        assert_eq!(back.metadata.get("llm_replay.seed").map(String::as_str), Some("7"));
+        assert_eq!(
+            back.metadata.get("llm_replay.seed").map(String::as_str),
+            Some("7")
+        );
         assert!(back.metadata.contains_key("llm_replay.summary"));
     }
 

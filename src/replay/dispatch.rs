@@ -324,7 +324,10 @@ where
             pacer.wait_until(deadline.min(now + STOP_CHECK)).await;
         }
         if stop.is_cancelled() {
-            shared.cancelled_before_send(&p, "cancelled: dispatch stopped before this request's time");
+            shared.cancelled_before_send(
+                &p,
+                "cancelled: dispatch stopped before this request's time",
+            );
             continue;
         }
         let task = run_request(shared.clone(), p, deadline);

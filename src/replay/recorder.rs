@@ -55,7 +55,8 @@ impl Recorder {
                         Ok(row) => Some(row),
                         Err(mpsc::error::TryRecvError::Disconnected) => break,
                         Err(mpsc::error::TryRecvError::Empty) => {
-                            if since_checkpoint > 0 && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                            if since_checkpoint > 0 && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+                            {
                                 writer.checkpoint()?;
                                 last_checkpoint = Instant::now();
                                 since_checkpoint = 0;
@@ -91,8 +92,8 @@ impl Recorder {
 
     /// Waits for the thread (call after every row sender is dropped).
     pub fn join(self) -> anyhow::Result<Recorded> {
-        self.handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("the recorder thread panicked; the results file may lack its last rows"))?
+        self.handle.join().map_err(|_| {
+            anyhow::anyhow!("the recorder thread panicked; the results file may lack its last rows")
+        })?
     }
 }

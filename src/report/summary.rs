@@ -400,7 +400,13 @@ impl SummaryBuilder {
             "schedule kept: every request left on time".to_owned()
         };
         let duration_s = span_s(self.first_scheduled, self.last_done.max(self.last_sent));
-        let per_s = |n: u64| if duration_s > 0.0 { n as f64 / duration_s } else { 0.0 };
+        let per_s = |n: u64| {
+            if duration_s > 0.0 {
+                n as f64 / duration_s
+            } else {
+                0.0
+            }
+        };
         Summary {
             requests: self.requests,
             outcomes: self.outcomes.clone(),
@@ -461,8 +467,16 @@ pub fn summarize<'a>(
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let fi = &self.fidelity;
-        writeln!(f, "requests      {:>10}   duration {:.1} s", self.requests, self.duration_s)?;
-        let outcomes: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        writeln!(
+            f,
+            "requests      {:>10}   duration {:.1} s",
+            self.requests, self.duration_s
+        )?;
+        let outcomes: Vec<String> = self
+            .outcomes
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         writeln!(f, "outcomes      {}", outcomes.join(", "))?;
         writeln!(
             f,
@@ -572,7 +586,11 @@ mod tests {
         }
         let s = summarize(&rows, None, Some(10.0));
         assert!(s.fidelity.generator_bottleneck);
-        assert!(s.fidelity.verdict.contains("load generator"), "{}", s.fidelity.verdict);
+        assert!(
+            s.fidelity.verdict.contains("load generator"),
+            "{}",
+            s.fidelity.verdict
+        );
         let ok = summarize(&rows[..1], None, None);
         assert!(!ok.fidelity.verdict.is_empty());
     }

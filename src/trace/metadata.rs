@@ -168,7 +168,10 @@ impl TraceMetadata {
         fn parse_json<T: for<'de> Deserialize<'de>>(key: &str, v: String) -> Result<T, String> {
             serde_json::from_str(&v).map_err(|e| format!("metadata key {KEY_PREFIX}{key}: {e}"))
         }
-        let format_version = number("format_version", required("format_version", take("format_version"))?)?;
+        let format_version = number(
+            "format_version",
+            required("format_version", take("format_version"))?,
+        )?;
         let meta = Self {
             format_version: u32::try_from(format_version)
                 .map_err(|_| "metadata key format_version out of range".to_owned())?,
@@ -176,7 +179,10 @@ impl TraceMetadata {
             input_files: parse_json("input_files", required("input_files", take("input_files"))?)?,
             filters: parse_json("filters", required("filters", take("filters"))?)?,
             rows_read: number("rows_read", required("rows_read", take("rows_read"))?)?,
-            rows_written: number("rows_written", required("rows_written", take("rows_written"))?)?,
+            rows_written: number(
+                "rows_written",
+                required("rows_written", take("rows_written"))?,
+            )?,
             rows_dropped: parse_json(
                 "rows_dropped",
                 required("rows_dropped", take("rows_dropped"))?,
@@ -228,9 +234,8 @@ mod tests {
         meta.drop_row("filter:max_input");
         meta.extra.insert("scrub_report".into(), "{}".into());
         let kv = meta.to_key_values();
-        let back =
-            TraceMetadata::from_key_values(kv.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .unwrap();
+        let back = TraceMetadata::from_key_values(kv.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap();
         assert_eq!(back, meta);
         assert!(back.counts_add_up());
     }

@@ -69,7 +69,10 @@ pub fn read_trace(path: &Path) -> Result<Trace, TraceError> {
             return Err(schema_err(format!("required column {} is missing", c.name)));
         }
     }
-    let reader = builder.with_batch_size(8_192).build().map_err(|e| parquet_err(&e))?;
+    let reader = builder
+        .with_batch_size(8_192)
+        .build()
+        .map_err(|e| parquet_err(&e))?;
     let mut records = Vec::with_capacity(usize::try_from(metadata.rows_written).unwrap_or(0));
     for batch in reader {
         let batch = batch.map_err(|e| parquet_err(&e))?;
@@ -84,16 +87,23 @@ pub fn read_trace(path: &Path) -> Result<Trace, TraceError> {
 
 /// A column cast to `to`, or `None` when the file lacks that (nullable)
 /// column.
-fn column(batch: &RecordBatch, name: &str, to: &DataType) -> Result<Option<Arc<dyn Array>>, String> {
+fn column(
+    batch: &RecordBatch,
+    name: &str,
+    to: &DataType,
+) -> Result<Option<Arc<dyn Array>>, String> {
     let Some(col) = batch.column_by_name(name) else {
         return Ok(None);
     };
     if col.data_type() == to {
         return Ok(Some(col.clone()));
     }
-    cast(col, to)
-        .map(Some)
-        .map_err(|e| format!("column {name}: type {} cannot be read as {to}: {e}", col.data_type()))
+    cast(col, to).map(Some).map_err(|e| {
+        format!(
+            "column {name}: type {} cannot be read as {to}: {e}",
+            col.data_type()
+        )
+    })
 }
 
 fn append_batch(batch: &RecordBatch, out: &mut Vec<TraceRecord>) -> Result<(), String> {

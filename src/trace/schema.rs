@@ -125,9 +125,7 @@ fn data_type(name: &str) -> DataType {
         REQUEST_ID | SESSION_ID => DataType::Utf8,
         ARRIVAL_OFFSET_US | THINK_TIME_US | SOURCE_ROW => DataType::Int64,
         INPUT_TOKENS | OUTPUT_TOKENS | TURN_INDEX => DataType::Int32,
-        PREFIX_BLOCK_IDS => {
-            DataType::List(Arc::new(Field::new("item", DataType::UInt64, false)))
-        }
+        PREFIX_BLOCK_IDS => DataType::List(Arc::new(Field::new("item", DataType::UInt64, false))),
         MODEL | REQUEST_KIND => {
             DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
         }

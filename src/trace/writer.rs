@@ -15,8 +15,8 @@ use arrow::datatypes::{Field, Int32Type};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::schema::{self, arrow_schema};
@@ -174,7 +174,9 @@ impl TraceWriter {
             {
                 return Err(invalid(
                     schema::ARRIVAL_OFFSET_US,
-                    format!("offset {offset} is before the previous row's {last}: rows must be sorted by arrival"),
+                    format!(
+                        "offset {offset} is before the previous row's {last}: rows must be sorted by arrival"
+                    ),
                 ));
             }
             self.last_offset = Some(offset);
