@@ -1,1 +1,631 @@
-//! client (in progress)
+//! OpenAI-compatible requests: body building, SSE parsing, and one measured
+//! exchange. No scheduling and no retries here: a retry would change the
+//! offered load, so every failure is reported as an [`Outcome`].
+
+pub mod sse;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+use tokio::time::Instant;
+
+use sse::{SseEvent, SseParser, parse_chunk};
+
+/// Which OpenAI API to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// `/v1/completions`: the prompt as text or token ids.
+    Completions,
+    /// `/v1/chat/completions`: the prompt as one user message.
+    Chat,
+}
+
+impl Api {
+    /// The request path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Completions => "/v1/completions",
+            Self::Chat => "/v1/chat/completions",
+        }
+    }
+}
+
+/// The prompt of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    /// Text.
+    Text(String),
+    /// Token ids (completions only).
+    Tokens(Vec<u32>),
+}
+
+/// One request, before serialisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestSpec {
+    /// Sent as `X-Request-Id`, so server and gateway logs join with results.
+    pub request_id: String,
+    /// Model name.
+    pub model: String,
+    /// Prompt.
+    pub prompt: Prompt,
+    /// `max_tokens`.
+    pub max_tokens: u32,
+    /// Stream (with `stream_options.include_usage`).
+    pub stream: bool,
+    /// Add vLLM/SGLang's `ignore_eos` and `min_tokens` so the output is
+    /// exactly `max_tokens` long.
+    pub force_output_len: bool,
+    /// Merged into the body last.
+    pub extra_body: Option<Map<String, Value>>,
+}
+
+/// Errors building requests or the client.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// A flag or URL that cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// The request could not be built.
+    #[error("{0}")]
+    Body(String),
+    /// A request outside the replay (model listing) failed.
+    #[error("{url}: {message}")]
+    Request {
+        /// The URL without credentials.
+        url: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Serialises the JSON body of `spec` for `api`.
+pub fn build_body(api: Api, spec: &RequestSpec) -> Result<Bytes, ClientError> {
+    let mut body = Map::new();
+    body.insert("model".into(), Value::String(spec.model.clone()));
+    match (api, &spec.prompt) {
+        (Api::Completions, Prompt::Text(t)) => {
+            body.insert("prompt".into(), Value::String(t.clone()));
+        }
+        (Api::Completions, Prompt::Tokens(ids)) => {
+            body.insert("prompt".into(), json!(ids));
+        }
+        (Api::Chat, Prompt::Text(t)) => {
+            body.insert("messages".into(), json!([{"role": "user", "content": t}]));
+        }
+        (Api::Chat, Prompt::Tokens(_)) => {
+            return Err(ClientError::Body(
+                "token-id prompts need the completions API".into(),
+            ));
+        }
+    }
+    body.insert("max_tokens".into(), json!(spec.max_tokens));
+    body.insert("stream".into(), Value::Bool(spec.stream));
+    if spec.stream {
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if spec.force_output_len {
+        body.insert("ignore_eos".into(), Value::Bool(true));
+        body.insert("min_tokens".into(), json!(spec.max_tokens));
+    }
+    if let Some(extra) = &spec.extra_body {
+        for (k, v) in extra {
+            body.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::to_vec(&Value::Object(body))
+        .map(Bytes::from)
+        .map_err(|e| ClientError::Body(e.to_string()))
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A complete response.
+    Ok,
+    /// A non-2xx status.
+    HttpError,
+    /// No first token within `--ttft-timeout`, or no end within
+    /// `--request-timeout`.
+    Timeout,
+    /// The connection could not be made.
+    ConnectError,
+    /// The response broke off, was garbled, or carried an error event.
+    StreamError,
+    /// Stopped by the user (Ctrl-C) before it finished.
+    Cancelled,
+    /// Never sent (over `--max-in-flight` with `--on-cap drop`, or no
+    /// request could be built).
+    Dropped,
+}
+
+impl Outcome {
+    /// The name in the `outcome` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::HttpError => "http_error",
+            Self::Timeout => "timeout",
+            Self::ConnectError => "connect_error",
+            Self::StreamError => "stream_error",
+            Self::Cancelled => "cancelled",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Timeouts of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP (and TLS) connect.
+    pub connect: Duration,
+    /// From send to the first content token.
+    pub ttft: Option<Duration>,
+    /// From send to the end of the response.
+    pub request: Option<Duration>,
+}
+
+/// What happened to one request, with its instants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// HTTP status, when a response arrived.
+    pub status_code: Option<u16>,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Error text, trimmed to 512 characters.
+    pub error: Option<String>,
+    /// First chunk carrying generated content (not the role-only first
+    /// chunk of chat streams).
+    pub first_token_at: Option<Instant>,
+    /// End of the response body, or when the failure was seen.
+    pub completed_at: Option<Instant>,
+    /// Arrival of each content-bearing chunk.
+    pub chunk_times: Vec<Instant>,
+    /// Content chunks counted (streaming), or usage's completion tokens.
+    pub output_tokens: u32,
+    /// `usage.prompt_tokens`.
+    pub usage_prompt_tokens: Option<u32>,
+    /// `usage.completion_tokens`.
+    pub usage_completion_tokens: Option<u32>,
+}
+
+impl Exchange {
+    fn failed(outcome: Outcome, status: Option<u16>, error: impl Into<String>) -> Self {
+        Self {
+            status_code: status,
+            outcome,
+            error: Some(trim(&error.into())),
+            first_token_at: None,
+            completed_at: Some(Instant::now()),
+            chunk_times: Vec::new(),
+            output_tokens: 0,
+            usage_prompt_tokens: None,
+            usage_completion_tokens: None,
+        }
+    }
+}
+
+/// Error texts are trimmed to this many characters.
+pub const ERROR_CHARS: usize = 512;
+
+fn trim(s: &str) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(ERROR_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// How to reach an endpoint.
+#[derive(Clone)]
+pub struct EndpointConfig {
+    /// Base URL, with or without a trailing `/v1`.
+    pub base_url: String,
+    /// API to call.
+    pub api: Api,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Bearer token (never printed).
+    pub api_key: Option<String>,
+    /// HTTP/2 with prior knowledge instead of HTTP/1.1.
+    pub http2: bool,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("base_url", &strip_credentials(&self.base_url))
+            .field("api", &self.api)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("http2", &self.http2)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An OpenAI-compatible endpoint with a connection pool.
+pub struct Endpoint {
+    client: reqwest::Client,
+    base: reqwest::Url,
+    api: Api,
+    request_url: reqwest::Url,
+}
+
+fn strip_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string().trim_end_matches('/').to_owned()
+        }
+        Err(_) => "<invalid url>".to_owned(),
+    }
+}
+
+impl Endpoint {
+    /// Builds the client (connection pool, TLS, headers).
+    pub fn new(cfg: EndpointConfig) -> Result<Self, ClientError> {
+        // reqwest is built without a default crypto provider; install ring
+        // once (an error means one is already installed).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut base = reqwest::Url::parse(cfg.base_url.trim_end_matches('/')).map_err(|e| {
+            ClientError::Config(format!("--url {}: {e}", strip_credentials(&cfg.base_url)))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::Config(format!(
+                "--url {}: only http and https are supported",
+                strip_credentials(&cfg.base_url)
+            )));
+        }
+        let path = base.path().trim_end_matches('/').to_owned();
+        let path = path.strip_suffix("/v1").unwrap_or(&path).to_owned();
+        base.set_path(&path);
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &cfg.headers {
+            let n = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| ClientError::Config(format!("--header {name:?}: {e}")))?;
+            let v = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|e| ClientError::Config(format!("--header {name}: {e}")))?;
+            headers.insert(n, v);
+        }
+        if let Some(key) = &cfg.api_key {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| ClientError::Config("the API key has characters a header cannot carry".into()))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(cfg.connect_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .user_agent(concat!("llm-replay/", env!("CARGO_PKG_VERSION")));
+        if cfg.http2 {
+            builder = builder.http2_prior_knowledge();
+        }
+        let client = builder
+            .build()
+            .map_err(|e| ClientError::Config(format!("building the HTTP client: {e}")))?;
+        let join = |p: &str| {
+            let mut u = base.clone();
+            u.set_path(&format!("{}{p}", base.path().trim_end_matches('/')));
+            u
+        };
+        Ok(Self {
+            client,
+            request_url: join(cfg.api.path()),
+            api: cfg.api,
+            base,
+        })
+    }
+
+    /// The base URL without credentials.
+    pub fn display_url(&self) -> String {
+        strip_credentials(self.base.as_str())
+    }
+
+    /// The API requests go to.
+    pub fn api(&self) -> Api {
+        self.api
+    }
+
+    /// `GET /v1/models`: the model ids.
+    pub async fn list_models(&self) -> Result<Vec<String>, ClientError> {
+        let mut url = self.base.clone();
+        url.set_path(&format!("{}/v1/models", self.base.path().trim_end_matches('/')));
+        let err = |message: String| ClientError::Request {
+            url: strip_credentials(url.as_str()),
+            message,
+        };
+        let resp = self
+            .client
+            .get(url.clone())
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| err(error_chain(&e)))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| err(error_chain(&e)))?;
+        if !status.is_success() {
+            return Err(err(format!("HTTP {status}: {}", trim(&text))));
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("not JSON: {e}")))?;
+        Ok(v.get("data")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Sends one request and measures it; never panics, never retries.
+    pub async fn send(&self, spec: &RequestSpec, body: Bytes, timeouts: &Timeouts) -> Exchange {
+        let sent = Instant::now();
+        let exchange = self.exchange(spec, body, timeouts, sent);
+        match timeouts.request {
+            Some(limit) => match tokio::time::timeout(limit, exchange).await {
+                Ok(ex) => ex,
+                Err(_) => Exchange::failed(
+                    Outcome::Timeout,
+                    None,
+                    format!("no complete response within --request-timeout {}", humantime::format_duration(limit)),
+                ),
+            },
+            None => exchange.await,
+        }
+    }
+
+    async fn exchange(&self, spec: &RequestSpec, body: Bytes, timeouts: &Timeouts, sent: Instant) -> Exchange {
+        let request = self
+            .client
+            .post(self.request_url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("x-request-id", &spec.request_id)
+            .body(body)
+            .send();
+        let ttft_deadline = timeouts.ttft.map(|t| sent + t);
+        let response = match ttft_deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, request).await {
+                Ok(r) => r,
+                Err(_) => return ttft_timeout(timeouts),
+            },
+            None => request.await,
+        };
+        let mut response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                let outcome = if e.is_connect() {
+                    Outcome::ConnectError
+                } else if e.is_timeout() {
+                    Outcome::Timeout
+                } else {
+                    Outcome::StreamError
+                };
+                return Exchange::failed(outcome, None, error_chain(&e));
+            }
+        };
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Exchange::failed(Outcome::HttpError, Some(status), format!("HTTP {status}: {text}"));
+        }
+        let mut ex = Exchange {
+            status_code: Some(status),
+            outcome: Outcome::Ok,
+            error: None,
+            first_token_at: None,
+            completed_at: None,
+            chunk_times: Vec::with_capacity(usize::try_from(spec.max_tokens).unwrap_or(0).min(4096)),
+            output_tokens: 0,
+            usage_prompt_tokens: None,
+            usage_completion_tokens: None,
+        };
+        if !spec.stream {
+            let text = response.text().await;
+            let now = Instant::now();
+            ex.completed_at = Some(now);
+            return match text.map_err(|e| error_chain(&e)).and_then(|t| {
+                serde_json::from_str::<Value>(&t).map_err(|e| format!("response is not JSON: {e}"))
+            }) {
+                Ok(v) => {
+                    let usage = v.get("usage");
+                    let get = |k: &str| {
+                        usage
+                            .and_then(|u| u.get(k))
+                            .and_then(Value::as_u64)
+                            .and_then(|n| u32::try_from(n).ok())
+                    };
+                    ex.usage_prompt_tokens = get("prompt_tokens");
+                    ex.usage_completion_tokens = get("completion_tokens");
+                    ex.output_tokens = ex.usage_completion_tokens.unwrap_or(0);
+                    // Without streaming, the first token is only seen with
+                    // the whole response.
+                    ex.first_token_at = Some(now);
+                    ex
+                }
+                Err(e) => Exchange {
+                    outcome: Outcome::StreamError,
+                    error: Some(trim(&e)),
+                    ..ex
+                },
+            };
+        }
+        let mut parser = SseParser::new();
+        let mut events: Vec<SseEvent> = Vec::new();
+        let mut done = false;
+        let mut finished = false;
+        loop {
+            let next = response.chunk();
+            let chunk = match (ex.first_token_at, ttft_deadline) {
+                (None, Some(deadline)) => match tokio::time::timeout_at(deadline, next).await {
+                    Ok(c) => c,
+                    Err(_) => return ttft_timeout(timeouts),
+                },
+                _ => next.await,
+            };
+            let bytes = match chunk {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => return stream_failed(ex, format!("stream broke off: {}", error_chain(&e))),
+            };
+            let now = Instant::now();
+            parser.push(&bytes, &mut events);
+            for event in events.drain(..) {
+                if event.data.trim() == "[DONE]" {
+                    done = true;
+                    continue;
+                }
+                match parse_chunk(&event.data) {
+                    Ok(info) => {
+                        if let Some(err) = info.error {
+                            return stream_failed(ex, format!("error event: {err}"));
+                        }
+                        if info.has_content {
+                            if ex.first_token_at.is_none() {
+                                ex.first_token_at = Some(now);
+                            }
+                            ex.chunk_times.push(now);
+                            ex.output_tokens += 1;
+                        }
+                        finished |= info.finished;
+                        if info.prompt_tokens.is_some() {
+                            ex.usage_prompt_tokens = info.prompt_tokens;
+                        }
+                        if info.completion_tokens.is_some() {
+                            ex.usage_completion_tokens = info.completion_tokens;
+                        }
+                    }
+                    Err(e) => return stream_failed(ex, format!("garbled SSE data: {e}")),
+                }
+            }
+        }
+        ex.completed_at = Some(Instant::now());
+        // A stream must end with [DONE] (OpenAI, vLLM, SGLang, llama.cpp and
+        // TGI all send it); one that stops without it, or mid-event, was cut.
+        if !done || parser.has_partial_event() {
+            let why = if finished {
+                "stream ended without [DONE]"
+            } else {
+                "stream ended before the response finished (no finish_reason, no [DONE])"
+            };
+            return stream_failed(ex, why.to_owned());
+        }
+        ex
+    }
+}
+
+fn ttft_timeout(timeouts: &Timeouts) -> Exchange {
+    let limit = timeouts.ttft.map(|d| humantime::format_duration(d).to_string()).unwrap_or_default();
+    Exchange::failed(Outcome::Timeout, None, format!("no first token within --ttft-timeout {limit}"))
+}
+
+fn stream_failed(mut ex: Exchange, why: String) -> Exchange {
+    ex.outcome = Outcome::StreamError;
+    ex.error = Some(trim(&why));
+    if ex.completed_at.is_none() {
+        ex.completed_at = Some(Instant::now());
+    }
+    ex
+}
+
+/// The error and its sources, one line (reqwest's own message is terse).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(prompt: Prompt) -> RequestSpec {
+        RequestSpec {
+            request_id: "r1".into(),
+            model: "m".into(),
+            prompt,
+            max_tokens: 16,
+            stream: true,
+            force_output_len: false,
+            extra_body: None,
+        }
+    }
+
+    fn body(api: Api, s: &RequestSpec) -> Value {
+        serde_json::from_slice(&build_body(api, s).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn completions_body_with_text_and_usage_in_stream() {
+        let v = body(Api::Completions, &spec(Prompt::Text(" a b".into())));
+        assert_eq!(v["prompt"], " a b");
+        assert_eq!(v["max_tokens"], 16);
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert!(v.get("ignore_eos").is_none());
+    }
+
+    #[test]
+    fn token_prompts_and_forced_length() {
+        let mut s = spec(Prompt::Tokens(vec![1, 2, 3]));
+        s.force_output_len = true;
+        s.stream = false;
+        let v = body(Api::Completions, &s);
+        assert_eq!(v["prompt"], json!([1, 2, 3]));
+        assert_eq!(v["ignore_eos"], true);
+        assert_eq!(v["min_tokens"], 16);
+        assert!(v.get("stream_options").is_none());
+        assert!(build_body(Api::Chat, &s).is_err());
+    }
+
+    #[test]
+    fn chat_body_is_one_user_message() {
+        let v = body(Api::Chat, &spec(Prompt::Text("hi".into())));
+        assert_eq!(v["messages"], json!([{"role": "user", "content": "hi"}]));
+    }
+
+    #[test]
+    fn urls_normalise_and_hide_credentials() {
+        let cfg = |url: &str| EndpointConfig {
+            base_url: url.into(),
+            api: Api::Chat,
+            headers: vec![],
+            api_key: Some("sk-secret".into()),
+            http2: false,
+            connect_timeout: Duration::from_secs(1),
+            pool_max_idle_per_host: 1,
+        };
+        let e = Endpoint::new(cfg("http://user:pw@127.0.0.1:8000/v1/")).unwrap();
+        assert_eq!(e.display_url(), "http://127.0.0.1:8000");
+        assert_eq!(e.request_url.path(), "/v1/chat/completions");
+        assert!(!format!("{:?}", cfg("http://x")).contains("sk-secret"));
+        assert!(Endpoint::new(cfg("ftp://x")).is_err());
+    }
+
+    #[test]
+    fn errors_are_trimmed() {
+        let long = "x".repeat(2_000);
+        assert_eq!(trim(&long).chars().count(), ERROR_CHARS + 1);
+    }
+}

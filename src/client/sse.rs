@@ -1,0 +1,271 @@
+//! Incremental Server-Sent Events parsing, and the OpenAI streaming chunk
+//! fields llm-replay reads.
+//!
+//! Invariant (property-tested): feeding a stream in any split into pieces
+//! yields exactly the events that feeding it whole yields.
+
+use serde::Deserialize;
+
+/// One SSE event's `data` (multi-line data joined with `\n`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The data field.
+    pub data: String,
+}
+
+/// An incremental SSE parser: push bytes as they arrive, take events.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    /// Bytes of an incomplete line.
+    line: Vec<u8>,
+    /// Data lines of the event being read.
+    data: Vec<String>,
+    /// Whether the event has any data field.
+    has_data: bool,
+    /// The last byte pushed was `\r` (a `\n` right after it ends nothing).
+    after_cr: bool,
+}
+
+impl SseParser {
+    /// A parser at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds `chunk`; complete events are appended to `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            if self.after_cr {
+                self.after_cr = false;
+                if rest[0] == b'\n' {
+                    rest = &rest[1..];
+                    continue;
+                }
+            }
+            match memchr::memchr2(b'\n', b'\r', rest) {
+                None => {
+                    self.line.extend_from_slice(rest);
+                    return;
+                }
+                Some(i) => {
+                    self.line.extend_from_slice(&rest[..i]);
+                    self.after_cr = rest[i] == b'\r';
+                    rest = &rest[i + 1..];
+                    self.end_line(out);
+                }
+            }
+        }
+    }
+
+    fn end_line(&mut self, out: &mut Vec<SseEvent>) {
+        let line = std::mem::take(&mut self.line);
+        if line.is_empty() {
+            // A blank line dispatches the event.
+            if self.has_data {
+                out.push(SseEvent {
+                    data: self.data.join("\n"),
+                });
+            }
+            self.data.clear();
+            self.has_data = false;
+            return;
+        }
+        if line[0] == b':' {
+            return; // comment
+        }
+        let (field, value) = match memchr::memchr(b':', &line) {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (&line[..], &b""[..]),
+        };
+        if field == b"data" {
+            self.data.push(String::from_utf8_lossy(value).into_owned());
+            self.has_data = true;
+        }
+        // event, id and retry carry nothing llm-replay uses.
+    }
+
+    /// Whether bytes of an unfinished event remain (a stream that ends here
+    /// was cut).
+    pub fn has_partial_event(&self) -> bool {
+        !self.line.is_empty() || self.has_data
+    }
+}
+
+/// What one streamed JSON chunk says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// The chunk carries generated content (text, content or reasoning).
+    pub has_content: bool,
+    /// `usage.prompt_tokens`.
+    pub prompt_tokens: Option<u32>,
+    /// `usage.completion_tokens`.
+    pub completion_tokens: Option<u32>,
+    /// A `finish_reason` was set.
+    pub finished: bool,
+    /// The server sent an error object.
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<Choice<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(default)]
+    finish_reason: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Token counts of an OpenAI `usage` object.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    #[serde(default)]
+    pub prompt_tokens: Option<u32>,
+    /// Completion tokens.
+    #[serde(default)]
+    pub completion_tokens: Option<u32>,
+}
+
+/// Parses one chunk's JSON (completions or chat); `Err` carries the JSON
+/// error for a garbled chunk.
+pub fn parse_chunk(data: &str) -> Result<ChunkInfo, String> {
+    let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| e.to_string())?;
+    let mut info = ChunkInfo::default();
+    for c in &chunk.choices {
+        let non_empty = |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
+        if non_empty(&c.text) {
+            info.has_content = true;
+        }
+        if let Some(d) = &c.delta
+            && (non_empty(&d.content) || non_empty(&d.reasoning_content) || non_empty(&d.reasoning))
+        {
+            info.has_content = true;
+        }
+        if c.finish_reason.as_ref().is_some_and(|f| !f.is_null()) {
+            info.finished = true;
+        }
+    }
+    if let Some(u) = chunk.usage {
+        info.prompt_tokens = u.prompt_tokens;
+        info.completion_tokens = u.completion_tokens;
+    }
+    if let Some(e) = chunk.error {
+        info.error = Some(
+            e.get("message")
+                .and_then(|m| m.as_str())
+                .map_or_else(|| e.to_string(), str::to_owned),
+        );
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn parse_all(pieces: &[&[u8]]) -> Vec<SseEvent> {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        for piece in pieces {
+            p.push(piece, &mut out);
+        }
+        out
+    }
+
+    const STREAM: &str = ": keep-alive\r\n\r\ndata: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: line1\ndata: line2\r\n\r\nevent: x\nid: 3\ndata:nospace\n\ndata: [DONE]\n\n";
+
+    #[test]
+    fn parses_events_comments_crlf_and_multiline_data() {
+        let events = parse_all(&[STREAM.as_bytes()]);
+        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(
+            data,
+            vec!["{\"choices\":[{\"text\":\"a\"}]}", "line1\nline2", "nospace", "[DONE]"]
+        );
+    }
+
+    #[test]
+    fn a_cut_event_is_reported_partial() {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        p.push(b"data: {\"choi", &mut out);
+        assert!(out.is_empty());
+        assert!(p.has_partial_event());
+    }
+
+    proptest! {
+        /// Any split of a valid stream gives the same events as the whole.
+        #[test]
+        fn any_split_gives_the_same_events(cuts in proptest::collection::vec(0usize..STREAM.len(), 0..12)) {
+            let bytes = STREAM.as_bytes();
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut last = 0;
+            for c in cuts {
+                pieces.push(&bytes[last..c]);
+                last = c;
+            }
+            pieces.push(&bytes[last..]);
+            prop_assert_eq!(parse_all(&pieces), parse_all(&[bytes]));
+        }
+
+        /// Arbitrary bytes never panic the parser.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let events = parse_all(&[&bytes]);
+            for e in events {
+                let _ = parse_chunk(&e.data);
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_fields_of_completions_and_chat() {
+        let c = parse_chunk(r#"{"choices":[{"text":"hi","finish_reason":null}]}"#).unwrap();
+        assert!(c.has_content && !c.finished);
+        let role_only = parse_chunk(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#).unwrap();
+        assert!(!role_only.has_content);
+        let chat = parse_chunk(r#"{"choices":[{"delta":{"content":"x"}}]}"#).unwrap();
+        assert!(chat.has_content);
+        let reasoning = parse_chunk(r#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#).unwrap();
+        assert!(reasoning.has_content);
+        let usage = parse_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#,
+        )
+        .unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (Some(12), Some(3)));
+        let fin = parse_chunk(r#"{"choices":[{"text":"","finish_reason":"length"}]}"#).unwrap();
+        assert!(fin.finished && !fin.has_content);
+        let err = parse_chunk(r#"{"error":{"message":"overloaded","code":503}}"#).unwrap();
+        assert_eq!(err.error.as_deref(), Some("overloaded"));
+        assert!(parse_chunk("{not json").is_err());
+    }
+}
