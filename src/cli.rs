@@ -25,6 +25,11 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Validate a trace and print what to know before replaying it.
     Inspect(InspectArgs),
+    /// Replay a trace against an endpoint, open loop, one result row per
+    /// scheduled request. With no --url, against the embedded simulator.
+    Replay(ReplayArgs),
+    /// Run the embedded simulated OpenAI-compatible endpoint on its own.
+    Sim(SimArgs),
 }
 
 /// Input formats of `ingest`.
@@ -173,6 +178,170 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where requests go and how they are built (shared by `replay` and
+/// `sweep`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Target")]
+pub struct TargetArgs {
+    /// Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8000).
+    /// Without it, an embedded simulated endpoint is started on 127.0.0.1.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// API to call.
+    #[arg(long, value_enum, default_value = "completions")]
+    pub api: crate::client::Api,
+    /// Model name; default: the first model of /v1/models.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Extra request header, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Environment variable holding the API key (sent as a Bearer token,
+    /// never printed or written).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Use HTTP/2 (prior knowledge) instead of an HTTP/1.1 keep-alive pool.
+    #[arg(long)]
+    pub http2: bool,
+    /// Connection timeout.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: std::time::Duration,
+    /// Give up on a request with no first token after this long (outcome
+    /// timeout).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttft_timeout: Option<std::time::Duration>,
+    /// Give up on a whole request after this long (outcome timeout).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+    /// Send non-streaming requests (no TTFT or inter-token latency).
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Force the output length with the vLLM/SGLang extensions `ignore_eos`
+    /// and `min_tokens`.
+    #[arg(long)]
+    pub force_output_len: bool,
+    /// What to send as the prompt: synthetic text with exactly
+    /// `input_tokens` tokens, the same as token ids (completions only), or
+    /// the trace's original text (`ingest --keep-text`).
+    #[arg(long, value_enum, default_value = "synthetic")]
+    pub prompts: crate::prompt::PromptMode,
+    /// Tokenizer for synthetic prompts: o200k_base, cl100k_base or a
+    /// tokenizer.json path. Default: the trace's tokenizer when it is an
+    /// embedded one, else o200k_base. Use the served model's tokenizer.json
+    /// for exact counts at the server.
+    #[arg(long)]
+    pub tokenizer: Option<TokenizerSpec>,
+    /// Cap on requests in flight; requests over it wait or are dropped
+    /// (`--on-cap`), and either way are recorded.
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
+    /// What a request over `--max-in-flight` does.
+    #[arg(long, value_enum, default_value = "wait")]
+    pub on_cap: crate::replay::dispatch::CapPolicy,
+    /// Options of the embedded simulated endpoint (used without --url).
+    #[command(flatten)]
+    pub sim: crate::sim::SimConfig,
+}
+
+/// How requests are scheduled.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Schedule")]
+pub struct ScheduleArgs {
+    /// Send at this many requests per second (instead of the recorded
+    /// times).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Inter-arrival process for --rate.
+    #[arg(long, value_enum, default_value = "poisson")]
+    pub arrivals: ArrivalsArg,
+    /// Gamma shape for `--arrivals gamma` (1 = Poisson, < 1 burstier).
+    #[arg(long, default_value_t = 1.0)]
+    pub burstiness: f64,
+    /// Order of trace rows for --rate.
+    #[arg(long, value_enum, default_value = "sequential")]
+    pub order: crate::schedule::Order,
+    /// Stop scheduling after this long (loops the trace to fill it with
+    /// --rate).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Stop after this many requests.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Recorded times are divided by this (2 = twice as fast).
+    #[arg(long, default_value_t = 1.0)]
+    pub speedup: f64,
+    /// Start of the window of trace time to replay.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub start: Option<std::time::Duration>,
+    /// End of the window of trace time to replay.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub end: Option<std::time::Duration>,
+    /// Spread requests that share one recorded timestamp evenly over this
+    /// much trace time (for quantized traces such as Mooncake's, e.g. 1s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub spread: Option<std::time::Duration>,
+    /// Seed of every random choice (arrival gaps, shuffles, prompts);
+    /// written into the results.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Arrival processes for `--arrivals`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArrivalsArg {
+    /// Exponential gaps.
+    Poisson,
+    /// Gamma gaps with shape `--burstiness`.
+    Gamma,
+    /// Equal gaps.
+    Constant,
+}
+
+/// `llm-replay replay TRACE`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// The trace to replay (Parquet, from `ingest`).
+    pub trace: PathBuf,
+    /// Results file (Parquet); default: a new results-<time>.parquet in the
+    /// current folder. Never overwritten.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Also write the summary as JSON here.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+    /// Goodput objectives, e.g. `ttft=500ms,tpot=50ms,e2e=10s`.
+    #[arg(long)]
+    pub slo: Option<crate::report::Slo>,
+    /// On Ctrl-C, how long in-flight requests may finish before they are
+    /// cancelled.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
+    /// p99 send lag above which the summary says the generator, not the
+    /// server, was the bottleneck.
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub max_send_lag: std::time::Duration,
+    /// No live progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The schedule.
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+}
+
+/// `llm-replay sim`.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub bind: std::net::SocketAddr,
+    /// Simulator options.
+    #[command(flatten)]
+    pub sim: crate::sim::SimConfig,
 }
 
 #[cfg(test)]

@@ -302,8 +302,10 @@ impl Endpoint {
             headers.insert(n, v);
         }
         if let Some(key) = &cfg.api_key {
-            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-                .map_err(|_| ClientError::Config("the API key has characters a header cannot carry".into()))?;
+            let mut v =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                    ClientError::Config("the API key has characters a header cannot carry".into())
+                })?;
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
@@ -346,7 +348,10 @@ impl Endpoint {
     /// `GET /v1/models`: the model ids.
     pub async fn list_models(&self) -> Result<Vec<String>, ClientError> {
         let mut url = self.base.clone();
-        url.set_path(&format!("{}/v1/models", self.base.path().trim_end_matches('/')));
+        url.set_path(&format!(
+            "{}/v1/models",
+            self.base.path().trim_end_matches('/')
+        ));
         let err = |message: String| ClientError::Request {
             url: strip_credentials(url.as_str()),
             message,
@@ -384,14 +389,23 @@ impl Endpoint {
                 Err(_) => Exchange::failed(
                     Outcome::Timeout,
                     None,
-                    format!("no complete response within --request-timeout {}", humantime::format_duration(limit)),
+                    format!(
+                        "no complete response within --request-timeout {}",
+                        humantime::format_duration(limit)
+                    ),
                 ),
             },
             None => exchange.await,
         }
     }
 
-    async fn exchange(&self, spec: &RequestSpec, body: Bytes, timeouts: &Timeouts, sent: Instant) -> Exchange {
+    async fn exchange(
+        &self,
+        spec: &RequestSpec,
+        body: Bytes,
+        timeouts: &Timeouts,
+        sent: Instant,
+    ) -> Exchange {
         let request = self
             .client
             .post(self.request_url.clone())
@@ -423,7 +437,11 @@ impl Endpoint {
         let status = response.status().as_u16();
         if !response.status().is_success() {
             let text = response.text().await.unwrap_or_default();
-            return Exchange::failed(Outcome::HttpError, Some(status), format!("HTTP {status}: {text}"));
+            return Exchange::failed(
+                Outcome::HttpError,
+                Some(status),
+                format!("HTTP {status}: {text}"),
+            );
         }
         let mut ex = Exchange {
             status_code: Some(status),
@@ -431,7 +449,9 @@ impl Endpoint {
             error: None,
             first_token_at: None,
             completed_at: None,
-            chunk_times: Vec::with_capacity(usize::try_from(spec.max_tokens).unwrap_or(0).min(4096)),
+            chunk_times: Vec::with_capacity(
+                usize::try_from(spec.max_tokens).unwrap_or(0).min(4096),
+            ),
             output_tokens: 0,
             usage_prompt_tokens: None,
             usage_completion_tokens: None,
@@ -482,7 +502,9 @@ impl Endpoint {
             let bytes = match chunk {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
-                Err(e) => return stream_failed(ex, format!("stream broke off: {}", error_chain(&e))),
+                Err(e) => {
+                    return stream_failed(ex, format!("stream broke off: {}", error_chain(&e)));
+                }
             };
             let now = Instant::now();
             parser.push(&bytes, &mut events);
@@ -531,8 +553,15 @@ impl Endpoint {
 }
 
 fn ttft_timeout(timeouts: &Timeouts) -> Exchange {
-    let limit = timeouts.ttft.map(|d| humantime::format_duration(d).to_string()).unwrap_or_default();
-    Exchange::failed(Outcome::Timeout, None, format!("no first token within --ttft-timeout {limit}"))
+    let limit = timeouts
+        .ttft
+        .map(|d| humantime::format_duration(d).to_string())
+        .unwrap_or_default();
+    Exchange::failed(
+        Outcome::Timeout,
+        None,
+        format!("no first token within --ttft-timeout {limit}"),
+    )
 }
 
 fn stream_failed(mut ex: Exchange, why: String) -> Exchange {

@@ -50,5 +50,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect(args) => trace::inspect::run(&args),
+        Command::Replay(args) => runtime()?.block_on(replay::command(args)),
+        Command::Sim(args) => runtime()?.block_on(async move {
+            let server = sim::start(args.sim, args.bind).await?;
+            eprintln!(
+                "simulated endpoint on {} (OpenAI-compatible: /v1/models, /v1/completions, /v1/chat/completions, /metrics); Ctrl-C stops it",
+                server.url()
+            );
+            tokio::signal::ctrl_c().await?;
+            server.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }),
     }
+}
+
+/// The multi-threaded runtime for the commands that do network I/O.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("llm-replay")
+        .build()
 }

@@ -209,7 +209,11 @@ impl PromptSynth {
 
     /// A prompt of exactly `record.input_tokens` tokens, checked by
     /// re-tokenizing. `repeat` (loops of the trace) varies the unique part.
-    pub fn synthesize(&self, record: &TraceRecord, repeat: u32) -> Result<SynthPrompt, PromptError> {
+    pub fn synthesize(
+        &self,
+        record: &TraceRecord,
+        repeat: u32,
+    ) -> Result<SynthPrompt, PromptError> {
         if record.input_tokens <= 0 {
             return Err(PromptError::Empty(record.request_id.clone()));
         }
@@ -287,8 +291,12 @@ mod tests {
     #[test]
     fn shared_block_ids_give_shared_token_blocks() {
         let s = &*O200K; // block size 16
-        let x = s.synthesize(&rec("x", 60, Some(vec![1, 2, 3, 4])), 0).unwrap();
-        let y = s.synthesize(&rec("y", 60, Some(vec![1, 2, 9, 10])), 0).unwrap();
+        let x = s
+            .synthesize(&rec("x", 60, Some(vec![1, 2, 3, 4])), 0)
+            .unwrap();
+        let y = s
+            .synthesize(&rec("y", 60, Some(vec![1, 2, 9, 10])), 0)
+            .unwrap();
         assert_eq!(x.ids[..32], y.ids[..32]);
         assert_ne!(x.ids[32..48], y.ids[32..48]);
         // A partial last block is the start of that block's words.
@@ -303,6 +311,9 @@ mod tests {
 
     #[test]
     fn empty_prompts_are_refused() {
-        assert!(matches!(O200K.synthesize(&rec("e", 0, None), 0), Err(PromptError::Empty(_))));
+        assert!(matches!(
+            O200K.synthesize(&rec("e", 0, None), 0),
+            Err(PromptError::Empty(_))
+        ));
     }
 }

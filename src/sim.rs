@@ -1,1 +1,669 @@
-//! sim (in progress)
+//! The embedded simulated endpoint: an OpenAI-compatible server
+//! (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, streaming and
+//! not, `usage` counts, Prometheus `/metrics`, `/health`) whose latency
+//! follows a continuous-batching model ([`engine`]), with seeded fault
+//! injection for tests. So anyone can run the whole pipeline without a GPU.
+//!
+//! Faults are drawn per request from the shares given, or forced by a
+//! request whose `X-Request-Id` contains `fault=429`, `fault=500`,
+//! `fault=stall`, `fault=disconnect` or `fault=garble`.
+
+pub mod engine;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use engine::{EngineGauges, EngineParams, Job};
+
+/// Simulator parameters. Defaults model a small GPU serving a small model:
+/// about 50k prefill tokens/s and 100-150 decode tokens/s per sequence.
+#[derive(Debug, Clone, clap::Args, serde::Serialize)]
+#[command(next_help_heading = "Embedded simulator")]
+pub struct SimConfig {
+    /// Model name served.
+    #[arg(id = "sim_model", long = "sim-model", default_value = "llm-replay-sim")]
+    pub model: String,
+    /// Most sequences decoded together (continuous batching).
+    #[arg(id = "sim_max_batch", long = "sim-max-batch", default_value_t = 64)]
+    pub max_batch: usize,
+    /// KV-cache budget in tokens; a sequence reserves prompt + max_tokens,
+    /// and new requests wait while it is full.
+    #[arg(
+        id = "sim_kv_tokens",
+        long = "sim-kv-tokens",
+        default_value_t = 262_144
+    )]
+    pub kv_tokens: u64,
+    /// Prefill cost per prompt token, µs.
+    #[arg(id = "sim_prefill_us", long = "sim-prefill-us", default_value_t = 20.0)]
+    pub prefill_us_per_token: f64,
+    /// Fixed cost of one decode step, µs.
+    #[arg(
+        id = "sim_decode_base_us",
+        long = "sim-decode-base-us",
+        default_value_t = 6_000.0
+    )]
+    pub decode_base_us: f64,
+    /// Extra cost of one decode step per running sequence, µs.
+    #[arg(
+        id = "sim_decode_per_seq_us",
+        long = "sim-decode-per-seq-us",
+        default_value_t = 100.0
+    )]
+    pub decode_per_seq_us: f64,
+    /// No model time at all (to benchmark the client).
+    #[arg(id = "sim_zero_delay", long = "sim-zero-delay")]
+    pub zero_delay: bool,
+    /// Seed of fault draws.
+    #[arg(id = "sim_seed", long = "sim-seed", default_value_t = 0)]
+    pub seed: u64,
+    /// Share of requests answered 429 Too Many Requests.
+    #[arg(id = "sim_fail_429", long = "sim-fail-429", default_value_t = 0.0)]
+    pub fail_429: f64,
+    /// Share of requests answered 500.
+    #[arg(id = "sim_fail_500", long = "sim-fail-500", default_value_t = 0.0)]
+    pub fail_500: f64,
+    /// Share of requests that stall before their first token.
+    #[arg(id = "sim_stall", long = "sim-stall", default_value_t = 0.0)]
+    pub stall: f64,
+    /// How long a stall lasts.
+    #[arg(id = "sim_stall_time", long = "sim-stall-time", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(skip)]
+    pub stall_time: Duration,
+    /// Share of streams cut mid-response (connection dropped).
+    #[arg(id = "sim_disconnect", long = "sim-disconnect", default_value_t = 0.0)]
+    pub disconnect: f64,
+    /// Share of streams with a garbled (invalid JSON) event mid-response.
+    #[arg(id = "sim_garble", long = "sim-garble", default_value_t = 0.0)]
+    pub garble: f64,
+    /// Keep every X-Request-Id received (tests).
+    #[arg(skip)]
+    pub record_request_ids: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            model: "llm-replay-sim".into(),
+            max_batch: 64,
+            kv_tokens: 262_144,
+            prefill_us_per_token: 20.0,
+            decode_base_us: 6_000.0,
+            decode_per_seq_us: 100.0,
+            zero_delay: false,
+            seed: 0,
+            fail_429: 0.0,
+            fail_500: 0.0,
+            stall: 0.0,
+            stall_time: Duration::from_secs(30),
+            disconnect: 0.0,
+            garble: 0.0,
+            record_request_ids: false,
+        }
+    }
+}
+
+/// The simulator could not start.
+#[derive(Debug, Error)]
+pub enum SimError {
+    /// Binding the address failed.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A parameter out of range.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What the simulator saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Generation requests received.
+    pub requests: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, u64>,
+    /// `X-Request-Id`s received (only with `record_request_ids`).
+    pub request_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    Http429,
+    Http500,
+    Stall,
+    Disconnect,
+    Garble,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Http429 => "429",
+            Self::Http500 => "500",
+            Self::Stall => "stall",
+            Self::Disconnect => "disconnect",
+            Self::Garble => "garble",
+        }
+    }
+}
+
+struct AppState {
+    cfg: SimConfig,
+    jobs: mpsc::UnboundedSender<Job>,
+    gauges: Arc<EngineGauges>,
+    rng: Mutex<StdRng>,
+    stats: Mutex<SimStats>,
+    requests_total: AtomicU64,
+    stop: CancellationToken,
+}
+
+/// A running simulator.
+pub struct SimServer {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    state: Arc<AppState>,
+    server: tokio::task::JoinHandle<()>,
+    engine: tokio::task::JoinHandle<()>,
+}
+
+impl SimServer {
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What it has seen so far.
+    pub fn stats(&self) -> SimStats {
+        self.state
+            .stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Stops serving, ending open streams.
+    pub async fn shutdown(self) {
+        self.state.stop.cancel();
+        let _ = self.server.await;
+        let _ = self.engine.await;
+    }
+}
+
+/// Binds `bind` (port 0 picks one) and serves in the background.
+pub async fn start(cfg: SimConfig, bind: SocketAddr) -> Result<SimServer, SimError> {
+    for (name, v) in [
+        ("--sim-fail-429", cfg.fail_429),
+        ("--sim-fail-500", cfg.fail_500),
+        ("--sim-stall", cfg.stall),
+        ("--sim-disconnect", cfg.disconnect),
+        ("--sim-garble", cfg.garble),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(SimError::Config(format!(
+                "{name} is a share in [0, 1], got {v}"
+            )));
+        }
+    }
+    if cfg.max_batch == 0 || cfg.kv_tokens == 0 {
+        return Err(SimError::Config(
+            "--sim-max-batch and --sim-kv-tokens must be positive".into(),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|source| SimError::Bind { addr: bind, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| SimError::Bind { addr: bind, source })?;
+    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+    let gauges = Arc::new(EngineGauges::default());
+    let stop = CancellationToken::new();
+    let params = if cfg.zero_delay {
+        EngineParams {
+            max_batch: cfg.max_batch,
+            kv_tokens: cfg.kv_tokens,
+            prefill_us_per_token: 0.0,
+            decode_base_us: 0.0,
+            decode_per_seq_us: 0.0,
+        }
+    } else {
+        EngineParams {
+            max_batch: cfg.max_batch,
+            kv_tokens: cfg.kv_tokens,
+            prefill_us_per_token: cfg.prefill_us_per_token,
+            decode_base_us: cfg.decode_base_us,
+            decode_per_seq_us: cfg.decode_per_seq_us,
+        }
+    };
+    let engine = tokio::spawn(engine::run(params, jobs_rx, gauges.clone(), stop.clone()));
+    let state = Arc::new(AppState {
+        rng: Mutex::new(StdRng::seed_from_u64(cfg.seed)),
+        cfg,
+        jobs: jobs_tx,
+        gauges,
+        stats: Mutex::new(SimStats::default()),
+        requests_total: AtomicU64::new(0),
+        stop: stop.clone(),
+    });
+    let app = Router::new()
+        .route("/v1/models", get(models))
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat))
+        .with_state(state.clone());
+    let server = tokio::spawn(async move {
+        let shutdown = stop.clone();
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    });
+    Ok(SimServer {
+        addr,
+        state,
+        server,
+        engine,
+    })
+}
+
+async fn models(State(s): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({
+        "object": "list",
+        "data": [{"id": s.cfg.model, "object": "model", "owned_by": "llm-replay"}],
+    }))
+    .into_response()
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    let g = &s.gauges;
+    let kv = g.kv_used.load(Ordering::Relaxed) as f64 / s.cfg.kv_tokens as f64;
+    let body = format!(
+        "# HELP sim:num_requests_running Sequences in the running batch.\n# TYPE sim:num_requests_running gauge\nsim:num_requests_running{{model_name=\"{m}\"}} {}\n\
+         # HELP sim:num_requests_waiting Requests waiting for admission.\n# TYPE sim:num_requests_waiting gauge\nsim:num_requests_waiting{{model_name=\"{m}\"}} {}\n\
+         # HELP sim:kv_cache_usage_perc Share of the KV-cache budget reserved.\n# TYPE sim:kv_cache_usage_perc gauge\nsim:kv_cache_usage_perc{{model_name=\"{m}\"}} {kv}\n\
+         # HELP sim:prompt_tokens_total Prompt tokens prefilled.\n# TYPE sim:prompt_tokens_total counter\nsim:prompt_tokens_total{{model_name=\"{m}\"}} {}\n\
+         # HELP sim:generation_tokens_total Tokens generated.\n# TYPE sim:generation_tokens_total counter\nsim:generation_tokens_total{{model_name=\"{m}\"}} {}\n\
+         # HELP sim:requests_total Generation requests received.\n# TYPE sim:requests_total counter\nsim:requests_total{{model_name=\"{m}\"}} {}\n",
+        g.running.load(Ordering::Relaxed),
+        g.waiting.load(Ordering::Relaxed),
+        g.prompt_tokens_total.load(Ordering::Relaxed),
+        g.generation_tokens_total.load(Ordering::Relaxed),
+        s.requests_total.load(Ordering::Relaxed),
+        m = s.cfg.model,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(s, headers, body, false).await
+}
+
+async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(s, headers, body, true).await
+}
+
+fn error(status: StatusCode, message: &str, kind: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"message": message, "type": kind, "code": status.as_u16()}})),
+    )
+        .into_response()
+}
+
+/// A cheap prompt token count: words plus punctuation runs. Exact for the
+/// synthetic prompts llm-replay sends (one token per space-led word).
+fn approx_tokens(text: &str) -> u64 {
+    let mut n = 0u64;
+    for word in text.split_whitespace() {
+        let punct = word.chars().filter(|c| c.is_ascii_punctuation()).count() as u64;
+        n += 1 + punct;
+    }
+    n
+}
+
+fn prompt_tokens(v: &Value, chat: bool) -> Option<u64> {
+    if chat {
+        let msgs = v.get("messages")?.as_array()?;
+        let mut n = 0;
+        for m in msgs {
+            match m.get("content") {
+                Some(Value::String(s)) => n += approx_tokens(s),
+                Some(Value::Array(parts)) => {
+                    for p in parts {
+                        if let Some(t) = p.get("text").and_then(Value::as_str) {
+                            n += approx_tokens(t);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        return Some(n);
+    }
+    match v.get("prompt")? {
+        Value::String(s) => Some(approx_tokens(s)),
+        Value::Array(items) => match items.first() {
+            Some(Value::String(s)) => Some(approx_tokens(s)),
+            Some(Value::Number(_)) => Some(items.len() as u64),
+            Some(Value::Array(ids)) => Some(ids.len() as u64),
+            _ => Some(0),
+        },
+        _ => None,
+    }
+}
+
+fn pick_fault(s: &AppState, request_id: &str) -> Fault {
+    for (key, fault) in [
+        ("fault=429", Fault::Http429),
+        ("fault=500", Fault::Http500),
+        ("fault=stall", Fault::Stall),
+        ("fault=disconnect", Fault::Disconnect),
+        ("fault=garble", Fault::Garble),
+    ] {
+        if request_id.contains(key) {
+            return fault;
+        }
+    }
+    let c = &s.cfg;
+    if c.fail_429 + c.fail_500 + c.stall + c.disconnect + c.garble <= 0.0 {
+        return Fault::None;
+    }
+    let x: f64 = match s.rng.lock() {
+        Ok(mut rng) => rng.random(),
+        Err(_) => return Fault::None,
+    };
+    let mut edge = 0.0;
+    for (share, fault) in [
+        (c.fail_429, Fault::Http429),
+        (c.fail_500, Fault::Http500),
+        (c.stall, Fault::Stall),
+        (c.disconnect, Fault::Disconnect),
+        (c.garble, Fault::Garble),
+    ] {
+        edge += share;
+        if x < edge {
+            return fault;
+        }
+    }
+    Fault::None
+}
+
+async fn generate(s: Arc<AppState>, headers: HeaderMap, body: Bytes, chat: bool) -> Response {
+    s.requests_total.fetch_add(1, Ordering::Relaxed);
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let fault = pick_fault(&s, &request_id);
+    if let Ok(mut st) = s.stats.lock() {
+        st.requests += 1;
+        if fault != Fault::None {
+            *st.faults.entry(fault.name().to_owned()).or_insert(0) += 1;
+        }
+        if s.cfg.record_request_ids {
+            st.request_ids.push(request_id.clone());
+        }
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid JSON body: {e}"),
+                "invalid_request_error",
+            );
+        }
+    };
+    let Some(prompt) = prompt_tokens(&v, chat) else {
+        let what = if chat { "messages" } else { "prompt" };
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("missing {what}"),
+            "invalid_request_error",
+        );
+    };
+    let max_tokens = v
+        .get("max_tokens")
+        .or_else(|| v.get("max_completion_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(16)
+        .max(1);
+    if prompt + max_tokens > s.cfg.kv_tokens {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the request needs {} tokens of context, more than the KV budget of {}",
+                prompt + max_tokens,
+                s.cfg.kv_tokens
+            ),
+            "invalid_request_error",
+        );
+    }
+    match fault {
+        Fault::Http429 => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "simulated overload",
+                "rate_limit_error",
+            );
+        }
+        Fault::Http500 => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "simulated server error",
+                "server_error",
+            );
+        }
+        _ => {}
+    }
+    let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = v
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let model = v
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or(&s.cfg.model)
+        .to_owned();
+    if fault == Fault::Stall {
+        tokio::select! {
+            () = tokio::time::sleep(s.cfg.stall_time) => {}
+            () = s.stop.cancelled() => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down", "server_error"),
+        }
+    }
+    let (tok_tx, mut tok_rx) = mpsc::unbounded_channel();
+    if s.jobs
+        .send(Job {
+            prompt_tokens: prompt,
+            max_tokens,
+            tokens: tok_tx,
+        })
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "engine stopped",
+            "server_error",
+        );
+    }
+    let id = format!("sim-{}", s.requests_total.load(Ordering::Relaxed));
+    let object = if chat {
+        "chat.completion"
+    } else {
+        "text_completion"
+    };
+    let usage = json!({"prompt_tokens": prompt, "completion_tokens": max_tokens, "total_tokens": prompt + max_tokens});
+    if !stream {
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                t = tok_rx.recv() => match t {
+                    Some(()) => n += 1,
+                    None => break,
+                },
+                () = s.stop.cancelled() => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down", "server_error"),
+            }
+        }
+        let text: String = (0..n).map(word).collect();
+        let choice = if chat {
+            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"})
+        } else {
+            json!({"index": 0, "text": text, "finish_reason": "length"})
+        };
+        return axum::Json(json!({"id": id, "object": object, "model": model, "choices": [choice], "usage": usage}))
+            .into_response();
+    }
+    let (frames_tx, frames_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let stop = s.stop.clone();
+    tokio::spawn(async move {
+        let frame = |v: Value| Ok(Bytes::from(format!("data: {v}\n\n")));
+        let chunk_object = if chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        if chat {
+            let first = json!({"id": id, "object": chunk_object, "model": model,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]});
+            if frames_tx.send(frame(first)).await.is_err() {
+                return;
+            }
+        }
+        let half = max_tokens / 2;
+        let mut n = 0u64;
+        loop {
+            let got = tokio::select! {
+                t = tok_rx.recv() => t,
+                () = stop.cancelled() => None,
+            };
+            if got.is_none() {
+                break;
+            }
+            if n == half && fault == Fault::Disconnect {
+                let _ = frames_tx
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "simulated disconnect",
+                    )))
+                    .await;
+                return;
+            }
+            if n == half && fault == Fault::Garble {
+                let _ = frames_tx
+                    .send(Ok(Bytes::from_static(b"data: {\"choices\": [{\"te\n\n")))
+                    .await;
+            }
+            let choice = if chat {
+                json!({"index": 0, "delta": {"content": word(n)}, "finish_reason": null})
+            } else {
+                json!({"index": 0, "text": word(n), "finish_reason": null})
+            };
+            n += 1;
+            if frames_tx
+                .send(frame(
+                    json!({"id": id, "object": chunk_object, "model": model, "choices": [choice]}),
+                ))
+                .await
+                .is_err()
+            {
+                return; // client gone; dropping tok_rx frees the sequence
+            }
+        }
+        if n < max_tokens {
+            // Shut down mid-stream: end without [DONE], as a dying server does.
+            let _ = frames_tx
+                .send(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "simulator shutting down",
+                )))
+                .await;
+            return;
+        }
+        let fin = if chat {
+            json!({"index": 0, "delta": {}, "finish_reason": "length"})
+        } else {
+            json!({"index": 0, "text": "", "finish_reason": "length"})
+        };
+        let _ = frames_tx
+            .send(frame(
+                json!({"id": id, "object": chunk_object, "model": model, "choices": [fin]}),
+            ))
+            .await;
+        if include_usage {
+            let _ = frames_tx
+                .send(frame(json!({"id": id, "object": chunk_object, "model": model, "choices": [], "usage": usage})))
+                .await;
+        }
+        let _ = frames_tx
+            .send(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+            .await;
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(
+        frames_rx,
+        |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+    ));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "building the response",
+                "server_error",
+            )
+        })
+}
+
+/// The `i`-th generated word: noise, like a random-weight model's.
+fn word(i: u64) -> &'static str {
+    const WORDS: [&str; 8] = [
+        " lorem", " ipsum", " dolor", " sit", " amet", " sed", " do", " tempor",
+    ];
+    WORDS[(i % 8) as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approximate_counts_are_exact_for_synthetic_prompts() {
+        assert_eq!(approx_tokens(" alpha beta gamma"), 3);
+        assert_eq!(approx_tokens("Hello, world!"), 4);
+        assert_eq!(prompt_tokens(&json!({"prompt": [1, 2, 3]}), false), Some(3));
+        assert_eq!(
+            prompt_tokens(
+                &json!({"messages": [{"role": "user", "content": " a b"}]}),
+                true
+            ),
+            Some(2)
+        );
+        assert_eq!(prompt_tokens(&json!({}), false), None);
+    }
+}

@@ -1,1 +1,312 @@
-//! Tests: replay (in progress)
+//! Replay: the open-loop dispatcher under paused time with a scripted
+//! transport (timing exact and deterministic), and whole runs against the
+//! embedded simulator over loopback (outcomes and row accounting).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use llm_replay::client::{Exchange, Outcome, Prompt, RequestSpec, Timeouts};
+use llm_replay::record::ResultRow;
+use llm_replay::replay::dispatch::{
+    self, CapPolicy, Counters, Phases, Prepared, RunClock, Shared, Transport,
+};
+use llm_replay::replay::pacer::TokioPacer;
+use llm_replay::schedule::{self, Arrivals, Limit, Order, ScheduleSpec};
+use llm_replay::trace::TraceRecord;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Answers every request after `ttft`, then streams `tokens` chunks `itl`
+/// apart, on tokio's (paused) clock.
+struct Scripted {
+    ttft: Duration,
+    itl: Duration,
+    tokens: u32,
+}
+
+impl Transport for Scripted {
+    async fn send(&self, _spec: &RequestSpec, _body: Bytes, _t: &Timeouts) -> Exchange {
+        tokio::time::sleep(self.ttft).await;
+        let first = Instant::now();
+        let mut chunks = vec![first];
+        for _ in 1..self.tokens {
+            tokio::time::sleep(self.itl).await;
+            chunks.push(Instant::now());
+        }
+        Exchange {
+            status_code: Some(200),
+            outcome: Outcome::Ok,
+            error: None,
+            first_token_at: Some(first),
+            completed_at: Some(Instant::now()),
+            chunk_times: chunks,
+            output_tokens: self.tokens,
+            usage_prompt_tokens: Some(10),
+            usage_completion_tokens: Some(self.tokens),
+        }
+    }
+}
+
+fn trace(offsets_us: &[Option<i64>]) -> Vec<TraceRecord> {
+    offsets_us
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| TraceRecord {
+            request_id: format!("req-{i}"),
+            arrival_offset_us: t,
+            input_tokens: 10,
+            output_tokens: 4,
+            source_row: i as i64,
+            ..TraceRecord::default()
+        })
+        .collect()
+}
+
+fn prepared(t: &[TraceRecord], spec: &ScheduleSpec) -> Vec<Prepared> {
+    schedule::build(spec, t)
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            let r = &t[s.trace_index as usize];
+            Prepared {
+                sched: s,
+                request_id: r.request_id.clone(),
+                input_tokens: r.input_tokens,
+                output_tokens_expected: r.output_tokens,
+                request: Ok((
+                    RequestSpec {
+                        request_id: r.request_id.clone(),
+                        model: "m".into(),
+                        prompt: Prompt::Text("x".into()),
+                        max_tokens: 4,
+                        stream: true,
+                        force_output_len: false,
+                        extra_body: None,
+                    },
+                    Bytes::from_static(b"{}"),
+                )),
+            }
+        })
+        .collect()
+}
+
+struct Run {
+    rows: Vec<ResultRow>,
+    clock: RunClock,
+}
+
+async fn run_paused(
+    transport: Scripted,
+    prepared: Vec<Prepared>,
+    cap: Option<(usize, CapPolicy)>,
+    stop_after: Option<Duration>,
+) -> Run {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let clock = RunClock::starting_in(Duration::from_millis(10));
+    let shared = Arc::new(Shared {
+        transport,
+        timeouts: Timeouts {
+            connect: Duration::from_secs(1),
+            ttft: None,
+            request: None,
+        },
+        cap: cap.map(|(n, p)| (Arc::new(Semaphore::new(n)), p)),
+        rows: tx,
+        clock,
+        cancel: CancellationToken::new(),
+        counters: Counters::default(),
+        phases: Phases::default(),
+    });
+    let stop = CancellationToken::new();
+    if let Some(after) = stop_after {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            stop.cancel();
+        });
+    }
+    let tasks = TaskTracker::new();
+    dispatch::dispatch(
+        shared.clone(),
+        prepared,
+        TokioPacer,
+        stop,
+        tasks.clone(),
+        tokio::runtime::Handle::current(),
+    )
+    .await;
+    tasks.close();
+    tasks.wait().await;
+    drop(shared);
+    let mut rows = Vec::new();
+    while let Some(r) = rx.recv().await {
+        rows.push(r);
+    }
+    rows.sort_by_key(|r| (r.scheduled_at_us, r.request_id.clone()));
+    Run { rows, clock }
+}
+
+#[tokio::test(start_paused = true)]
+async fn recorded_offsets_leave_exactly_on_schedule() {
+    let t = trace(&[
+        Some(0),
+        Some(1_500),
+        Some(1_500),
+        Some(250_000),
+        Some(3_000_000),
+    ]);
+    let spec = ScheduleSpec::Recorded {
+        speedup: 2.0,
+        start_us: None,
+        end_us: None,
+        spread_us: None,
+        requests: None,
+    };
+    let run = run_paused(
+        Scripted {
+            ttft: Duration::from_millis(40),
+            itl: Duration::from_millis(5),
+            tokens: 4,
+        },
+        prepared(&t, &spec),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(run.rows.len(), 5);
+    let start = run.clock.start_unix_us;
+    let offsets: Vec<i64> = run.rows.iter().map(|r| r.scheduled_at_us - start).collect();
+    assert_eq!(offsets, vec![0, 750, 750, 125_000, 1_500_000]);
+    for r in &run.rows {
+        assert_eq!(r.outcome, "ok");
+        // Under paused time the dispatcher wakes exactly at each deadline
+        // (tokio's millisecond wheel rounds up, never down).
+        assert!((0..1_000).contains(&r.send_lag_us.unwrap()), "{r:?}");
+        assert_eq!(r.ttft_us, Some(40_000));
+        assert_eq!(r.itl_us, vec![5_000, 5_000, 5_000]);
+        assert_eq!(r.e2e_us, Some(55_000));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dispatch_never_waits_for_responses() {
+    // Each response takes 10 s; 50 requests at 100/s must still all leave
+    // within half a second of t=0.
+    let t = trace(&[None; 50]);
+    let spec = ScheduleSpec::Rate {
+        rate: 100.0,
+        arrivals: Arrivals::Constant,
+        order: Order::Sequential,
+        limit: Limit::default(),
+        seed: 1,
+    };
+    let run = run_paused(
+        Scripted {
+            ttft: Duration::from_secs(10),
+            itl: Duration::from_millis(1),
+            tokens: 2,
+        },
+        prepared(&t, &spec),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(run.rows.len(), 50);
+    for (i, r) in run.rows.iter().enumerate() {
+        let sent = r.sent_at_us.unwrap() - run.clock.start_unix_us;
+        assert!(
+            (sent - i as i64 * 10_000).abs() < 1_000,
+            "row {i} sent at {sent}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_cap_drops_are_rows() {
+    let t = trace(&[None; 10]);
+    let spec = ScheduleSpec::Rate {
+        rate: 1_000.0,
+        arrivals: Arrivals::Constant,
+        order: Order::Sequential,
+        limit: Limit::default(),
+        seed: 1,
+    };
+    let slow = || Scripted {
+        ttft: Duration::from_millis(100),
+        itl: Duration::from_millis(1),
+        tokens: 2,
+    };
+    let dropped = run_paused(
+        slow(),
+        prepared(&t, &spec),
+        Some((3, CapPolicy::Drop)),
+        None,
+    )
+    .await;
+    assert_eq!(dropped.rows.len(), 10);
+    let n_dropped = dropped
+        .rows
+        .iter()
+        .filter(|r| r.outcome == "dropped")
+        .count();
+    assert_eq!(n_dropped, 7);
+    assert!(
+        dropped
+            .rows
+            .iter()
+            .filter(|r| r.outcome == "dropped")
+            .all(|r| r.sent_at_us.is_none())
+    );
+
+    let waited = run_paused(
+        slow(),
+        prepared(&t, &spec),
+        Some((3, CapPolicy::Wait)),
+        None,
+    )
+    .await;
+    assert_eq!(waited.rows.len(), 10);
+    assert!(waited.rows.iter().all(|r| r.outcome == "ok"));
+    // The fourth request waits for the first to finish (100 ms after t=0,
+    // it was due at 3 ms): its wait is recorded and is part of its lag.
+    let fourth = &waited.rows[3];
+    assert!(fourth.queue_wait_us.unwrap() >= 90_000, "{fourth:?}");
+    assert!(fourth.send_lag_us.unwrap() >= fourth.queue_wait_us.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_dispatch_cancels_the_rest_as_rows() {
+    let t = trace(&[None; 100]);
+    let spec = ScheduleSpec::Rate {
+        rate: 100.0,
+        arrivals: Arrivals::Constant,
+        order: Order::Sequential,
+        limit: Limit::default(),
+        seed: 1,
+    };
+    let run = run_paused(
+        Scripted {
+            ttft: Duration::from_millis(5),
+            itl: Duration::from_millis(1),
+            tokens: 2,
+        },
+        prepared(&t, &spec),
+        None,
+        Some(Duration::from_millis(505)),
+    )
+    .await;
+    assert_eq!(run.rows.len(), 100, "every scheduled request is a row");
+    let cancelled = run.rows.iter().filter(|r| r.outcome == "cancelled").count();
+    let ok = run.rows.iter().filter(|r| r.outcome == "ok").count();
+    assert_eq!(ok + cancelled, 100);
+    assert!((49..=51).contains(&ok), "ok {ok}");
+    assert!(
+        run.rows
+            .iter()
+            .filter(|r| r.outcome == "cancelled")
+            .all(|r| r.sent_at_us.is_none())
+    );
+}

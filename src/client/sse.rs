@@ -157,7 +157,8 @@ pub fn parse_chunk(data: &str) -> Result<ChunkInfo, String> {
     let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| e.to_string())?;
     let mut info = ChunkInfo::default();
     for c in &chunk.choices {
-        let non_empty = |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
+        let non_empty =
+            |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
         if non_empty(&c.text) {
             info.has_content = true;
         }
@@ -207,7 +208,12 @@ mod tests {
         let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
         assert_eq!(
             data,
-            vec!["{\"choices\":[{\"text\":\"a\"}]}", "line1\nline2", "nospace", "[DONE]"]
+            vec![
+                "{\"choices\":[{\"text\":\"a\"}]}",
+                "line1\nline2",
+                "nospace",
+                "[DONE]"
+            ]
         );
     }
 
@@ -251,17 +257,22 @@ mod tests {
     fn chunk_fields_of_completions_and_chat() {
         let c = parse_chunk(r#"{"choices":[{"text":"hi","finish_reason":null}]}"#).unwrap();
         assert!(c.has_content && !c.finished);
-        let role_only = parse_chunk(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#).unwrap();
+        let role_only =
+            parse_chunk(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#).unwrap();
         assert!(!role_only.has_content);
         let chat = parse_chunk(r#"{"choices":[{"delta":{"content":"x"}}]}"#).unwrap();
         assert!(chat.has_content);
-        let reasoning = parse_chunk(r#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#).unwrap();
+        let reasoning =
+            parse_chunk(r#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#).unwrap();
         assert!(reasoning.has_content);
         let usage = parse_chunk(
             r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#,
         )
         .unwrap();
-        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (Some(12), Some(3)));
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens),
+            (Some(12), Some(3))
+        );
         let fin = parse_chunk(r#"{"choices":[{"text":"","finish_reason":"length"}]}"#).unwrap();
         assert!(fin.finished && !fin.has_content);
         let err = parse_chunk(r#"{"error":{"message":"overloaded","code":503}}"#).unwrap();
