@@ -14,9 +14,11 @@ pub mod azure;
 pub mod bailian;
 pub mod burstgpt;
 pub mod chat;
+pub mod csvin;
 pub mod mooncake;
 pub mod openai_log;
 pub mod openai_messages;
+pub mod records;
 pub mod sharegpt;
 
 use rand::rngs::StdRng;
@@ -87,7 +89,7 @@ impl InputError {
 pub enum IngestError {
     /// A bad record (and `--skip-invalid` was not given).
     #[error("{0}\n(use --skip-invalid to skip and count such records)")]
-    Input(#[from] InputError),
+    Input(InputError),
     /// A fault that `--skip-invalid` cannot step over (the structure of the
     /// file itself is broken, e.g. a JSON array missing a comma).
     #[error("{0}")]
@@ -129,6 +131,14 @@ pub enum IngestError {
     /// The tokenizer could not be loaded.
     #[error(transparent)]
     Tokenizer(#[from] crate::tokenize::TokenizeError),
+}
+
+// Not `#[from]`: that would make the input error the source as well, and
+// `{:#}` would print it twice.
+impl From<InputError> for IngestError {
+    fn from(e: InputError) -> Self {
+        Self::Input(e)
+    }
 }
 
 /// Length filters and sampling, validated.

@@ -1,13 +1,343 @@
-//! Trace inspection: invariants and the summary a user wants before replaying
-//! (being written).
+//! `llm-replay inspect`: checks a trace's invariants and prints what a user
+//! wants to know before replaying it.
+//!
+//! Exit codes: 0 when every invariant holds, 2 when any is broken (each
+//! violation is listed), 1 when the file cannot be read at all.
 
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::process::ExitCode;
 
+use serde::Serialize;
+
+use super::{Trace, TraceMetadata};
 use crate::cli::InspectArgs;
+
+/// Exit code of `inspect` when invariants are broken.
+pub const EXIT_INVALID: u8 = 2;
+
+/// Percentiles of a token length.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LengthStats {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: i64,
+    /// 90th percentile.
+    pub p90: i64,
+    /// 99th percentile.
+    pub p99: i64,
+    /// Maximum.
+    pub max: i64,
+}
+
+fn length_stats(mut v: Vec<i64>) -> LengthStats {
+    if v.is_empty() {
+        return LengthStats::default();
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    LengthStats {
+        mean: v.iter().sum::<i64>() as f64 / v.len() as f64,
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        max: v[v.len() - 1],
+    }
+}
+
+/// What `inspect` reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TraceStats {
+    /// Rows.
+    pub rows: u64,
+    /// Rows with an arrival time.
+    pub timed_rows: u64,
+    /// Last arrival offset, seconds.
+    pub duration_s: f64,
+    /// Mean arrival rate, requests per second.
+    pub mean_rate: f64,
+    /// Coefficient of variation of inter-arrival gaps (1 for Poisson).
+    pub burstiness_cv: Option<f64>,
+    /// Share of gaps that are zero (quantized timestamps).
+    pub zero_gap_share: Option<f64>,
+    /// Prompt lengths.
+    pub input_tokens: LengthStats,
+    /// Output lengths.
+    pub output_tokens: LengthStats,
+    /// Distinct sessions.
+    pub sessions: u64,
+    /// Mean rows per session.
+    pub turns_per_session_mean: Option<f64>,
+    /// Most rows in one session.
+    pub turns_per_session_max: Option<u64>,
+    /// Rows with prefix block ids.
+    pub rows_with_blocks: u64,
+    /// Share of prompt tokens in prefix blocks seen earlier in the trace
+    /// (what a perfect prefix cache could reuse).
+    pub repeated_prefix_share: Option<f64>,
+    /// Source, files, tokenizer, drops.
+    pub metadata: TraceMetadata,
+    /// Broken invariants, each with its row.
+    pub violations: Vec<String>,
+}
+
+/// Violations listed before the rest are summarised.
+const MAX_LISTED: usize = 50;
+
+/// Computes the statistics and checks the invariants.
+pub fn compute(trace: &Trace) -> TraceStats {
+    let m = &trace.metadata;
+    let mut v = Vec::new();
+    let mut extra_violations = 0u64;
+    let mut violation = |s: String| {
+        if v.len() < MAX_LISTED {
+            v.push(s);
+        } else {
+            extra_violations += 1;
+        }
+    };
+    let mut ids = HashSet::with_capacity(trace.records.len());
+    let mut last: Option<i64> = None;
+    let mut offsets = Vec::new();
+    let mut sessions: HashMap<&str, u64> = HashMap::new();
+    let mut seen_blocks: HashSet<u64> = HashSet::new();
+    let (mut block_tokens_repeated, mut tokens_in_block_rows) = (0u64, 0u64);
+    let mut rows_with_blocks = 0;
+    let block = m.prefix_block_size.map(u64::from);
+    for (i, r) in trace.records.iter().enumerate() {
+        if !ids.insert(r.request_id.as_str()) {
+            violation(format!(
+                "row {i}: request_id {:?} is not unique",
+                r.request_id
+            ));
+        }
+        if r.input_tokens < 0 {
+            violation(format!(
+                "row {i}: input_tokens is negative ({})",
+                r.input_tokens
+            ));
+        }
+        if r.output_tokens < 0 {
+            violation(format!(
+                "row {i}: output_tokens is negative ({})",
+                r.output_tokens
+            ));
+        }
+        if let Some(t) = r.arrival_offset_us {
+            if t < 0 {
+                violation(format!("row {i}: arrival_offset_us is negative ({t})"));
+            }
+            if let Some(l) = last
+                && t < l
+            {
+                violation(format!(
+                    "row {i}: arrival_offset_us {t} is before the previous row's {l}"
+                ));
+            }
+            last = Some(t);
+            offsets.push(t);
+        }
+        if let Some(s) = &r.session_id {
+            *sessions.entry(s.as_str()).or_insert(0) += 1;
+        }
+        if let Some(blocks) = &r.prefix_block_ids {
+            rows_with_blocks += 1;
+            let input = u64::try_from(r.input_tokens).unwrap_or(0);
+            match block {
+                None => violation(format!(
+                    "row {i}: prefix_block_ids without llm_replay.prefix_block_size metadata"
+                )),
+                Some(b) => {
+                    if blocks.len() as u64 > input.div_ceil(b) {
+                        violation(format!(
+                            "row {i}: {} prefix blocks of {b} tokens for only {input} input tokens",
+                            blocks.len()
+                        ));
+                    }
+                    tokens_in_block_rows += input;
+                    for (k, id) in blocks.iter().enumerate() {
+                        // The last block may be partial.
+                        let size = b.min(input.saturating_sub(k as u64 * b));
+                        if !seen_blocks.insert(*id) {
+                            block_tokens_repeated += size;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if m.rows_written != trace.records.len() as u64 {
+        violation(format!(
+            "metadata rows_written is {} but the file has {} rows",
+            m.rows_written,
+            trace.records.len()
+        ));
+    }
+    if !m.counts_add_up() {
+        violation(format!(
+            "metadata counts do not add up: rows_read {} != rows_written {} + dropped {}",
+            m.rows_read,
+            m.rows_written,
+            m.dropped_total()
+        ));
+    }
+    if extra_violations > 0 {
+        v.push(format!("... and {extra_violations} more"));
+    }
+    let gaps: Vec<f64> = offsets.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
+    let (cv, zero_share) = if gaps.len() >= 2 {
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+        let zeros = gaps.iter().filter(|g| **g == 0.0).count() as f64 / gaps.len() as f64;
+        ((mean > 0.0).then(|| var.sqrt() / mean), Some(zeros))
+    } else {
+        (None, None)
+    };
+    let duration_s = offsets.last().map_or(0.0, |&t| t as f64 / 1e6);
+    let max_turns = sessions.values().copied().max();
+    TraceStats {
+        rows: trace.records.len() as u64,
+        timed_rows: offsets.len() as u64,
+        duration_s,
+        mean_rate: if duration_s > 0.0 {
+            (offsets.len().saturating_sub(1)) as f64 / duration_s
+        } else {
+            0.0
+        },
+        burstiness_cv: cv,
+        zero_gap_share: zero_share,
+        input_tokens: length_stats(
+            trace
+                .records
+                .iter()
+                .map(|r| i64::from(r.input_tokens))
+                .collect(),
+        ),
+        output_tokens: length_stats(
+            trace
+                .records
+                .iter()
+                .map(|r| i64::from(r.output_tokens))
+                .collect(),
+        ),
+        sessions: sessions.len() as u64,
+        turns_per_session_mean: (!sessions.is_empty())
+            .then(|| sessions.values().sum::<u64>() as f64 / sessions.len() as f64),
+        turns_per_session_max: max_turns,
+        rows_with_blocks,
+        repeated_prefix_share: (tokens_in_block_rows > 0)
+            .then(|| block_tokens_repeated as f64 / tokens_in_block_rows as f64),
+        metadata: m.clone(),
+        violations: v,
+    }
+}
+
+impl fmt::Display for TraceStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.metadata;
+        let files: Vec<&str> = m.input_files.iter().map(|i| i.name.as_str()).collect();
+        writeln!(
+            f,
+            "source        {} ({})",
+            m.source_format,
+            files.join(", ")
+        )?;
+        if let Some(t) = &m.tokenizer {
+            writeln!(f, "tokenizer     {t}")?;
+        }
+        writeln!(
+            f,
+            "rows          {} ({} with arrival times)",
+            self.rows, self.timed_rows
+        )?;
+        if self.timed_rows > 0 {
+            writeln!(
+                f,
+                "duration      {:.1} s, mean rate {:.2} req/s",
+                self.duration_s, self.mean_rate
+            )?;
+            if let Some(cv) = self.burstiness_cv {
+                writeln!(
+                    f,
+                    "burstiness    CV of gaps {cv:.2} (1 = Poisson){}",
+                    self.zero_gap_share
+                        .filter(|z| *z > 0.05)
+                        .map(|z| format!(
+                            ", {:.0}% of gaps are zero: quantized times, consider replay --spread",
+                            z * 100.0
+                        ))
+                        .unwrap_or_default()
+                )?;
+            }
+        }
+        writeln!(
+            f,
+            "{:<14}{:>10}{:>8}{:>8}{:>8}{:>8}",
+            "tokens", "mean", "p50", "p90", "p99", "max"
+        )?;
+        for (name, s) in [
+            ("input", &self.input_tokens),
+            ("output", &self.output_tokens),
+        ] {
+            writeln!(
+                f,
+                "{name:<14}{:>10.1}{:>8}{:>8}{:>8}{:>8}",
+                s.mean, s.p50, s.p90, s.p99, s.max
+            )?;
+        }
+        if self.sessions > 0 {
+            writeln!(
+                f,
+                "sessions      {} (turns per session: mean {:.2}, max {})",
+                self.sessions,
+                self.turns_per_session_mean.unwrap_or(0.0),
+                self.turns_per_session_max.unwrap_or(0)
+            )?;
+        }
+        if let Some(share) = self.repeated_prefix_share {
+            writeln!(
+                f,
+                "prefix reuse  {:.1}% of prompt tokens are in blocks seen earlier ({} rows with blocks of {} tokens)",
+                share * 100.0,
+                self.rows_with_blocks,
+                m.prefix_block_size.unwrap_or(0)
+            )?;
+        }
+        writeln!(
+            f,
+            "ingest        read {}, written {}, dropped {}",
+            m.rows_read,
+            m.rows_written,
+            m.dropped_total()
+        )?;
+        for (reason, n) in &m.rows_dropped {
+            writeln!(f, "  dropped {n:>8}  {reason}")?;
+        }
+        if self.violations.is_empty() {
+            writeln!(f, "invariants    all hold")
+        } else {
+            writeln!(f, "invariants    BROKEN:")?;
+            for v in &self.violations {
+                writeln!(f, "  {v}")?;
+            }
+            Ok(())
+        }
+    }
+}
 
 /// Runs `llm-replay inspect`.
 pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let trace = super::read_trace(&args.trace)?;
-    println!("{} rows", trace.records.len());
-    Ok(ExitCode::SUCCESS)
+    let stats = compute(&trace);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        print!("{stats}");
+    }
+    Ok(if stats.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INVALID)
+    })
 }

@@ -1,0 +1,368 @@
+//! What the trace formats (Azure, BurstGPT, Mooncake, Bailian) share:
+//! JSONL line reading with exact positions and truncation detection, typed
+//! field access with errors that name the field, exact decimal time parsing,
+//! and arrival-order checking.
+
+use std::io::BufRead;
+
+use serde_json::{Map, Value};
+
+use super::{IngestError, Input, InputError, Position, TraceSink};
+
+/// One line of a line-oriented input.
+pub struct Line {
+    /// 1-based line number.
+    pub number: u64,
+    /// The line's text, without its end of line.
+    pub text: String,
+    /// Whether this is the input's last line and has no newline after it.
+    pub unterminated: bool,
+}
+
+/// Reads lines, naming non-UTF-8 bytes by line and byte.
+pub struct Lines {
+    reader: Box<dyn BufRead + Send>,
+    file: String,
+    number: u64,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    /// Lines of `input`.
+    pub fn open(input: &Input) -> Result<Self, IngestError> {
+        Ok(Self {
+            reader: input.open()?,
+            file: input.name(),
+            number: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The next line; `Ok(None)` at the end. A line that is not UTF-8 is an
+    /// [`InputError`] (field `line`), after which reading can go on.
+    pub fn next_line(&mut self) -> Result<Option<Result<Line, InputError>>, IngestError> {
+        self.buf.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|source| IngestError::Io {
+                file: self.file.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        let unterminated = self.buf.last() != Some(&b'\n');
+        while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
+            self.buf.pop();
+        }
+        Ok(Some(match std::str::from_utf8(&self.buf) {
+            Ok(s) => Ok(Line {
+                number: self.number,
+                text: s.to_owned(),
+                unterminated,
+            }),
+            Err(e) => Err(InputError::new(
+                &self.file,
+                Position::Line(self.number),
+                "line",
+                format!("not UTF-8 (invalid byte at column {})", e.valid_up_to() + 1),
+            )),
+        }))
+    }
+}
+
+/// A JSON object from one JSONL line, with typed getters whose errors name
+/// the field.
+pub struct Fields<'a> {
+    file: &'a str,
+    line: u64,
+    map: Map<String, Value>,
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses a JSONL line into an object. A syntax error on an unterminated
+/// last line is a truncation.
+pub fn parse_object<'a>(
+    file: &'a str,
+    line: &Line,
+    complete_before: u64,
+) -> Result<Fields<'a>, IngestError> {
+    match serde_json::from_str::<Value>(&line.text) {
+        Ok(Value::Object(map)) => Ok(Fields {
+            file,
+            line: line.number,
+            map,
+        }),
+        Ok(other) => Err(InputError::new(
+            file,
+            Position::Line(line.number),
+            "json",
+            format!("expected a JSON object, found {}", kind(&other)),
+        )
+        .into()),
+        Err(e) if e.is_eof() && line.unterminated => Err(IngestError::Truncated {
+            file: file.to_owned(),
+            position: Position::Line(line.number),
+            complete: complete_before,
+        }),
+        Err(e) => Err(InputError::new(
+            file,
+            Position::Line(line.number),
+            "json",
+            format!("invalid JSON at column {}: {}", e.column(), e),
+        )
+        .into()),
+    }
+}
+
+impl Fields<'_> {
+    fn err(&self, field: &str, message: String) -> InputError {
+        InputError::new(self.file, Position::Line(self.line), field, message)
+    }
+
+    fn get(&self, field: &str) -> Result<&Value, InputError> {
+        match self.map.get(field) {
+            Some(Value::Null) | None => Err(self.err(field, "missing".into())),
+            Some(v) => Ok(v),
+        }
+    }
+
+    /// Whether the field is present and not null.
+    pub fn has(&self, field: &str) -> bool {
+        !matches!(self.map.get(field), None | Some(Value::Null))
+    }
+
+    /// A non-negative integer.
+    pub fn uint(&self, field: &str) -> Result<u64, InputError> {
+        let v = self.get(field)?;
+        v.as_u64().ok_or_else(|| match v.as_i64() {
+            Some(n) => self.err(field, format!("must not be negative, found {n}")),
+            None => self.err(field, format!("expected an integer, found {}", kind(v))),
+        })
+    }
+
+    /// An integer (may be negative).
+    pub fn int(&self, field: &str) -> Result<i64, InputError> {
+        let v = self.get(field)?;
+        v.as_i64()
+            .ok_or_else(|| self.err(field, format!("expected an integer, found {}", kind(v))))
+    }
+
+    /// A number of seconds as microseconds, from the number's shortest
+    /// decimal text (exact for any value that round-trips through a double,
+    /// which covers timestamps with up to 15 significant digits).
+    pub fn seconds_us(&self, field: &str) -> Result<i64, InputError> {
+        let v = self.get(field)?;
+        match v {
+            Value::Number(n) => decimal_to_units(&n.to_string(), 6).map_err(|m| self.err(field, m)),
+            other => Err(self.err(
+                field,
+                format!("expected a number of seconds, found {}", kind(other)),
+            )),
+        }
+    }
+
+    /// A list of non-negative integers.
+    pub fn uint_list(&self, field: &str) -> Result<Vec<u64>, InputError> {
+        let v = self.get(field)?;
+        let Value::Array(items) = v else {
+            return Err(self.err(
+                field,
+                format!("expected a list of integers, found {}", kind(v)),
+            ));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                item.as_u64().ok_or_else(|| {
+                    self.err(
+                        &format!("{field}[{i}]"),
+                        format!("expected a non-negative integer, found {}", kind(item)),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// A string, or a number written as its text (ids often come as either).
+    pub fn id(&self, field: &str) -> Result<String, InputError> {
+        match self.get(field)? {
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
+            other => Err(self.err(
+                field,
+                format!("expected a string or number, found {}", kind(other)),
+            )),
+        }
+    }
+
+    /// An optional string.
+    pub fn opt_str(&self, field: &str) -> Result<Option<String>, InputError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(other) => {
+                Err(self.err(field, format!("expected a string, found {}", kind(other))))
+            }
+        }
+    }
+}
+
+/// Parses a non-negative decimal (`12`, `12.5`, `1.2e3` is refused) with at
+/// most `digits` fractional digits kept (the rest truncated) into integer
+/// units of 10^-digits. Exact: no floating point.
+pub fn decimal_to_units(text: &str, digits: u32) -> Result<i64, String> {
+    let t = text.trim();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t),
+    };
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!("not a plain decimal number: {text:?}"));
+    }
+    let scale = 10i64.pow(digits);
+    let whole: i64 = int
+        .parse::<i64>()
+        .ok()
+        .and_then(|w| w.checked_mul(scale))
+        .ok_or_else(|| format!("out of range: {text:?}"))?;
+    let mut f = 0i64;
+    for (i, b) in frac.bytes().take(digits as usize).enumerate() {
+        f += i64::from(b - b'0') * 10i64.pow(digits - 1 - i as u32);
+    }
+    let v = whole + f;
+    Ok(if neg { -v } else { v })
+}
+
+/// Checks arrival order: each time must be at or after the previous. The
+/// error names the line and both times.
+pub struct OrderCheck {
+    last: Option<i64>,
+}
+
+impl OrderCheck {
+    /// A check with no rows yet.
+    pub fn new() -> Self {
+        Self { last: None }
+    }
+
+    /// `Err` when `t` is before the previous accepted time.
+    pub fn check(&mut self, file: &str, line: u64, field: &str, t: i64) -> Result<(), InputError> {
+        if let Some(last) = self.last
+            && t < last
+        {
+            return Err(InputError::new(
+                file,
+                Position::Line(line),
+                field,
+                format!(
+                    "time goes backwards ({t} after {last}): the input must be sorted by arrival"
+                ),
+            ));
+        }
+        self.last = Some(t);
+        Ok(())
+    }
+}
+
+impl Default for OrderCheck {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs `per_line` over every non-blank line of every input, routing bad
+/// lines through the sink (error, or counted with `--skip-invalid`). A
+/// truncated last line is an error even with `--skip-invalid`, unless the
+/// user asked to skip (then it is counted as `truncated`). Returns the lines
+/// read; an input with no records is [`IngestError::Empty`].
+pub fn for_each_line(
+    inputs: &[Input],
+    sink: &mut TraceSink,
+    mut per_line: impl FnMut(&str, &Line, &mut TraceSink, u64) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    for input in inputs {
+        let name = input.name();
+        let mut lines = Lines::open(input)?;
+        let mut records = 0u64;
+        let mut complete = 0u64;
+        while let Some(line) = lines.next_line()? {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    sink.read_row();
+                    records += 1;
+                    sink.invalid(e)?;
+                    continue;
+                }
+            };
+            if line.text.trim().is_empty() {
+                continue;
+            }
+            records += 1;
+            sink.read_row();
+            match per_line(&name, &line, sink, complete) {
+                Ok(()) => complete += 1,
+                Err(IngestError::Input(e)) => sink.invalid(e)?,
+                Err(IngestError::Truncated { .. }) if sink.skip_invalid() => {
+                    sink.drop_row("truncated");
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if records == 0 {
+            return Err(IngestError::Empty {
+                file: name,
+                what: "no records".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_parse_exactly() {
+        assert_eq!(decimal_to_units("12", 6), Ok(12_000_000));
+        assert_eq!(decimal_to_units("0.1", 6), Ok(100_000));
+        assert_eq!(decimal_to_units("1.2345678", 6), Ok(1_234_567));
+        assert_eq!(decimal_to_units("6805900", 0), Ok(6_805_900));
+        assert_eq!(decimal_to_units("-2.5", 6), Ok(-2_500_000));
+        assert!(decimal_to_units("1e3", 6).is_err());
+        assert!(decimal_to_units("", 6).is_err());
+        assert!(decimal_to_units("abc", 6).is_err());
+    }
+
+    #[test]
+    fn order_check_names_the_line() {
+        let mut c = OrderCheck::new();
+        c.check("f", 1, "timestamp", 5).unwrap();
+        c.check("f", 2, "timestamp", 5).unwrap();
+        let e = c.check("f", 3, "timestamp", 4).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f: line 3: timestamp: time goes backwards (4 after 5): the input must be sorted by arrival"
+        );
+    }
+}
