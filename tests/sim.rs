@@ -1,1 +1,287 @@
-//! Tests: sim (in progress)
+//! The embedded simulator over real loopback HTTP, driven by the real
+//! client: API shapes, usage counts, every scripted fault's outcome, and a
+//! whole replay whose every scheduled request becomes one row.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use llm_replay::cli::{Cli, Command};
+use llm_replay::client::{
+    Api, Endpoint, EndpointConfig, Outcome, Prompt, RequestSpec, Timeouts, build_body,
+};
+use llm_replay::sim::{self, SimConfig};
+use llm_replay::trace::{TraceMetadata, TraceRecord, TraceWriter, read_trace};
+use tokio_util::sync::CancellationToken;
+
+fn fast_sim() -> SimConfig {
+    SimConfig {
+        prefill_us_per_token: 1.0,
+        decode_base_us: 500.0,
+        decode_per_seq_us: 10.0,
+        stall_time: Duration::from_secs(5),
+        record_request_ids: true,
+        ..SimConfig::default()
+    }
+}
+
+fn endpoint(url: &str, api: Api) -> Endpoint {
+    Endpoint::new(EndpointConfig {
+        base_url: url.into(),
+        api,
+        headers: vec![],
+        api_key: None,
+        http2: false,
+        connect_timeout: Duration::from_secs(2),
+        pool_max_idle_per_host: 16,
+    })
+    .unwrap()
+}
+
+fn spec(id: &str, stream: bool) -> RequestSpec {
+    RequestSpec {
+        request_id: id.into(),
+        model: "llm-replay-sim".into(),
+        prompt: Prompt::Text(" alpha beta gamma delta".into()),
+        max_tokens: 12,
+        stream,
+        force_output_len: false,
+        extra_body: None,
+    }
+}
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(2),
+        ttft: Some(Duration::from_millis(500)),
+        request: Some(Duration::from_secs(10)),
+    }
+}
+
+async fn send(e: &Endpoint, api: Api, s: &RequestSpec) -> llm_replay::client::Exchange {
+    e.send(s, build_body(api, s).unwrap(), &timeouts()).await
+}
+
+#[tokio::test]
+async fn streaming_and_plain_responses_with_usage() {
+    let server = sim::start(fast_sim(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    for api in [Api::Completions, Api::Chat] {
+        let e = endpoint(&server.url(), api);
+        assert_eq!(
+            e.list_models().await.unwrap(),
+            vec!["llm-replay-sim".to_owned()]
+        );
+        let ex = send(&e, api, &spec("s", true)).await;
+        assert_eq!(ex.outcome, Outcome::Ok, "{api:?}: {:?}", ex.error);
+        assert_eq!(
+            ex.output_tokens, 12,
+            "{api:?}: the chat role chunk is not a token"
+        );
+        assert_eq!(ex.chunk_times.len(), 12);
+        assert_eq!(ex.usage_prompt_tokens, Some(4));
+        assert_eq!(ex.usage_completion_tokens, Some(12));
+        assert!(ex.first_token_at.unwrap() <= ex.completed_at.unwrap());
+        let plain = send(&e, api, &spec("p", false)).await;
+        assert_eq!(plain.outcome, Outcome::Ok);
+        assert_eq!(plain.usage_completion_tokens, Some(12));
+    }
+    let stats = server.stats();
+    assert_eq!(stats.requests, 4);
+    assert_eq!(stats.request_ids, vec!["s", "p", "s", "p"]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_scripted_fault_has_its_outcome() {
+    let server = sim::start(fast_sim(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let e = endpoint(&server.url(), Api::Completions);
+    let cases = [
+        ("r fault=429", Outcome::HttpError, Some(429)),
+        ("r fault=500", Outcome::HttpError, Some(500)),
+        ("r fault=stall", Outcome::Timeout, None),
+        ("r fault=disconnect", Outcome::StreamError, Some(200)),
+        ("r fault=garble", Outcome::StreamError, Some(200)),
+    ];
+    for (id, outcome, status) in cases {
+        let ex = send(&e, Api::Completions, &spec(id, true)).await;
+        assert_eq!(ex.outcome, outcome, "{id}: {:?}", ex.error);
+        assert_eq!(ex.status_code, status, "{id}");
+        assert!(ex.error.is_some(), "{id}");
+    }
+    // The partial stream before a disconnect is kept.
+    let ex = send(&e, Api::Completions, &spec("fault=disconnect", true)).await;
+    assert_eq!(ex.output_tokens, 6);
+    assert_eq!(server.stats().faults.get("stall"), Some(&1));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let e = endpoint(&format!("http://{addr}"), Api::Completions);
+    let ex = send(&e, Api::Completions, &spec("x", true)).await;
+    assert_eq!(ex.outcome, Outcome::ConnectError, "{:?}", ex.error);
+}
+
+#[tokio::test]
+async fn ttft_grows_with_load() {
+    let server = sim::start(
+        SimConfig {
+            prefill_us_per_token: 2_000.0,
+            decode_base_us: 2_000.0,
+            decode_per_seq_us: 200.0,
+            max_batch: 4,
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let e = Arc::new(endpoint(&server.url(), Api::Completions));
+    let ttft_one = {
+        let start = tokio::time::Instant::now();
+        let ex = send(&e, Api::Completions, &spec("solo", true)).await;
+        ex.first_token_at.unwrap() - start
+    };
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let e = e.clone();
+        tasks.push(tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let ex = send(&e, Api::Completions, &spec(&format!("c{i}"), true)).await;
+            ex.first_token_at.unwrap() - start
+        }));
+    }
+    let mut worst = Duration::ZERO;
+    for t in tasks {
+        worst = worst.max(t.await.unwrap());
+    }
+    // Batch of 4: the last of 16 waits for three batches to finish first.
+    assert!(
+        worst > ttft_one * 3,
+        "solo {ttft_one:?}, worst under load {worst:?}"
+    );
+    server.shutdown().await;
+}
+
+fn write_trace(path: &std::path::Path, ids: &[&str]) {
+    let mut w = TraceWriter::create(path).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        w.write(&TraceRecord {
+            request_id: (*id).into(),
+            arrival_offset_us: Some(i as i64 * 20_000),
+            input_tokens: 20,
+            output_tokens: 8,
+            source_row: i as i64,
+            ..TraceRecord::default()
+        })
+        .unwrap();
+    }
+    let mut meta = TraceMetadata::new("test");
+    meta.rows_read = ids.len() as u64;
+    meta.tokenizer = Some("o200k_base".into());
+    w.finish(meta).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_with_faults_has_one_right_row_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace_path = dir.path().join("t.parquet");
+    let ids = [
+        "ok-1",
+        "fault=429",
+        "ok-2",
+        "fault=500",
+        "fault=stall",
+        "fault=disconnect",
+        "fault=garble",
+        "ok-3",
+    ];
+    write_trace(&trace_path, &ids);
+    let out = dir.path().join("r.parquet");
+    let argv = [
+        "llm-replay",
+        "replay",
+        trace_path.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--ttft-timeout",
+        "1s",
+        "--sim-stall-time",
+        "5s",
+        "--sim-decode-base-us",
+        "500",
+        "--requests",
+        "8",
+        "--slo",
+        "ttft=1s",
+        "-q",
+    ];
+    let Command::Replay(args) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    let trace = Arc::new(read_trace(&trace_path).unwrap());
+    let target = llm_replay::replay::Target::connect(&args.target, &trace, 0)
+        .await
+        .unwrap();
+    assert!(target.is_embedded());
+    let opts = llm_replay::replay::RunOptions {
+        schedule: llm_replay::replay::schedule_spec(&args.schedule).unwrap(),
+        output: out.clone(),
+        slo: args.slo,
+        grace: Duration::from_secs(5),
+        limits: Default::default(),
+        phases: Default::default(),
+        progress: false,
+        extra_metadata: vec![],
+    };
+    let recorded = llm_replay::replay::run(trace, &target, opts, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(recorded.rows, 8);
+    let results = llm_replay::record::read_results(&out).unwrap();
+    assert_eq!(results.rows.len(), 8);
+    let outcome = |id: &str| {
+        results
+            .rows
+            .iter()
+            .find(|r| r.request_id == id)
+            .unwrap()
+            .outcome
+            .clone()
+    };
+    for id in ["ok-1", "ok-2", "ok-3"] {
+        assert_eq!(outcome(id), "ok");
+    }
+    assert_eq!(outcome("fault=429"), "http_error");
+    assert_eq!(outcome("fault=500"), "http_error");
+    assert_eq!(outcome("fault=stall"), "timeout");
+    assert_eq!(outcome("fault=disconnect"), "stream_error");
+    assert_eq!(outcome("fault=garble"), "stream_error");
+    let ok = results
+        .rows
+        .iter()
+        .find(|r| r.request_id == "ok-1")
+        .unwrap();
+    assert_eq!(
+        ok.usage_prompt_tokens,
+        Some(20),
+        "synthetic prompt has exactly input_tokens words"
+    );
+    assert_eq!(ok.output_tokens, 8);
+    let s = &recorded.summary;
+    assert_eq!(
+        s.goodput.as_ref().unwrap().total,
+        8,
+        "failures are in the goodput denominator"
+    );
+    assert_eq!(s.goodput.as_ref().unwrap().met, 3);
+    assert!(results.metadata.contains_key("llm_replay.summary"));
+    assert!(results.metadata["llm_replay.config"].contains("\"embedded_simulator\":true"));
+}
