@@ -28,6 +28,9 @@ pub enum Command {
     /// Replay a trace against an endpoint, open loop, one result row per
     /// scheduled request. With no --url, against the embedded simulator.
     Replay(ReplayArgs),
+    /// Replay a trace at a series of offered loads, find the knee and the
+    /// capacity under SLOs.
+    Sweep(crate::sweep::SweepArgs),
     /// Run the embedded simulated OpenAI-compatible endpoint on its own.
     Sim(SimArgs),
 }

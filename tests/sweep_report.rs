@@ -1,1 +1,125 @@
-//! Tests: sweep_report (in progress)
+//! Sweeps against the embedded simulator: the hive-partitioned directory,
+//! the step table in Parquet and CSV, the SLO capacity, and resuming.
+
+use clap::Parser;
+use llm_replay::cli::{Cli, Command};
+use llm_replay::record::read_results;
+
+async fn sweep(argv: &[&str]) {
+    let mut full = vec!["llm-replay", "sweep"];
+    full.extend_from_slice(argv);
+    let Command::Sweep(args) = Cli::try_parse_from(full).unwrap().command else {
+        unreachable!()
+    };
+    llm_replay::sweep::command(args).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_writes_steps_tables_and_capacity_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let trace = format!(
+        "{}/datasets/azure_conv_small.parquet",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let common = [
+        trace.as_str(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--requests",
+        "12",
+        "--arrivals",
+        "constant",
+        "--slo",
+        "ttft=2s",
+        "--goodput",
+        "0.9",
+        "--search-steps",
+        "0",
+        "--sim-decode-base-us",
+        "300",
+        "-q",
+    ];
+    let mut argv = common.to_vec();
+    argv.extend(["--rates", "10,20"]);
+    sweep(&argv).await;
+    for step in ["rate=10", "rate=20"] {
+        let r = read_results(&out.join(step).join("results.parquet")).unwrap();
+        assert_eq!(r.rows.len(), 12, "{step}");
+        assert_eq!(r.metadata["llm_replay.sweep_mode"], "rate");
+    }
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with(
+        "step,mode,offered,offered_rate,achieved_rate,requests,ok,errors,goodput_fraction"
+    ));
+    let capacity: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("capacity.json")).unwrap()).unwrap();
+    assert_eq!(capacity["slo_capacity_rate"], 20.0);
+    let first_written = std::fs::metadata(out.join("rate=10/results.parquet"))
+        .unwrap()
+        .modified()
+        .unwrap();
+
+    // Without --resume, finished steps are never overwritten.
+    let Command::Sweep(args) = Cli::try_parse_from(
+        ["llm-replay", "sweep"]
+            .into_iter()
+            .chain(argv.iter().copied()),
+    )
+    .unwrap()
+    .command
+    else {
+        unreachable!()
+    };
+    let err = llm_replay::sweep::command(args)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--resume"), "{err}");
+
+    // With it, they are kept and only the new step runs.
+    let mut argv = common.to_vec();
+    argv.extend(["--rates", "10,20,40", "--resume"]);
+    sweep(&argv).await;
+    let again = std::fs::metadata(out.join("rate=10/results.parquet"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(first_written, again);
+    assert_eq!(
+        read_results(&out.join("rate=40/results.parquet"))
+            .unwrap()
+            .rows
+            .len(),
+        12
+    );
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+}
+
+#[test]
+fn sweep_refuses_per_run_load_flags() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Command::Sweep(args) = Cli::try_parse_from([
+        "llm-replay",
+        "sweep",
+        "t.parquet",
+        "--out-dir",
+        "d",
+        "--rates",
+        "1,2",
+        "--rate",
+        "5",
+    ])
+    .unwrap()
+    .command
+    else {
+        unreachable!()
+    };
+    let err = rt
+        .block_on(llm_replay::sweep::command(args))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not --rate"), "{err}");
+}
