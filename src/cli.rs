@@ -31,6 +31,9 @@ pub enum Command {
     /// Replay a trace at a series of offered loads, find the knee and the
     /// capacity under SLOs.
     Sweep(crate::sweep::SweepArgs),
+    /// Recompute summaries from results files or sweep directories, as text,
+    /// JSON or a self-contained HTML report with plots.
+    Report(crate::report::ReportArgs),
     /// Run the embedded simulated OpenAI-compatible endpoint on its own.
     Sim(SimArgs),
 }

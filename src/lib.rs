@@ -52,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => trace::inspect::run(&args),
         Command::Replay(args) => runtime()?.block_on(replay::command(args)),
         Command::Sweep(args) => runtime()?.block_on(sweep::command(args)),
+        Command::Report(args) => report::command(&args),
         Command::Sim(args) => runtime()?.block_on(async move {
             let server = sim::start(args.sim, args.bind).await?;
             eprintln!(

@@ -1,6 +1,433 @@
-//! Reports: summaries recomputed from results files, sweep tables, and
-//! renderers (text, JSON, HTML).
+//! Reports: everything recomputed from the Parquet files (one run, a sweep
+//! directory, or two of either side by side), as text, JSON, or one
+//! self-contained HTML file with SVG plots. The summaries stored in the
+//! files are never trusted: a killed run has none, and the rows are the
+//! record.
 
 pub mod summary;
+pub mod svg;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
 
 pub use summary::{Slo, Summary, SummaryBuilder, summarize};
+
+use crate::record::{ResultRow, read_results};
+use crate::sweep::{Capacity, SweepStep, knee, render_table};
+use svg::{Chart, Series, escape};
+
+/// Output formats of `report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Plain text.
+    Text,
+    /// JSON.
+    Json,
+    /// One self-contained HTML file with SVG plots.
+    Html,
+}
+
+/// `llm-replay report INPUT...`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// A results file, a sweep directory, or two of them to compare.
+    #[arg(required = true, num_args = 1..=2)]
+    pub inputs: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// Write here instead of standard output (required for html).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Recompute goodput under these objectives (default: a sweep's own).
+    #[arg(long)]
+    pub slo: Option<Slo>,
+}
+
+/// One run, recomputed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The results file.
+    pub path: String,
+    /// Its summary.
+    pub summary: Summary,
+    #[serde(skip)]
+    rows: Vec<ResultRow>,
+}
+
+/// A sweep, recomputed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepReport {
+    /// The directory.
+    pub dir: String,
+    /// One row per step.
+    pub steps: Vec<SweepStep>,
+    /// Knee and capacity.
+    pub capacity: Capacity,
+}
+
+/// One input of a report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Input {
+    /// A results file.
+    Run(RunReport),
+    /// A sweep directory.
+    Sweep(SweepReport),
+}
+
+/// Loads one results file.
+pub fn load_run(path: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
+    let results = read_results(path)?;
+    let target = results
+        .metadata
+        .get("llm_replay.config")
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        .and_then(|c| c["schedule"]["rate"].as_f64());
+    let slo = slo.or_else(|| {
+        results
+            .metadata
+            .get("llm_replay.config")
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+            .and_then(|c| c["slo"].as_str().and_then(|s| s.parse().ok()))
+    });
+    Ok(RunReport {
+        path: path.display().to_string(),
+        summary: summarize(&results.rows, slo, target),
+        rows: results.rows,
+    })
+}
+
+/// Loads a sweep directory: every `<mode>=<load>/results.parquet`.
+pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
+    let mut capacity: Capacity = match std::fs::read_to_string(dir.join("capacity.json")) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("{}/capacity.json", dir.display()))?,
+        Err(_) => Capacity::default(),
+    };
+    let slo = slo.or_else(|| capacity.slo.as_deref().and_then(|s| s.parse().ok()));
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((mode, load)) = name.split_once('=') else { continue };
+        let Ok(load) = load.parse::<f64>() else { continue };
+        let path = entry.path().join("results.parquet");
+        if path.exists() {
+            found.push((mode.to_owned(), load, path, name));
+        }
+    }
+    if found.is_empty() {
+        bail!("{}: no <mode>=<load>/results.parquet steps: not a sweep directory", dir.display());
+    }
+    found.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut steps = Vec::new();
+    for (i, (mode, load, path, name)) in found.into_iter().enumerate() {
+        let results = read_results(&path)?;
+        let s = summarize(&results.rows, slo, (mode == "rate").then_some(load));
+        steps.push(SweepStep::from_summary(
+            u32::try_from(i).unwrap_or(u32::MAX),
+            &mode,
+            load,
+            &s,
+            format!("{name}/results.parquet"),
+        ));
+    }
+    capacity.knee_offered_rate = knee(&steps);
+    if let Some(slo) = slo {
+        let target = capacity.goodput_target.unwrap_or(0.99);
+        capacity.slo = Some(slo.to_string());
+        capacity.goodput_target = Some(target);
+        capacity.slo_capacity_rate = steps
+            .iter()
+            .filter(|s| s.goodput_fraction.is_some_and(|g| g >= target))
+            .map(|s| s.offered_rate)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    }
+    Ok(SweepReport {
+        dir: dir.display().to_string(),
+        steps,
+        capacity,
+    })
+}
+
+fn load(path: &Path, slo: Option<Slo>) -> anyhow::Result<Input> {
+    if path.is_dir() {
+        Ok(Input::Sweep(load_sweep(path, slo)?))
+    } else {
+        Ok(Input::Run(load_run(path, slo)?))
+    }
+}
+
+/// Runs `llm-replay report`.
+pub fn command(args: &ReportArgs) -> anyhow::Result<std::process::ExitCode> {
+    let inputs: Vec<Input> = args
+        .inputs
+        .iter()
+        .map(|p| load(p, args.slo))
+        .collect::<anyhow::Result<_>>()?;
+    let text = match args.format {
+        ReportFormat::Text => render_text(&inputs),
+        ReportFormat::Json => serde_json::to_string_pretty(&inputs)? + "\n",
+        ReportFormat::Html => {
+            if args.output.is_none() {
+                bail!("--format html needs -o FILE.html");
+            }
+            render_html(&inputs)
+        }
+    };
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            println!("report        {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The text report (side by side deltas for two runs).
+pub fn render_text(inputs: &[Input]) -> String {
+    let mut out = String::new();
+    for input in inputs {
+        match input {
+            Input::Run(r) => {
+                let _ = writeln!(out, "== {}", r.path);
+                let _ = write!(out, "{}", r.summary);
+            }
+            Input::Sweep(s) => {
+                let _ = writeln!(out, "== sweep {}", s.dir);
+                out.push_str(&render_table(&s.steps, &s.capacity));
+            }
+        }
+    }
+    if let [Input::Run(a), Input::Run(b)] = inputs {
+        let _ = writeln!(out, "== comparison (second vs first)");
+        let rows = [
+            ("throughput req/s", a.summary.request_throughput, b.summary.request_throughput),
+            ("output tok/s", a.summary.output_token_throughput, b.summary.output_token_throughput),
+            ("TTFT p50 ms", a.summary.ttft_from_schedule.p50_ms, b.summary.ttft_from_schedule.p50_ms),
+            ("TTFT p99 ms", a.summary.ttft_from_schedule.p99_ms, b.summary.ttft_from_schedule.p99_ms),
+            ("TPOT p50 ms", a.summary.tpot.p50_ms, b.summary.tpot.p50_ms),
+            ("TPOT p99 ms", a.summary.tpot.p99_ms, b.summary.tpot.p99_ms),
+            ("E2E p99 ms", a.summary.e2e_from_schedule.p99_ms, b.summary.e2e_from_schedule.p99_ms),
+        ];
+        for (name, x, y) in rows {
+            let delta = if x != 0.0 { format!("{:+.1}%", (y / x - 1.0) * 100.0) } else { "-".into() };
+            let _ = writeln!(out, "{name:<18}{x:>12.2}{y:>12.2}{delta:>10}");
+        }
+    }
+    out
+}
+
+/// Per-second timeline of a run: offered, sent and completed per second,
+/// requests in flight, and TTFT percentiles by scheduled second.
+fn timeline(rows: &[ResultRow]) -> Vec<Chart> {
+    let Some(t0) = rows.iter().map(|r| r.scheduled_at_us).min() else {
+        return Vec::new();
+    };
+    let end = rows
+        .iter()
+        .map(|r| r.completed_at_us.unwrap_or(r.scheduled_at_us).max(r.scheduled_at_us))
+        .max()
+        .unwrap_or(t0);
+    let secs = usize::try_from((end - t0) / 1_000_000 + 1).unwrap_or(1).min(86_400);
+    let bin = |t: i64| usize::try_from((t - t0) / 1_000_000).unwrap_or(0).min(secs - 1);
+    let (mut offered, mut sent, mut done) = (vec![0f64; secs], vec![0f64; secs], vec![0f64; secs]);
+    let mut inflight = vec![0f64; secs];
+    let mut ttft: Vec<Vec<f64>> = vec![Vec::new(); secs];
+    for r in rows {
+        offered[bin(r.scheduled_at_us)] += 1.0;
+        if let Some(s) = r.sent_at_us {
+            sent[bin(s)] += 1.0;
+            let stop = r.completed_at_us.map_or(secs - 1, bin);
+            for v in &mut inflight[bin(s)..=stop.max(bin(s))] {
+                *v += 1.0;
+            }
+        }
+        if let Some(c) = r.completed_at_us {
+            done[bin(c)] += 1.0;
+        }
+        if let Some(t) = r.ttft_from_schedule_us() {
+            ttft[bin(r.scheduled_at_us)].push(t as f64 / 1e3);
+        }
+    }
+    let series = |name: &str, v: &[f64]| Series {
+        name: name.into(),
+        points: v.iter().enumerate().map(|(i, y)| (i as f64, *y)).collect(),
+    };
+    let pct = |q: f64| -> Vec<(f64, f64)> {
+        ttft.iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(i, v)| {
+                let mut v = v.clone();
+                v.sort_by(f64::total_cmp);
+                (i as f64, v[((v.len() - 1) as f64 * q).round() as usize])
+            })
+            .collect()
+    };
+    vec![
+        Chart {
+            title: "Offered vs achieved rate".into(),
+            x_label: "seconds since the first scheduled request".into(),
+            y_label: "requests / s".into(),
+            series: vec![series("scheduled", &offered), series("sent", &sent), series("completed", &done)],
+            ..Chart::default()
+        },
+        Chart {
+            title: "Requests in flight".into(),
+            x_label: "seconds".into(),
+            y_label: "requests".into(),
+            series: vec![series("in flight", &inflight)],
+            ..Chart::default()
+        },
+        Chart {
+            title: "TTFT from the schedule, by scheduled second".into(),
+            x_label: "seconds".into(),
+            y_label: "ms".into(),
+            series: vec![
+                Series { name: "p50".into(), points: pct(0.5) },
+                Series { name: "p99".into(), points: pct(0.99) },
+            ],
+            ..Chart::default()
+        },
+    ]
+}
+
+fn cdf(name: &str, mut values: Vec<f64>) -> Series {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let step = (n / 400).max(1);
+    let mut points: Vec<(f64, f64)> = values
+        .iter()
+        .enumerate()
+        .step_by(step)
+        .map(|(i, v)| (*v, (i + 1) as f64 / n as f64))
+        .collect();
+    if let Some(last) = values.last() {
+        points.push((*last, 1.0));
+    }
+    Series { name: name.into(), points }
+}
+
+fn run_charts(rows: &[ResultRow], label: &str) -> Vec<Chart> {
+    let ms = |f: fn(&ResultRow) -> Option<i64>| -> Vec<f64> {
+        rows.iter().filter(|r| r.is_ok()).filter_map(f).map(|v| v as f64 / 1e3).collect()
+    };
+    let mut charts = timeline(rows);
+    charts.push(Chart {
+        title: format!("Latency distributions ({label})"),
+        x_label: "ms".into(),
+        y_label: "share of ok requests".into(),
+        series: vec![
+            cdf("TTFT (from schedule)", ms(ResultRow::ttft_from_schedule_us)),
+            cdf("E2E (from schedule)", ms(ResultRow::e2e_from_schedule_us)),
+        ],
+        ..Chart::default()
+    });
+    charts.push(Chart {
+        title: "Send lag (actual minus scheduled send)".into(),
+        x_label: "ms".into(),
+        y_label: "share of sent requests".into(),
+        series: vec![cdf(
+            "send lag",
+            rows.iter().filter_map(|r| r.send_lag_us).map(|v| v as f64 / 1e3).collect(),
+        )],
+        ..Chart::default()
+    });
+    charts
+}
+
+fn sweep_charts(s: &SweepReport) -> Vec<Chart> {
+    let line = |name: &str, f: fn(&SweepStep) -> f64| Series {
+        name: name.into(),
+        points: s.steps.iter().map(|st| (st.offered_rate, f(st))).collect(),
+    };
+    let mut markers = Vec::new();
+    if let Some(c) = s.capacity.slo_capacity_rate {
+        markers.push((c, format!("SLO capacity {c:.2}")));
+    }
+    if let Some(k) = s.capacity.knee_offered_rate {
+        markers.push((k, format!("knee {k:.2}")));
+    }
+    let chart = |title: &str, y: &str, series: Vec<Series>| Chart {
+        title: title.into(),
+        x_label: "offered load (requests / s)".into(),
+        y_label: y.into(),
+        series,
+        markers: markers.clone(),
+        dots: true,
+    };
+    vec![
+        chart("TTFT from the schedule vs offered load", "ms", vec![
+            line("p50", |s| s.ttft_p50_ms),
+            line("p90", |s| s.ttft_p90_ms),
+            line("p99", |s| s.ttft_p99_ms),
+        ]),
+        chart("TPOT vs offered load", "ms", vec![
+            line("p50", |s| s.tpot_p50_ms),
+            line("p90", |s| s.tpot_p90_ms),
+            line("p99", |s| s.tpot_p99_ms),
+        ]),
+        chart("E2E from the schedule vs offered load", "ms", vec![
+            line("p50", |s| s.e2e_p50_ms),
+            line("p90", |s| s.e2e_p90_ms),
+            line("p99", |s| s.e2e_p99_ms),
+        ]),
+        chart("Throughput vs offered load", "requests / s", vec![
+            line("offered", |s| s.offered_rate),
+            line("completed ok", |s| s.request_throughput),
+            line("meeting the SLO", |s| s.goodput_rate.unwrap_or(0.0)),
+        ]),
+        chart("Output tokens / s vs offered load", "tokens / s", vec![line("output tokens", |s| s.output_token_throughput)]),
+    ]
+}
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1340px;color:#222}h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}pre{background:#f6f8fa;padding:12px;overflow-x:auto;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:12px}svg{background:#fff;border:1px solid #e3e3e3}.title{font-weight:600;font-size:13px}.tick,.legend{font-size:11px;fill:#444}.label{font-size:12px;fill:#333}.grid{stroke:#eee}.axis{stroke:#888}.marker{stroke:#555;stroke-dasharray:4 3}.marker-label{font-size:11px;fill:#555}.empty{fill:#999}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}";
+
+/// The HTML report: one file, no external resources.
+pub fn render_html(inputs: &[Input]) -> String {
+    let mut h = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>llm-replay report</title><style>{STYLE}</style></head><body><h1>llm-replay report</h1>"
+    );
+    for input in inputs {
+        match input {
+            Input::Run(r) => {
+                let _ = write!(h, "<h2>Run {}</h2><pre>{}</pre><div class=\"charts\">", escape(&r.path), escape(&r.summary.to_string()));
+                for c in run_charts(&r.rows, &r.path) {
+                    h.push_str(&c.render());
+                }
+                h.push_str("</div>");
+            }
+            Input::Sweep(s) => {
+                let _ = write!(h, "<h2>Sweep {}</h2><pre>{}</pre><div class=\"charts\">", escape(&s.dir), escape(&render_table(&s.steps, &s.capacity)));
+                for c in sweep_charts(s) {
+                    h.push_str(&c.render());
+                }
+                h.push_str("</div>");
+                h.push_str("<table><tr><th>offered</th><th>req/s</th><th>errors</th><th>goodput</th><th>TTFT p99 ms</th><th>TPOT p99 ms</th><th>E2E p99 ms</th><th>results</th></tr>");
+                for st in &s.steps {
+                    let _ = write!(
+                        h,
+                        "<tr><td>{:.2}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.0}</td><td>{}</td></tr>",
+                        st.offered_rate,
+                        st.request_throughput,
+                        st.errors,
+                        st.goodput_fraction.map_or("-".into(), |g| format!("{:.1}%", g * 100.0)),
+                        st.ttft_p99_ms,
+                        st.tpot_p99_ms,
+                        st.e2e_p99_ms,
+                        escape(&st.results_path)
+                    );
+                }
+                h.push_str("</table>");
+            }
+        }
+    }
+    h.push_str("</body></html>\n");
+    h
+}
