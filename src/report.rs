@@ -75,7 +75,7 @@ pub struct SweepReport {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Input {
     /// A results file.
-    Run(RunReport),
+    Run(Box<RunReport>),
     /// A sweep directory.
     Sweep(SweepReport),
 }
@@ -105,7 +105,8 @@ pub fn load_run(path: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
 /// Loads a sweep directory: every `<mode>=<load>/results.parquet`.
 pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
     let mut capacity: Capacity = match std::fs::read_to_string(dir.join("capacity.json")) {
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("{}/capacity.json", dir.display()))?,
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{}/capacity.json", dir.display()))?,
         Err(_) => Capacity::default(),
     };
     let slo = slo.or_else(|| capacity.slo.as_deref().and_then(|s| s.parse().ok()));
@@ -113,15 +114,22 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((mode, load)) = name.split_once('=') else { continue };
-        let Ok(load) = load.parse::<f64>() else { continue };
+        let Some((mode, load)) = name.split_once('=') else {
+            continue;
+        };
+        let Ok(load) = load.parse::<f64>() else {
+            continue;
+        };
         let path = entry.path().join("results.parquet");
         if path.exists() {
             found.push((mode.to_owned(), load, path, name));
         }
     }
     if found.is_empty() {
-        bail!("{}: no <mode>=<load>/results.parquet steps: not a sweep directory", dir.display());
+        bail!(
+            "{}: no <mode>=<load>/results.parquet steps: not a sweep directory",
+            dir.display()
+        );
     }
     found.sort_by(|a, b| a.1.total_cmp(&b.1));
     let mut steps = Vec::new();
@@ -158,7 +166,7 @@ fn load(path: &Path, slo: Option<Slo>) -> anyhow::Result<Input> {
     if path.is_dir() {
         Ok(Input::Sweep(load_sweep(path, slo)?))
     } else {
-        Ok(Input::Run(load_run(path, slo)?))
+        Ok(Input::Run(Box::new(load_run(path, slo)?)))
     }
 }
 
@@ -207,16 +215,40 @@ pub fn render_text(inputs: &[Input]) -> String {
     if let [Input::Run(a), Input::Run(b)] = inputs {
         let _ = writeln!(out, "== comparison (second vs first)");
         let rows = [
-            ("throughput req/s", a.summary.request_throughput, b.summary.request_throughput),
-            ("output tok/s", a.summary.output_token_throughput, b.summary.output_token_throughput),
-            ("TTFT p50 ms", a.summary.ttft_from_schedule.p50_ms, b.summary.ttft_from_schedule.p50_ms),
-            ("TTFT p99 ms", a.summary.ttft_from_schedule.p99_ms, b.summary.ttft_from_schedule.p99_ms),
+            (
+                "throughput req/s",
+                a.summary.request_throughput,
+                b.summary.request_throughput,
+            ),
+            (
+                "output tok/s",
+                a.summary.output_token_throughput,
+                b.summary.output_token_throughput,
+            ),
+            (
+                "TTFT p50 ms",
+                a.summary.ttft_from_schedule.p50_ms,
+                b.summary.ttft_from_schedule.p50_ms,
+            ),
+            (
+                "TTFT p99 ms",
+                a.summary.ttft_from_schedule.p99_ms,
+                b.summary.ttft_from_schedule.p99_ms,
+            ),
             ("TPOT p50 ms", a.summary.tpot.p50_ms, b.summary.tpot.p50_ms),
             ("TPOT p99 ms", a.summary.tpot.p99_ms, b.summary.tpot.p99_ms),
-            ("E2E p99 ms", a.summary.e2e_from_schedule.p99_ms, b.summary.e2e_from_schedule.p99_ms),
+            (
+                "E2E p99 ms",
+                a.summary.e2e_from_schedule.p99_ms,
+                b.summary.e2e_from_schedule.p99_ms,
+            ),
         ];
         for (name, x, y) in rows {
-            let delta = if x != 0.0 { format!("{:+.1}%", (y / x - 1.0) * 100.0) } else { "-".into() };
+            let delta = if x != 0.0 {
+                format!("{:+.1}%", (y / x - 1.0) * 100.0)
+            } else {
+                "-".into()
+            };
             let _ = writeln!(out, "{name:<18}{x:>12.2}{y:>12.2}{delta:>10}");
         }
     }
@@ -231,11 +263,21 @@ fn timeline(rows: &[ResultRow]) -> Vec<Chart> {
     };
     let end = rows
         .iter()
-        .map(|r| r.completed_at_us.unwrap_or(r.scheduled_at_us).max(r.scheduled_at_us))
+        .map(|r| {
+            r.completed_at_us
+                .unwrap_or(r.scheduled_at_us)
+                .max(r.scheduled_at_us)
+        })
         .max()
         .unwrap_or(t0);
-    let secs = usize::try_from((end - t0) / 1_000_000 + 1).unwrap_or(1).min(86_400);
-    let bin = |t: i64| usize::try_from((t - t0) / 1_000_000).unwrap_or(0).min(secs - 1);
+    let secs = usize::try_from((end - t0) / 1_000_000 + 1)
+        .unwrap_or(1)
+        .min(86_400);
+    let bin = |t: i64| {
+        usize::try_from((t - t0) / 1_000_000)
+            .unwrap_or(0)
+            .min(secs - 1)
+    };
     let (mut offered, mut sent, mut done) = (vec![0f64; secs], vec![0f64; secs], vec![0f64; secs]);
     let mut inflight = vec![0f64; secs];
     let mut ttft: Vec<Vec<f64>> = vec![Vec::new(); secs];
@@ -275,7 +317,11 @@ fn timeline(rows: &[ResultRow]) -> Vec<Chart> {
             title: "Offered vs achieved rate".into(),
             x_label: "seconds since the first scheduled request".into(),
             y_label: "requests / s".into(),
-            series: vec![series("scheduled", &offered), series("sent", &sent), series("completed", &done)],
+            series: vec![
+                series("scheduled", &offered),
+                series("sent", &sent),
+                series("completed", &done),
+            ],
             ..Chart::default()
         },
         Chart {
@@ -290,8 +336,14 @@ fn timeline(rows: &[ResultRow]) -> Vec<Chart> {
             x_label: "seconds".into(),
             y_label: "ms".into(),
             series: vec![
-                Series { name: "p50".into(), points: pct(0.5) },
-                Series { name: "p99".into(), points: pct(0.99) },
+                Series {
+                    name: "p50".into(),
+                    points: pct(0.5),
+                },
+                Series {
+                    name: "p99".into(),
+                    points: pct(0.99),
+                },
             ],
             ..Chart::default()
         },
@@ -311,12 +363,19 @@ fn cdf(name: &str, mut values: Vec<f64>) -> Series {
     if let Some(last) = values.last() {
         points.push((*last, 1.0));
     }
-    Series { name: name.into(), points }
+    Series {
+        name: name.into(),
+        points,
+    }
 }
 
 fn run_charts(rows: &[ResultRow], label: &str) -> Vec<Chart> {
     let ms = |f: fn(&ResultRow) -> Option<i64>| -> Vec<f64> {
-        rows.iter().filter(|r| r.is_ok()).filter_map(f).map(|v| v as f64 / 1e3).collect()
+        rows.iter()
+            .filter(|r| r.is_ok())
+            .filter_map(f)
+            .map(|v| v as f64 / 1e3)
+            .collect()
     };
     let mut charts = timeline(rows);
     charts.push(Chart {
@@ -335,7 +394,10 @@ fn run_charts(rows: &[ResultRow], label: &str) -> Vec<Chart> {
         y_label: "share of sent requests".into(),
         series: vec![cdf(
             "send lag",
-            rows.iter().filter_map(|r| r.send_lag_us).map(|v| v as f64 / 1e3).collect(),
+            rows.iter()
+                .filter_map(|r| r.send_lag_us)
+                .map(|v| v as f64 / 1e3)
+                .collect(),
         )],
         ..Chart::default()
     });
@@ -363,27 +425,47 @@ fn sweep_charts(s: &SweepReport) -> Vec<Chart> {
         dots: true,
     };
     vec![
-        chart("TTFT from the schedule vs offered load", "ms", vec![
-            line("p50", |s| s.ttft_p50_ms),
-            line("p90", |s| s.ttft_p90_ms),
-            line("p99", |s| s.ttft_p99_ms),
-        ]),
-        chart("TPOT vs offered load", "ms", vec![
-            line("p50", |s| s.tpot_p50_ms),
-            line("p90", |s| s.tpot_p90_ms),
-            line("p99", |s| s.tpot_p99_ms),
-        ]),
-        chart("E2E from the schedule vs offered load", "ms", vec![
-            line("p50", |s| s.e2e_p50_ms),
-            line("p90", |s| s.e2e_p90_ms),
-            line("p99", |s| s.e2e_p99_ms),
-        ]),
-        chart("Throughput vs offered load", "requests / s", vec![
-            line("offered", |s| s.offered_rate),
-            line("completed ok", |s| s.request_throughput),
-            line("meeting the SLO", |s| s.goodput_rate.unwrap_or(0.0)),
-        ]),
-        chart("Output tokens / s vs offered load", "tokens / s", vec![line("output tokens", |s| s.output_token_throughput)]),
+        chart(
+            "TTFT from the schedule vs offered load",
+            "ms",
+            vec![
+                line("p50", |s| s.ttft_p50_ms),
+                line("p90", |s| s.ttft_p90_ms),
+                line("p99", |s| s.ttft_p99_ms),
+            ],
+        ),
+        chart(
+            "TPOT vs offered load",
+            "ms",
+            vec![
+                line("p50", |s| s.tpot_p50_ms),
+                line("p90", |s| s.tpot_p90_ms),
+                line("p99", |s| s.tpot_p99_ms),
+            ],
+        ),
+        chart(
+            "E2E from the schedule vs offered load",
+            "ms",
+            vec![
+                line("p50", |s| s.e2e_p50_ms),
+                line("p90", |s| s.e2e_p90_ms),
+                line("p99", |s| s.e2e_p99_ms),
+            ],
+        ),
+        chart(
+            "Throughput vs offered load",
+            "requests / s",
+            vec![
+                line("offered", |s| s.offered_rate),
+                line("completed ok", |s| s.request_throughput),
+                line("meeting the SLO", |s| s.goodput_rate.unwrap_or(0.0)),
+            ],
+        ),
+        chart(
+            "Output tokens / s vs offered load",
+            "tokens / s",
+            vec![line("output tokens", |s| s.output_token_throughput)],
+        ),
     ]
 }
 
@@ -397,14 +479,24 @@ pub fn render_html(inputs: &[Input]) -> String {
     for input in inputs {
         match input {
             Input::Run(r) => {
-                let _ = write!(h, "<h2>Run {}</h2><pre>{}</pre><div class=\"charts\">", escape(&r.path), escape(&r.summary.to_string()));
+                let _ = write!(
+                    h,
+                    "<h2>Run {}</h2><pre>{}</pre><div class=\"charts\">",
+                    escape(&r.path),
+                    escape(&r.summary.to_string())
+                );
                 for c in run_charts(&r.rows, &r.path) {
                     h.push_str(&c.render());
                 }
                 h.push_str("</div>");
             }
             Input::Sweep(s) => {
-                let _ = write!(h, "<h2>Sweep {}</h2><pre>{}</pre><div class=\"charts\">", escape(&s.dir), escape(&render_table(&s.steps, &s.capacity)));
+                let _ = write!(
+                    h,
+                    "<h2>Sweep {}</h2><pre>{}</pre><div class=\"charts\">",
+                    escape(&s.dir),
+                    escape(&render_table(&s.steps, &s.capacity))
+                );
                 for c in sweep_charts(s) {
                     h.push_str(&c.render());
                 }
@@ -417,7 +509,8 @@ pub fn render_html(inputs: &[Input]) -> String {
                         st.offered_rate,
                         st.request_throughput,
                         st.errors,
-                        st.goodput_fraction.map_or("-".into(), |g| format!("{:.1}%", g * 100.0)),
+                        st.goodput_fraction
+                            .map_or("-".into(), |g| format!("{:.1}%", g * 100.0)),
                         st.ttft_p99_ms,
                         st.tpot_p99_ms,
                         st.e2e_p99_ms,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::record::{ResultRow, ResultsWriter};
-use crate::report::summary::{Summary, SummaryBuilder};
+use crate::report::summary::{ClientUsage, Summary, SummaryBuilder};
 
 /// Checkpoint when this many rows are pending...
 const CHECKPOINT_ROWS: u64 = 65_536;
@@ -41,11 +41,13 @@ impl Recorder {
         mut writer: ResultsWriter,
         path: PathBuf,
         mut rows: mpsc::UnboundedReceiver<ResultRow>,
-        mut summary: SummaryBuilder,
+        summary: SummaryBuilder,
     ) -> std::io::Result<Self> {
+        let cpu_start = ClientUsage::cpu_now();
         let handle = std::thread::Builder::new()
             .name("llm-replay-recorder".into())
             .spawn(move || -> anyhow::Result<Recorded> {
+                let mut summary = summary;
                 let mut last_checkpoint = Instant::now();
                 let mut since_checkpoint = 0u64;
                 loop {
@@ -78,7 +80,19 @@ impl Recorder {
                         }
                     }
                 }
-                let summary = summary.finish();
+                let mut summary = summary.finish();
+                if let (Some(start), Some(end)) = (cpu_start, ClientUsage::cpu_now()) {
+                    let cpu_s = end - start;
+                    summary.client = Some(ClientUsage {
+                        cpu_s,
+                        cpu_us_per_request: if summary.requests > 0 {
+                            cpu_s * 1e6 / summary.requests as f64
+                        } else {
+                            0.0
+                        },
+                        peak_rss_mib: ClientUsage::peak_rss_mib().unwrap_or(0.0),
+                    });
+                }
                 let summary_json = serde_json::to_string(&summary)?;
                 let rows = writer.close(&[("llm_replay.summary".to_owned(), summary_json)])?;
                 Ok(Recorded {

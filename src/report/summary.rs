@@ -197,6 +197,44 @@ pub struct Summary {
     pub e2e_from_schedule: Percentiles,
     /// Goodput, when an SLO was given.
     pub goodput: Option<Goodput>,
+    /// The load generator's own resource use (live runs only; a report
+    /// recomputed from rows has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientUsage>,
+}
+
+/// CPU and memory the llm-replay process used during a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct ClientUsage {
+    /// User + system CPU seconds of the whole process during the run.
+    pub cpu_s: f64,
+    /// CPU microseconds per scheduled request.
+    pub cpu_us_per_request: f64,
+    /// Peak resident memory of the process (MiB).
+    pub peak_rss_mib: f64,
+}
+
+impl ClientUsage {
+    /// Process CPU seconds so far (user + system), from `/proc/self/stat`;
+    /// `None` off Linux.
+    pub fn cpu_now() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
+        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        // /proc reports USER_HZ ticks, 100 per second on Linux.
+        Some(ticks / 100.0)
+    }
+
+    /// Peak resident memory (MiB), from `/proc/self/status`.
+    pub fn peak_rss_mib() -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
 }
 
 /// Share of requests meeting an SLO, failures counted as misses.
@@ -445,6 +483,7 @@ impl SummaryBuilder {
                 },
                 rate: per_s(self.met),
             }),
+            client: None,
         }
     }
 }
@@ -520,6 +559,13 @@ impl fmt::Display for Summary {
                 f,
                 "{name:<26}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
                 p.mean_ms, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
+            )?;
+        }
+        if let Some(c) = &self.client {
+            writeln!(
+                f,
+                "client        {:.2} CPU s ({:.1} µs per request), peak memory {:.0} MiB",
+                c.cpu_s, c.cpu_us_per_request, c.peak_rss_mib
             )?;
         }
         if let Some(g) = &self.goodput {

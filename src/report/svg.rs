@@ -35,7 +35,9 @@ const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 36.0;
 const BOTTOM: f64 = 48.0;
-const COLORS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+const COLORS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
 
 /// Escapes text for HTML and SVG.
 pub fn escape(s: &str) -> String {
@@ -65,9 +67,7 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
 }
 
 fn label(v: f64) -> String {
-    if v.abs() >= 1000.0 {
-        format!("{v:.0}")
-    } else if v.fract().abs() < 1e-9 {
+    if v.abs() >= 1000.0 || v.fract().abs() < 1e-9 {
         format!("{v:.0}")
     } else {
         let s = format!("{v:.2}");
@@ -96,7 +96,9 @@ impl Chart {
             t = escape(&self.title)
         );
         if !x0.is_finite() {
-            svg.push_str(r#"<text x="320" y="160" text-anchor="middle" class="empty">no data</text></svg>"#);
+            svg.push_str(
+                r#"<text x="320" y="160" text-anchor="middle" class="empty">no data</text></svg>"#,
+            );
             return svg;
         }
         if x1 <= x0 {

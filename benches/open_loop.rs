@@ -1,0 +1,181 @@
+//! End-to-end open-loop bench: `llm-replay replay` against `llm-replay sim
+//! --sim-zero-delay` in two processes (pinned to separate cores where
+//! `taskset` exists), short prompts and 16-token streams, at 500 to 10,000
+//! requests per second. Prints achieved rate, send lag p50/p99/max, client
+//! CPU per request and peak memory per rate; then, for memory flatness, the
+//! peak memory of a long run against a short one. The simulator and the
+//! client share the machine's cores, as they would on a 2-core load box.
+//!
+//! `cargo bench --bench open_loop`
+//! (`LLM_REPLAY_BENCH_SECONDS=N` sets each step's length, default 10;
+//! `LLM_REPLAY_BENCH_LONG=1` adds a 1,000,000-request run.)
+
+// A bench that cannot set up has nothing to measure: failing loudly is right.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use llm_replay::trace::{TraceMetadata, TraceRecord, TraceWriter};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-replay");
+
+/// With `LLM_REPLAY_BENCH_PIN=1`, client and simulator run on one core each
+/// (the client then shares its core among its dispatcher, runtime and
+/// recorder threads); by default the OS places them.
+fn pinned(core: &str) -> Command {
+    if std::env::var("LLM_REPLAY_BENCH_PIN").is_ok() && Path::new("/usr/bin/taskset").exists() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", core, BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    }
+}
+
+fn write_trace(path: &Path, rows: usize) {
+    let mut w = TraceWriter::create(path).unwrap();
+    for i in 0..rows {
+        w.write(&TraceRecord {
+            request_id: format!("b{i}"),
+            input_tokens: 32,
+            output_tokens: 16,
+            source_row: i as i64,
+            ..TraceRecord::default()
+        })
+        .unwrap();
+    }
+    let mut meta = TraceMetadata::new("bench");
+    meta.rows_read = rows as u64;
+    meta.tokenizer = Some("o200k_base".into());
+    w.finish(meta).unwrap();
+}
+
+fn run(dir: &Path, trace: &Path, url: &str, rate: u32, extra: &[&str]) -> serde_json::Value {
+    let out = dir.join(format!("r{rate}-{}.parquet", extra.len()));
+    let summary = dir.join(format!("s{rate}-{}.json", extra.len()));
+    let status = pinned("0")
+        .args([
+            "replay",
+            trace.to_str().unwrap(),
+            "--url",
+            url,
+            "--model",
+            "llm-replay-sim",
+        ])
+        .args([
+            "--rate",
+            &rate.to_string(),
+            "--arrivals",
+            "constant",
+            "--order",
+            "shuffle",
+            "-q",
+        ])
+        .args([
+            "-o",
+            out.to_str().unwrap(),
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    std::fs::remove_file(out).unwrap();
+    s
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let seconds: u64 = std::env::var("LLM_REPLAY_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("short.parquet");
+    write_trace(&trace, 10_000);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut sim = pinned("1")
+        .args([
+            "sim",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--sim-zero-delay",
+            "--sim-max-batch",
+            "100000",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    println!(
+        "open-loop replay, {seconds} s per rate, 32-token prompts, 16-token streams, zero model delay"
+    );
+    println!(
+        "{:>7} {:>10} {:>9} {:>10} {:>10} {:>10} {:>8} {:>12} {:>9}",
+        "rate",
+        "achieved",
+        "error",
+        "lag p50",
+        "lag p99",
+        "lag max",
+        "ok",
+        "CPU/request",
+        "peak MiB"
+    );
+    for rate in [500u32, 1_000, 2_000, 5_000, 10_000] {
+        let s = run(
+            dir.path(),
+            &trace,
+            &url,
+            rate,
+            &["--duration", &format!("{seconds}s")],
+        );
+        let f = &s["fidelity"];
+        println!(
+            "{rate:>7} {:>10.1} {:>8.2}% {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>8} {:>10.1}µs {:>9.0}",
+            f["achieved_rate"].as_f64().unwrap_or(0.0),
+            f["rate_error"].as_f64().unwrap_or(0.0) * 100.0,
+            f["send_lag"]["p50_ms"].as_f64().unwrap_or(0.0),
+            f["send_lag"]["p99_ms"].as_f64().unwrap_or(0.0),
+            f["send_lag"]["max_ms"].as_f64().unwrap_or(0.0),
+            s["outcomes"]["ok"].as_u64().unwrap_or(0),
+            s["client"]["cpu_us_per_request"].as_f64().unwrap_or(0.0),
+            s["client"]["peak_rss_mib"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let mut lengths = vec![50_000u64, 200_000];
+    if std::env::var("LLM_REPLAY_BENCH_LONG").is_ok() {
+        lengths.push(1_000_000);
+    }
+    println!("memory over run length at 5,000 requests/s:");
+    for n in lengths {
+        let s = run(
+            dir.path(),
+            &trace,
+            &url,
+            5_000,
+            &["--requests", &n.to_string()],
+        );
+        println!(
+            "  {n:>9} requests: peak {:.0} MiB, achieved {:.1} req/s, lag p99 {:.3} ms",
+            s["client"]["peak_rss_mib"].as_f64().unwrap_or(0.0),
+            s["fidelity"]["achieved_rate"].as_f64().unwrap_or(0.0),
+            s["fidelity"]["send_lag"]["p99_ms"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let _ = sim.kill();
+    let _ = sim.wait();
+}
