@@ -143,13 +143,15 @@ impl Chart {
             escape(&self.y_label),
             y = H - BOTTOM
         );
-        for (x, text) in &self.markers {
+        // Marker labels sit low in the plot, one row each, clear of the
+        // legend and of each other.
+        for (i, (x, text)) in self.markers.iter().enumerate() {
             let _ = write!(
                 svg,
-                r#"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{}" class="marker"/><text x="{:.1}" y="{}" class="marker-label">{}</text>"#,
+                r#"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{}" class="marker"/><text x="{:.1}" y="{:.1}" class="marker-label">{}</text>"#,
                 H - BOTTOM,
                 px(*x) + 4.0,
-                TOP + 12.0,
+                H - BOTTOM - 8.0 - 14.0 * i as f64,
                 escape(text),
                 x = px(*x)
             );
