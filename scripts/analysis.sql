@@ -1,0 +1,89 @@
+-- llm-replay analysis views for DuckDB.
+--
+-- Set the paths, then read this file:
+--   SET VARIABLE results_dir = 'sweep-out';      -- a sweep directory, or a folder holding results*.parquet
+--   SET VARIABLE trace_path  = 'trace.parquet';  -- the trace that was replayed
+--   SET VARIABLE slo_ttft_ms = 500; SET VARIABLE slo_tpot_ms = 50;
+--   .read scripts/analysis.sql                   -- (Python: con.execute(open(...).read()))
+--
+-- Every view reads the Parquet files directly; nothing is copied.
+
+-- All result rows. A sweep's steps are hive partitions (rate=4/, speedup=2/),
+-- so `rate` or `speedup` is a column; a plain run has neither (union_by_name).
+CREATE OR REPLACE VIEW results AS
+SELECT *,
+       send_lag_us + ttft_us AS ttft_sched_us,
+       send_lag_us + e2e_us  AS e2e_sched_us,
+       CASE WHEN coalesce(usage_completion_tokens, output_tokens) > 1
+            THEN (e2e_us - ttft_us) / (coalesce(usage_completion_tokens, output_tokens) - 1) END AS tpot_us,
+       regexp_extract(filename, '(rate|speedup)=([0-9.]+)', 0) AS step
+FROM read_parquet(getvariable('results_dir') || '/**/results*.parquet',
+                  hive_partitioning = true, union_by_name = true, filename = true);
+
+-- Per step: offered and achieved rate, outcomes, latency percentiles (ms,
+-- from the schedule), and goodput with failures in the denominator.
+CREATE OR REPLACE VIEW step_summary AS
+SELECT step,
+       count(*) AS requests,
+       count(*) FILTER (WHERE outcome = 'ok') AS ok,
+       count(*) FILTER (WHERE outcome <> 'ok') AS errors,
+       (count(*) - 1) / nullif(epoch(max(scheduled_at)) - epoch(min(scheduled_at)), 0) AS scheduled_rate,
+       (count(sent_at) - 1) / nullif(epoch(max(sent_at)) - epoch(min(sent_at)), 0) AS achieved_rate,
+       quantile_cont(ttft_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p50_ms,
+       quantile_cont(ttft_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p99_ms,
+       quantile_cont(tpot_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p50_ms,
+       quantile_cont(tpot_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p99_ms,
+       quantile_cont(e2e_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p99_ms,
+       quantile_cont(send_lag_us, 0.99) / 1e3 AS send_lag_p99_ms,
+       avg(CASE WHEN outcome = 'ok'
+                 AND ttft_sched_us <= getvariable('slo_ttft_ms') * 1e3
+                 AND coalesce(tpot_us, 0) <= getvariable('slo_tpot_ms') * 1e3
+                THEN 1.0 ELSE 0.0 END) AS goodput_fraction
+FROM results
+WHERE phase = 'steady'
+GROUP BY step
+ORDER BY scheduled_rate;
+
+-- Per second of each step: requests scheduled, sent and completed, and TTFT.
+CREATE OR REPLACE VIEW timeline AS
+WITH t0 AS (SELECT step, min(scheduled_at) AS t0 FROM results GROUP BY step)
+SELECT r.step,
+       floor(epoch(r.scheduled_at) - epoch(t0.t0))::INTEGER AS second,
+       count(*) AS scheduled,
+       count(r.sent_at) AS sent,
+       count(*) FILTER (WHERE r.outcome <> 'ok') AS errors,
+       quantile_cont(r.ttft_sched_us, 0.5) / 1e3 AS ttft_p50_ms,
+       quantile_cont(r.ttft_sched_us, 0.99) / 1e3 AS ttft_p99_ms
+FROM results r JOIN t0 USING (step)
+GROUP BY ALL
+ORDER BY r.step, second;
+
+-- Results joined to the trace on request_id: every trace column is there.
+CREATE OR REPLACE VIEW results_with_trace AS
+SELECT r.*, t.session_id, t.turn_index, t.arrival_offset_us, t.request_kind,
+       len(t.prefix_block_ids) AS prefix_blocks
+FROM results r
+LEFT JOIN read_parquet(getvariable('trace_path')) t USING (request_id);
+
+-- Latency by prompt length bucket (powers of two).
+CREATE OR REPLACE VIEW latency_by_input_length AS
+SELECT step,
+       pow(2, ceil(log2(greatest(input_tokens, 1))))::BIGINT AS input_tokens_up_to,
+       count(*) AS requests,
+       quantile_cont(ttft_sched_us, 0.5) / 1e3 AS ttft_p50_ms,
+       quantile_cont(ttft_sched_us, 0.99) / 1e3 AS ttft_p99_ms,
+       quantile_cont(e2e_sched_us, 0.99) / 1e3 AS e2e_p99_ms
+FROM results
+WHERE outcome = 'ok'
+GROUP BY ALL
+ORDER BY step, input_tokens_up_to;
+
+-- Latency by turn of the conversation (needs sessions in the trace).
+CREATE OR REPLACE VIEW latency_by_turn AS
+SELECT step, turn_index, count(*) AS requests,
+       quantile_cont(ttft_sched_us, 0.5) / 1e3 AS ttft_p50_ms,
+       quantile_cont(ttft_sched_us, 0.99) / 1e3 AS ttft_p99_ms
+FROM results_with_trace
+WHERE outcome = 'ok'
+GROUP BY ALL
+ORDER BY step, turn_index;

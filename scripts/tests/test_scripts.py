@@ -1,0 +1,82 @@
+"""analysis.sql (real DuckDB) and analyze.py (real pandas) on a real sweep."""
+import subprocess
+import sys
+
+import duckdb
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(run, datasets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    run("sweep", datasets / "azure_conv_small.parquet", "--out-dir", out, "--rates", "5,10",
+        "--requests", "30", "--arrivals", "constant", "--slo", "ttft=2s", "--search-steps", "0",
+        "--sim-decode-base-us", "500", "-q")
+    return out
+
+
+def test_duckdb_reads_the_whole_sweep_hive_partitioned(sweep_dir):
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT rate, count(*) FROM read_parquet('{sweep_dir}/**/results.parquet', hive_partitioning = true) "
+        "GROUP BY rate ORDER BY rate"
+    ).fetchall()
+    assert rows == [(5, 30), (10, 30)]
+    steps = con.execute(f"SELECT count(*) FROM read_parquet('{sweep_dir}/sweep.parquet')").fetchone()[0]
+    assert steps == 2
+
+
+def test_analysis_sql_views(sweep_dir, datasets):
+    con = duckdb.connect()
+    con.execute(f"SET VARIABLE results_dir = '{sweep_dir}'")
+    con.execute(f"SET VARIABLE trace_path = '{datasets / 'azure_conv_small.parquet'}'")
+    con.execute("SET VARIABLE slo_ttft_ms = 2000")
+    con.execute("SET VARIABLE slo_tpot_ms = 1000")
+    con.execute((ROOT / "scripts" / "analysis.sql").read_text())
+    summary = con.execute("SELECT step, requests, ok, ttft_p50_ms, goodput_fraction FROM step_summary").df()
+    assert list(summary["step"]) == ["rate=5", "rate=10"]
+    assert list(summary["requests"]) == [30, 30]
+    # Cross-check a percentile against pandas on the same file.
+    df = pd.read_parquet(sweep_dir / "rate=5" / "results.parquet")
+    ok = df[df["outcome"] == "ok"]
+    expected = (ok["send_lag_us"] + ok["ttft_us"]).quantile(0.5) / 1e3
+    assert summary.loc[0, "ttft_p50_ms"] == pytest.approx(expected, rel=1e-9)
+    joined = con.execute("SELECT count(*), count(arrival_offset_us) FROM results_with_trace").fetchone()
+    assert joined == (60, 60), "every result row joins to the trace"
+    assert con.execute("SELECT sum(scheduled) FROM timeline").fetchone()[0] == 60
+    assert con.execute("SELECT sum(requests) FROM latency_by_input_length").fetchone()[0] == summary["ok"].sum()
+
+
+def test_analyze_py(sweep_dir, datasets, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, ROOT / "scripts" / "analyze.py", sweep_dir, "--trace", datasets / "azure_conv_small.parquet",
+         "--out", tmp_path, "--slo-ttft-ms", "2000", "--slo-tpot-ms", "1000"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = pd.read_csv(tmp_path / "step_summary.csv")
+    assert list(summary["requests"]) == [30, 30]
+    con = duckdb.connect()
+    con.execute(f"SET VARIABLE results_dir = '{sweep_dir}'")
+    con.execute(f"SET VARIABLE trace_path = '{datasets / 'azure_conv_small.parquet'}'")
+    con.execute("SET VARIABLE slo_ttft_ms = 2000")
+    con.execute("SET VARIABLE slo_tpot_ms = 1000")
+    con.execute((ROOT / "scripts" / "analysis.sql").read_text())
+    sql = con.execute("SELECT ttft_p99_ms, goodput_fraction FROM step_summary").df()
+    assert list(summary["ttft_p99_ms"]) == pytest.approx(list(sql["ttft_p99_ms"]), rel=1e-9)
+    assert list(summary["goodput_fraction"]) == pytest.approx(list(sql["goodput_fraction"]))
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+    assert (tmp_path / "latency_by_turn.csv").exists()
+
+
+def test_report_html_is_self_contained(run, sweep_dir, tmp_path):
+    html = tmp_path / "r.html"
+    run("report", sweep_dir, "--format", "html", "-o", html)
+    text = html.read_text()
+    assert text.count("<svg") >= 5
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in text
+    js = run("report", sweep_dir, "--format", "json").stdout
+    assert '"kind": "sweep"' in js
