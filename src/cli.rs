@@ -246,6 +246,11 @@ pub struct TargetArgs {
     /// What a request over `--max-in-flight` does.
     #[arg(long, value_enum, default_value = "wait")]
     pub on_cap: crate::replay::dispatch::CapPolicy,
+    /// Read this Prometheus endpoint (e.g. http://127.0.0.1:8000/metrics)
+    /// every second during the run into server_metrics.parquet beside the
+    /// results; `report` plots it on the run's timeline.
+    #[arg(long)]
+    pub scrape: Option<String>,
     /// Options of the embedded simulated endpoint (used without --url).
     #[command(flatten)]
     pub sim: crate::sim::SimConfig,

@@ -18,6 +18,7 @@
 pub mod dispatch;
 pub mod pacer;
 pub mod recorder;
+pub mod scrape;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,7 @@ pub struct Target {
     builder: Arc<RequestBuilder>,
     timeouts: Timeouts,
     cap: Option<(usize, CapPolicy)>,
+    scrape: Option<String>,
     config_json: serde_json::Value,
     /// Keeps the embedded simulator alive while the target is.
     sim: Option<crate::sim::SimServer>,
@@ -204,6 +206,7 @@ impl Target {
                 request: Some(args.request_timeout),
             },
             cap: args.max_in_flight.map(|n| (n, args.on_cap)),
+            scrape: args.scrape.clone(),
             config_json,
             sim,
         })
@@ -421,6 +424,11 @@ pub async fn run(
             })?
     };
 
+    let scrape_stop = CancellationToken::new();
+    let scraper = target
+        .scrape
+        .clone()
+        .map(|url| tokio::spawn(scrape::run(url, scrape_stop.clone())));
     let cancel = CancellationToken::new();
     let shared = Arc::new(Shared {
         transport: EndpointRef(target.endpoint.clone()),
@@ -494,9 +502,26 @@ pub async fn run(
     }
     let _ = producer.join();
     drop(shared);
-    tokio::task::spawn_blocking(move || recorder.join())
+    let recorded = tokio::task::spawn_blocking(move || recorder.join())
         .await
-        .context("joining the recorder")?
+        .context("joining the recorder")??;
+    if let Some(task) = scraper {
+        scrape_stop.cancel();
+        let (samples, failures) = task.await.context("joining the metrics scraper")?;
+        let path = scrape::path_for(&opts.output);
+        scrape::write(&path, &samples).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "server metrics {} ({} samples{})",
+            path.display(),
+            samples.len(),
+            if failures > 0 {
+                format!(", {failures} scrapes failed")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(recorded)
 }
 
 /// An endpoint shared by the run's tasks.

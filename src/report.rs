@@ -57,6 +57,8 @@ pub struct RunReport {
     pub summary: Summary,
     #[serde(skip)]
     rows: Vec<ResultRow>,
+    #[serde(skip)]
+    server_metrics: Vec<crate::replay::scrape::Sample>,
 }
 
 /// A sweep, recomputed.
@@ -95,10 +97,17 @@ pub fn load_run(path: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
             .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
             .and_then(|c| c["slo"].as_str().and_then(|s| s.parse().ok()))
     });
+    let metrics_path = crate::replay::scrape::path_for(path);
+    let server_metrics = if metrics_path.exists() {
+        crate::replay::scrape::read(&metrics_path)?
+    } else {
+        Vec::new()
+    };
     Ok(RunReport {
         path: path.display().to_string(),
         summary: summarize(&results.rows, slo, target),
         rows: results.rows,
+        server_metrics,
     })
 }
 
@@ -369,6 +378,55 @@ fn cdf(name: &str, mut values: Vec<f64>) -> Series {
     }
 }
 
+/// Queue and cache gauges of vLLM, SGLang, llama.cpp and the simulator, on
+/// the run's timeline (label sets summed).
+fn server_chart(rows: &[ResultRow], samples: &[crate::replay::scrape::Sample]) -> Option<Chart> {
+    let t0 = rows.iter().map(|r| r.scheduled_at_us).min()?;
+    let wanted = [
+        "running",
+        "waiting",
+        "processing",
+        "deferred",
+        "queue",
+        "kv_cache_usage",
+        "cache_usage",
+    ];
+    let mut by_metric: std::collections::BTreeMap<&str, std::collections::BTreeMap<i64, f64>> =
+        Default::default();
+    for s in samples {
+        if s.value.is_finite()
+            && wanted.iter().any(|w| s.metric.contains(w))
+            && !s.metric.ends_with("_total")
+        {
+            *by_metric
+                .entry(s.metric.as_str())
+                .or_default()
+                .entry(s.ts_us)
+                .or_insert(0.0) += s.value;
+        }
+    }
+    if by_metric.is_empty() {
+        return None;
+    }
+    Some(Chart {
+        title: "Server metrics (scraped every second)".into(),
+        x_label: "seconds since the first scheduled request".into(),
+        y_label: "value".into(),
+        series: by_metric
+            .into_iter()
+            .take(8)
+            .map(|(name, points)| Series {
+                name: name.to_owned(),
+                points: points
+                    .into_iter()
+                    .map(|(t, v)| ((t - t0) as f64 / 1e6, v))
+                    .collect(),
+            })
+            .collect(),
+        ..Chart::default()
+    })
+}
+
 fn run_charts(rows: &[ResultRow], label: &str) -> Vec<Chart> {
     let ms = |f: fn(&ResultRow) -> Option<i64>| -> Vec<f64> {
         rows.iter()
@@ -486,6 +544,9 @@ pub fn render_html(inputs: &[Input]) -> String {
                     escape(&r.summary.to_string())
                 );
                 for c in run_charts(&r.rows, &r.path) {
+                    h.push_str(&c.render());
+                }
+                if let Some(c) = server_chart(&r.rows, &r.server_metrics) {
                     h.push_str(&c.render());
                 }
                 h.push_str("</div>");

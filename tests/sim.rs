@@ -285,3 +285,69 @@ async fn a_replay_with_faults_has_one_right_row_per_request() {
     assert!(results.metadata.contains_key("llm_replay.summary"));
     assert!(results.metadata["llm_replay.config"].contains("\"embedded_simulator\":true"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scraped_server_metrics_land_beside_the_results() {
+    let server = sim::start(fast_sim(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trace_path = dir.path().join("t.parquet");
+    let ids: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    write_trace(
+        &trace_path,
+        &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let out = dir.path().join("results.parquet");
+    let metrics_url = format!("{}/metrics", server.url());
+    let argv = [
+        "llm-replay",
+        "replay",
+        trace_path.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--url",
+        &server.url(),
+        "--rate",
+        "8",
+        "--arrivals",
+        "constant",
+        "--scrape",
+        &metrics_url,
+        "-q",
+    ];
+    let Command::Replay(args) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    let trace = Arc::new(read_trace(&trace_path).unwrap());
+    let target = llm_replay::replay::Target::connect(&args.target, &trace, 0)
+        .await
+        .unwrap();
+    let opts = llm_replay::replay::RunOptions {
+        schedule: llm_replay::replay::schedule_spec(&args.schedule).unwrap(),
+        output: out.clone(),
+        slo: None,
+        grace: Duration::from_secs(5),
+        limits: Default::default(),
+        phases: Default::default(),
+        progress: false,
+        extra_metadata: vec![],
+    };
+    llm_replay::replay::run(trace, &target, opts, CancellationToken::new())
+        .await
+        .unwrap();
+    let samples =
+        llm_replay::replay::scrape::read(&dir.path().join("server_metrics.parquet")).unwrap();
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.metric == "sim:num_requests_running")
+    );
+    let requests = samples
+        .iter()
+        .filter(|s| s.metric == "sim:requests_total")
+        .map(|s| s.value)
+        .fold(0.0, f64::max);
+    assert!(requests >= 8.0, "{requests}");
+    server.shutdown().await;
+}

@@ -67,6 +67,7 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
 }
 
 fn label(v: f64) -> String {
+    let v = if v.abs() < 1e-9 { 0.0 } else { v };
     if v.abs() >= 1000.0 || v.fract().abs() < 1e-9 {
         format!("{v:.0}")
     } else {
@@ -156,6 +157,9 @@ impl Chart {
                 x = px(*x)
             );
         }
+        // Legend entries flow left to right, wrapping, each as wide as its
+        // text (about 6.5 px a character at 11 px).
+        let (mut lx, mut ly) = (LEFT + 10.0, TOP + 4.0);
         for (i, s) in self.series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             let path: Vec<String> = s
@@ -176,8 +180,11 @@ impl Chart {
                     }
                 }
             }
-            let lx = LEFT + 10.0 + (i % 4) as f64 * 140.0;
-            let ly = TOP + 4.0 + (i / 4) as f64 * 14.0;
+            let width = 30.0 + 6.5 * s.name.chars().count() as f64;
+            if lx + width > W - RIGHT && lx > LEFT + 10.0 {
+                lx = LEFT + 10.0;
+                ly += 14.0;
+            }
             let _ = write!(
                 svg,
                 r#"<rect x="{lx}" y="{ly}" width="10" height="3" fill="{color}"/><text x="{}" y="{}" class="legend">{}</text>"#,
@@ -185,6 +192,7 @@ impl Chart {
                 ly + 4.0,
                 escape(&s.name)
             );
+            lx += width;
         }
         svg.push_str("</svg>");
         svg
