@@ -14,5 +14,9 @@ fi
 if ! "$venv/bin/python" -c 'import pyarrow, pandas, duckdb, matplotlib, pytest' 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements.txt
 fi
-cargo build --locked --bin llm-replay
-LLM_REPLAY_BIN="$PWD/target/debug/llm-replay" "$venv/bin/python" -m pytest -q scripts/tests
+# `cargo test` built the binary for the integration tests; building it again
+# here would resolve features without the dev-only ones and rebuild half the
+# dependencies.
+bin="$PWD/target/debug/llm-replay"
+[ -x "$bin" ] || { echo "missing $bin after cargo test" >&2; exit 1; }
+LLM_REPLAY_BIN="$bin" "$venv/bin/python" -m pytest -q scripts/tests

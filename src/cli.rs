@@ -53,9 +53,6 @@ pub enum IngestFormat {
     Mooncake,
     /// Qwen/Bailian JSONL (`chat_id`, `parent_chat_id`, `timestamp`, ...).
     Bailian,
-    /// Production request logs (OpenAI-compatible gateway, LiteLLM, Batch
-    /// API), scrubbed of all content.
-    OpenaiLog,
 }
 
 impl IngestFormat {
@@ -68,7 +65,6 @@ impl IngestFormat {
             Self::Burstgpt => "burstgpt",
             Self::Mooncake => "mooncake",
             Self::Bailian => "bailian",
-            Self::OpenaiLog => "openai-log",
         }
     }
 }
@@ -92,12 +88,11 @@ pub struct IngestArgs {
     /// instead of stopping at the first.
     #[arg(long)]
     pub skip_invalid: bool,
-    /// Keep prompt text in the `prompt_text` column (public datasets only;
-    /// never for production logs).
+    /// Keep prompt text in the `prompt_text` column (public datasets only).
     #[arg(long)]
     pub keep_text: bool,
     /// Tokens per prefix block (`prefix_block_ids`): Mooncake 512, Bailian
-    /// 16, logs 512 unless given.
+    /// 16; for text datasets, blocks are made only when this is given.
     #[arg(long)]
     pub block_size: Option<u32>,
     /// Print the summary as JSON instead of text.
@@ -106,9 +101,6 @@ pub struct IngestArgs {
     /// Filters and sampling.
     #[command(flatten)]
     pub filters: FilterArgs,
-    /// Options for production logs.
-    #[command(flatten)]
-    pub log: LogArgs,
 }
 
 /// Filters and sampling, as vLLM's dataset sampler offers them.
@@ -143,37 +135,6 @@ pub struct FilterArgs {
     /// Seed for `--sample`.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-}
-
-/// Options for `openai-log` (production request logs).
-#[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = "Production logs (openai-log)")]
-pub struct LogArgs {
-    /// JSON path (dot-separated) of the request start time.
-    #[arg(long)]
-    pub time_field: Option<String>,
-    /// JSON path of the request end time.
-    #[arg(long)]
-    pub end_time_field: Option<String>,
-    /// JSON path of the session or conversation id.
-    #[arg(long)]
-    pub session_field: Option<String>,
-    /// JSON path of the request body (`messages` or `prompt` inside).
-    #[arg(long)]
-    pub request_field: Option<String>,
-    /// JSON path of the response body (or its `usage`).
-    #[arg(long)]
-    pub response_field: Option<String>,
-    /// Batch API output file to pair with a Batch API input file.
-    #[arg(long)]
-    pub batch_output: Option<PathBuf>,
-    /// Secret salt for the keyed hashes of ids and prefix blocks; random
-    /// when not given, and never written out.
-    #[arg(long, env = "LLM_REPLAY_SALT", hide_env_values = true)]
-    pub salt: Option<String>,
-    /// Write the absolute start time of the log into the trace metadata.
-    #[arg(long)]
-    pub keep_t0: bool,
 }
 
 /// `llm-replay inspect TRACE`.

@@ -16,7 +16,6 @@ pub mod burstgpt;
 pub mod chat;
 pub mod csvin;
 pub mod mooncake;
-pub mod openai_log;
 pub mod openai_messages;
 pub mod records;
 pub mod sharegpt;
@@ -493,7 +492,6 @@ pub fn run(args: &IngestArgs) -> Result<IngestSummary, IngestError> {
         IngestFormat::Burstgpt => burstgpt::ingest,
         IngestFormat::Mooncake => mooncake::ingest,
         IngestFormat::Bailian => bailian::ingest,
-        IngestFormat::OpenaiLog => openai_log::ingest,
     };
     let metadata = ingest(args, &inputs, filters)?;
     Ok(IngestSummary {

@@ -39,6 +39,8 @@ fn azure_round_trip_is_exact() {
     let first = &t.records[0];
     assert_eq!((first.input_tokens, first.output_tokens), (374, 44));
     assert_eq!(first.arrival_offset_us, Some(0));
+    // The file is CRLF; its first data row is still line 2.
+    assert_eq!((first.request_id.as_str(), first.source_row), ("line2", 2));
     // 18:15:50.9951690 - 18:15:46.6805900 = 4.3145790 s, truncated to µs.
     assert_eq!(t.records[1].arrival_offset_us, Some(4_314_579));
     assert_eq!(t.records[1].request_kind.as_deref(), Some("conv"));
@@ -191,9 +193,54 @@ fn bad_inputs_name_file_line_and_field() {
             "azure_non_utf8.csv: line 3: TIMESTAMP: not UTF-8",
         ),
         (
+            "azure",
+            "bad/azure_missing_field.csv",
+            "azure_missing_field.csv: line 3: GeneratedTokens: missing (the row has 2 fields, the header 3)",
+        ),
+        (
+            "azure",
+            "bad/azure_wrong_type.csv",
+            "azure_wrong_type.csv: line 3: TIMESTAMP: not a timestamp like 2023-11-16 18:15:46.6805900: \"1700000000\"",
+        ),
+        (
             "burstgpt",
             "bad/burstgpt_missing_column.csv",
             "burstgpt_missing_column.csv: line 1: header: missing column(s) Log Type",
+        ),
+        (
+            "burstgpt",
+            "bad/burstgpt_semicolon.csv",
+            "burstgpt_semicolon.csv: line 1: header: missing column(s) Timestamp, Model, Request tokens, Response tokens, Log Type; found \"Timestamp;Model;Request tokens;Response tokens;Total tokens;Log Type\" (the file does not look comma-separated)",
+        ),
+        (
+            "burstgpt",
+            "bad/burstgpt_header_only.csv",
+            "burstgpt_header_only.csv: no records (the input has only a header)",
+        ),
+        (
+            "burstgpt",
+            "bad/burstgpt_unsorted.csv",
+            "burstgpt_unsorted.csv: line 3: Timestamp: time goes backwards (4000000 after 5000000)",
+        ),
+        (
+            "burstgpt",
+            "bad/burstgpt_negative.csv",
+            "burstgpt_negative.csv: line 3: Timestamp: must not be negative, found -6",
+        ),
+        (
+            "burstgpt",
+            "bad/burstgpt_wrong_type.csv",
+            "burstgpt_wrong_type.csv: line 3: Response tokens: expected an integer, found \"1.5\"",
+        ),
+        (
+            "burstgpt",
+            "bad/burstgpt_non_utf8.csv",
+            "burstgpt_non_utf8.csv: line 3: Model: not UTF-8",
+        ),
+        (
+            "burstgpt",
+            "bad/burstgpt_truncated.csv",
+            "burstgpt_truncated.csv: truncated at line 3: the input ends inside a record; 1 complete records came before the cut",
         ),
         (
             "mooncake",
@@ -221,15 +268,114 @@ fn bad_inputs_name_file_line_and_field() {
             "mooncake_empty.jsonl: no records",
         ),
         (
+            "mooncake",
+            "bad/mooncake_unsorted.jsonl",
+            "mooncake_unsorted.jsonl: line 2: timestamp: time goes backwards (4 after 10)",
+        ),
+        (
+            "mooncake",
+            "bad/mooncake_negative.jsonl",
+            "mooncake_negative.jsonl: line 2: output_length: must not be negative, found -10",
+        ),
+        (
+            "mooncake",
+            "bad/mooncake_non_utf8.jsonl",
+            "mooncake_non_utf8.jsonl: line 2: line: not UTF-8",
+        ),
+        (
             "bailian",
             "bad/bailian_unsorted.jsonl",
             "bailian_unsorted.jsonl: line 2: timestamp: time goes backwards",
+        ),
+        (
+            "bailian",
+            "bad/bailian_truncated.jsonl",
+            "bailian_truncated.jsonl: truncated at line 2: the input ends inside a record; 1 complete records came before the cut",
+        ),
+        (
+            "bailian",
+            "bad/bailian_missing_field.jsonl",
+            "bailian_missing_field.jsonl: line 2: input_length: missing",
+        ),
+        (
+            "bailian",
+            "bad/bailian_wrong_type.jsonl",
+            "bailian_wrong_type.jsonl: line 2: timestamp: expected a number of seconds, found a string",
+        ),
+        (
+            "bailian",
+            "bad/bailian_negative.jsonl",
+            "bailian_negative.jsonl: line 2: timestamp: must not be negative",
+        ),
+        (
+            "bailian",
+            "bad/bailian_non_utf8.jsonl",
+            "bailian_non_utf8.jsonl: line 2: line: not UTF-8",
+        ),
+        (
+            "bailian",
+            "bad/bailian_empty.jsonl",
+            "bailian_empty.jsonl: no records",
+        ),
+        (
+            "bailian",
+            "bad/bailian_block_count.jsonl",
+            "bailian_block_count.jsonl: line 2: hash_ids: 2 block ids for input_length 70: expected 4 or 5 (blocks of 16 tokens)",
         ),
     ];
     for (format, file, expected) in cases {
         let err = ingest(format, &[file], &out(&dir), &[]).unwrap_err();
         assert!(err.contains(expected), "{file}: {err}");
     }
+}
+
+#[test]
+fn skip_invalid_turns_every_bad_row_into_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        ("burstgpt", "bad/burstgpt_unsorted.csv", "invalid:Timestamp"),
+        ("burstgpt", "bad/burstgpt_non_utf8.csv", "invalid:Model"),
+        ("burstgpt", "bad/burstgpt_truncated.csv", "truncated"),
+        (
+            "azure",
+            "bad/azure_missing_field.csv",
+            "invalid:GeneratedTokens",
+        ),
+        ("mooncake", "bad/mooncake_non_utf8.jsonl", "invalid:line"),
+        (
+            "bailian",
+            "bad/bailian_block_count.jsonl",
+            "invalid:hash_ids",
+        ),
+        ("bailian", "bad/bailian_truncated.jsonl", "truncated"),
+    ];
+    for (format, file, reason) in cases {
+        let t = ingest(format, &[file], &out(&dir), &["--skip-invalid"]).unwrap();
+        assert_eq!(t.metadata.rows_dropped.get(*reason), Some(&1), "{file}");
+        assert!(t.metadata.counts_add_up(), "{file}");
+        assert_eq!(t.metadata.rows_written, t.records.len() as u64, "{file}");
+    }
+}
+
+#[test]
+fn several_inputs_keep_distinct_ids_and_their_own_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    // The 2024 fixture's times come after the 2023 one's, so the two
+    // together are sorted.
+    let t = ingest(
+        "azure",
+        &["azure_conv_small.csv", "azure_2024_small.csv"],
+        &out(&dir),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(t.records.len(), 405);
+    assert_eq!(t.records[0].request_id, "f0:line2");
+    assert_eq!(t.records[400].request_id, "f1:line2");
+    assert_eq!(t.records[0].request_kind.as_deref(), Some("conv"));
+    assert_eq!(t.records[400].request_kind, None);
+    assert_eq!(t.metadata.input_files.len(), 2);
+    assert_eq!(t.metadata.rows_dropped.get("duplicate_id"), None);
 }
 
 #[test]
@@ -306,4 +452,18 @@ fn inspect_lists_every_violation() {
         "{all}"
     );
     assert!(all.contains("counts do not add up"), "{all}");
+    let code = llm_replay::trace::inspect::run(&llm_replay::cli::InspectArgs {
+        trace: path.clone(),
+        json: true,
+    })
+    .unwrap();
+    assert_eq!(code, std::process::ExitCode::from(2));
+    let fresh = dir.path().join("fresh.parquet");
+    ingest("bailian", &["bailian_small.jsonl"], &fresh, &[]).unwrap();
+    let code = llm_replay::trace::inspect::run(&llm_replay::cli::InspectArgs {
+        trace: fresh,
+        json: false,
+    })
+    .unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
 }

@@ -8,6 +8,15 @@
 //! request gets `session_id` = the parent's id and `turn_index` from its
 //! `turn` field (1-based in the source) when present; such rows are counted
 //! in metadata `bailian.orphan_parents`.
+//!
+//! `think_time_us` stays null: the trace gives each request's arrival but not
+//! when its parent's response ended, and the gap between two arrivals would
+//! count the parent's generation time as think time. `replay` then keeps the
+//! recorded arrivals, which already contain both.
+//!
+//! `hash_ids` must have one id per full block and may have one for a last
+//! partial block: `floor(input_length / 16) <= len <= ceil(input_length /
+//! 16)`.
 
 use std::collections::HashMap;
 
@@ -46,7 +55,7 @@ pub fn ingest(
     // chat_id -> (session root, depth)
     let mut chains: HashMap<String, (String, i32)> = HashMap::new();
     let mut orphans = 0u64;
-    for_each_line(inputs, &mut sink, |file, line, sink, complete| {
+    for_each_line(inputs, &mut sink, |_, file, line, sink, complete| {
         let f = parse_object(file, line, complete)?;
         let pos = Position::Line(line.number);
         let chat_id = f.id("chat_id")?;
@@ -73,15 +82,21 @@ pub fn ingest(
             None
         };
         if let Some(ids) = &ids {
-            let want = u64::try_from(input_tokens)
-                .unwrap_or(0)
-                .div_ceil(u64::from(block));
-            if ids.len() as u64 > want {
+            // One id per 16-token block; the last, partial block may or may
+            // not have one. Anything else is the wrong block size or a
+            // damaged row.
+            let input = u64::try_from(input_tokens).unwrap_or(0);
+            let (lo, hi) = (input / u64::from(block), input.div_ceil(u64::from(block)));
+            let n = ids.len() as u64;
+            if n < lo || n > hi {
                 return Err(InputError::new(
                     file,
                     pos,
                     "hash_ids",
-                    format!("{} block ids for input_length {input_tokens}: more than ceil({input_tokens}/{block}) = {want}", ids.len()),
+                    format!(
+                        "{n} block ids for input_length {input}: expected {} (blocks of {block} tokens)",
+                        if lo == hi { lo.to_string() } else { format!("{lo} or {hi}") }
+                    ),
                 )
                 .into());
             }
@@ -102,7 +117,11 @@ pub fn ingest(
             let depth = turn_field.map_or(1, |t| i32::try_from(t.max(1) - 1).unwrap_or(1));
             (parent.clone(), depth)
         };
-        chains.insert(chat_id.clone(), (session.clone(), depth));
+        // A repeated chat_id is dropped by the sink as `duplicate_id`; the
+        // chain keeps the first.
+        chains
+            .entry(chat_id.clone())
+            .or_insert_with(|| (session.clone(), depth));
         let t0 = *first_us.get_or_insert(ts);
         sink.offer(TraceRecord {
             request_id: chat_id,
@@ -121,4 +140,107 @@ pub fn ingest(
         .extra
         .insert("bailian.orphan_parents".into(), orphans.to_string());
     sink.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ingest::records::testing::ingest_bytes;
+
+    const ROOT: &str = r#"{"chat_id": 1, "parent_chat_id": -1, "timestamp": 1.5, "input_length": 40, "output_length": 3, "turn": 1, "type": "text", "hash_ids": [1, 2, 3]}"#;
+
+    #[test]
+    fn bad_rows_name_line_and_field() {
+        let cases = [
+            (
+                r#"{"chat_id": 2, "parent_chat_id": 1, "timestamp": 1.0, "input_length": 1, "output_length": 1}"#,
+                "line 2: timestamp: time goes backwards",
+            ),
+            (
+                r#"{"chat_id": 2, "parent_chat_id": 1, "timestamp": "2.0", "input_length": 1, "output_length": 1}"#,
+                "line 2: timestamp: expected a number of seconds, found a string",
+            ),
+            (
+                r#"{"chat_id": 2, "parent_chat_id": 1, "timestamp": 2.0, "output_length": 1}"#,
+                "line 2: input_length: missing",
+            ),
+            (
+                r#"{"chat_id": 2, "timestamp": 2.0, "input_length": 1, "output_length": 1}"#,
+                "line 2: parent_chat_id: missing",
+            ),
+            (
+                r#"{"chat_id": 2, "parent_chat_id": 1, "timestamp": 2.0, "input_length": 1, "output_length": -4}"#,
+                "line 2: output_length: must not be negative, found -4",
+            ),
+            (
+                r#"{"chat_id": 2, "parent_chat_id": 1, "timestamp": 2.0, "input_length": 64, "output_length": 1, "hash_ids": [1]}"#,
+                "line 2: hash_ids: 1 block ids for input_length 64: expected 4 (blocks of 16 tokens)",
+            ),
+            (
+                r#"{"chat_id": 2, "parent_chat_id": 1, "timestamp": 2.0, "input_length": 40, "output_length": 1, "hash_ids": [1, 2, 3, 4]}"#,
+                "line 2: hash_ids: 4 block ids for input_length 40: expected 2 or 3",
+            ),
+            (
+                r#"{"chat_id": [2], "parent_chat_id": 1, "timestamp": 2.0, "input_length": 1, "output_length": 1}"#,
+                "line 2: chat_id: expected a string or number, found an array",
+            ),
+        ];
+        for (row, want) in cases {
+            let e = ingest_bytes(
+                "bailian",
+                "q.jsonl",
+                format!("{ROOT}\n{row}\n").as_bytes(),
+                &[],
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("q.jsonl: {want}")),
+                "{row}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_cut_mid_object_is_a_truncation() {
+        let text = format!("{ROOT}\n{}", &ROOT[..50]);
+        let e = ingest_bytes("bailian", "q.jsonl", text.as_bytes(), &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("q.jsonl: truncated at line 2: the input ends inside a record; 1 complete records came before the cut"),
+            "{e}"
+        );
+        let m = ingest_bytes("bailian", "q.jsonl", text.as_bytes(), &["--skip-invalid"]).unwrap();
+        assert_eq!(
+            (m.rows_written, m.rows_dropped.get("truncated")),
+            (1, Some(&1))
+        );
+    }
+
+    #[test]
+    fn partial_last_block_may_have_an_id_or_not() {
+        for ids in ["[1, 2]", "[1, 2, 3]"] {
+            let row = format!(
+                r#"{{"chat_id": 1, "parent_chat_id": -1, "timestamp": 0, "input_length": 40, "output_length": 3, "hash_ids": {ids}}}"#
+            );
+            assert!(
+                ingest_bytes("bailian", "q.jsonl", row.as_bytes(), &[]).is_ok(),
+                "{ids}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Invariant: arbitrary lines never panic the ingest; they give a
+        /// trace or an error.
+        #[test]
+        fn arbitrary_lines_never_panic(lines in proptest::collection::vec(
+            proptest::prop_oneof![
+                "\\PC{0,60}",
+                r#"\{"chat_id": [0-9]{1,2}, "parent_chat_id": -?[0-9]{1,2}, "timestamp": -?[0-9]{1,3}(\.[0-9]{1,7})?(e-?[0-9])?, "input_length": [0-9]{1,3}, "output_length": [0-9]{1,3}, "turn": -?[0-9], "type": "[a-z]{0,5}", "hash_ids": \[([0-9]{1,3}, ){0,3}[0-9]\]\}"#,
+            ],
+            0..8,
+        )) {
+            let text = lines.join("\n");
+            let _ = ingest_bytes("bailian", "q.jsonl", text.as_bytes(), &[]);
+            let _ = ingest_bytes("bailian", "q.jsonl", text.as_bytes(), &["--skip-invalid"]);
+        }
+    }
 }

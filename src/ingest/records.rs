@@ -222,34 +222,70 @@ impl Fields<'_> {
     }
 }
 
-/// Parses a non-negative decimal (`12`, `12.5`, `1.2e3` is refused) with at
-/// most `digits` fractional digits kept (the rest truncated) into integer
-/// units of 10^-digits. Exact: no floating point.
+/// Parses a decimal (`12`, `-2.5`, `1.5e3`; the exponent form is what
+/// serde_json prints for very large or small doubles) into integer units of
+/// 10^-`digits`, truncating toward zero what is finer. Exact: no floating
+/// point, and overflow is an error, never a wrap.
 pub fn decimal_to_units(text: &str, digits: u32) -> Result<i64, String> {
+    let bad = || format!("not a plain decimal number: {text:?}");
+    let out_of_range = || format!("out of range: {text:?}");
     let t = text.trim();
     let (neg, t) = match t.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, t),
     };
-    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    let (mantissa, exp) = match t.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().map_err(|_| bad())?),
+        None => (t, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     if int.is_empty()
         || !int.bytes().all(|b| b.is_ascii_digit())
         || !frac.bytes().all(|b| b.is_ascii_digit())
     {
-        return Err(format!("not a plain decimal number: {text:?}"));
+        return Err(bad());
     }
-    let scale = 10i64.pow(digits);
-    let whole: i64 = int
-        .parse::<i64>()
-        .ok()
-        .and_then(|w| w.checked_mul(scale))
-        .ok_or_else(|| format!("out of range: {text:?}"))?;
-    let mut f = 0i64;
-    for (i, b) in frac.bytes().take(digits as usize).enumerate() {
-        f += i64::from(b - b'0') * 10i64.pow(digits - 1 - i as u32);
+    // value = D * 10^(exp - frac.len()) where D is all the digits; in units
+    // of 10^-digits that is D * 10^shift.
+    let all = int.bytes().chain(frac.bytes());
+    let n_digits = int.len() + frac.len();
+    let shift = i64::from(digits)
+        .checked_add(exp)
+        .and_then(|s| s.checked_sub(i64::try_from(frac.len()).ok()?))
+        .ok_or_else(out_of_range)?;
+    // Digits past the unit are dropped (truncation), not rounded.
+    let keep = if shift < 0 {
+        n_digits.saturating_sub(usize::try_from(shift.unsigned_abs()).unwrap_or(usize::MAX))
+    } else {
+        n_digits
+    };
+    let mut v = 0i64;
+    for b in all.take(keep) {
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i64::from(b - b'0')))
+            .ok_or_else(out_of_range)?;
     }
-    let v = whole + f;
+    if shift > 0 && v != 0 {
+        let scale = u32::try_from(shift)
+            .ok()
+            .and_then(|s| 10i64.checked_pow(s))
+            .ok_or_else(out_of_range)?;
+        v = v.checked_mul(scale).ok_or_else(out_of_range)?;
+    }
     Ok(if neg { -v } else { v })
+}
+
+/// The request id of a row known only by its position: `line{N}` for a
+/// single input, `f{K}:line{N}` (K the 0-based input index) when several
+/// inputs are read, so that equal line numbers in two files stay distinct
+/// and an id is stable across re-ingest of the same files in the same order.
+pub fn line_id(input_index: usize, inputs: usize, line: u64) -> String {
+    if inputs > 1 {
+        format!("f{input_index}:line{line}")
+    } else {
+        format!("line{line}")
+    }
 }
 
 /// Checks arrival order: each time must be at or after the previous. The
@@ -289,17 +325,17 @@ impl Default for OrderCheck {
     }
 }
 
-/// Runs `per_line` over every non-blank line of every input, routing bad
-/// lines through the sink (error, or counted with `--skip-invalid`). A
+/// Runs `per_line(input_index, file, line, sink, complete_before)` over
+/// every non-blank line of every input, routing bad lines through the sink (error, or counted with `--skip-invalid`). A
 /// truncated last line is an error even with `--skip-invalid`, unless the
 /// user asked to skip (then it is counted as `truncated`). Returns the lines
 /// read; an input with no records is [`IngestError::Empty`].
 pub fn for_each_line(
     inputs: &[Input],
     sink: &mut TraceSink,
-    mut per_line: impl FnMut(&str, &Line, &mut TraceSink, u64) -> Result<(), IngestError>,
+    mut per_line: impl FnMut(usize, &str, &Line, &mut TraceSink, u64) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
-    for input in inputs {
+    for (index, input) in inputs.iter().enumerate() {
         let name = input.name();
         let mut lines = Lines::open(input)?;
         let mut records = 0u64;
@@ -319,7 +355,7 @@ pub fn for_each_line(
             }
             records += 1;
             sink.read_row();
-            match per_line(&name, &line, sink, complete) {
+            match per_line(index, &name, &line, sink, complete) {
                 Ok(()) => complete += 1,
                 Err(IngestError::Input(e)) => sink.invalid(e)?,
                 Err(IngestError::Truncated { .. }) if sink.skip_invalid() => {
@@ -340,7 +376,45 @@ pub fn for_each_line(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// No input line panics the JSONL path or the field getters.
+        #[test]
+        fn arbitrary_lines_never_panic(text in ".{0,200}", unterminated in any::<bool>()) {
+            let line = Line { number: 1, text, unterminated };
+            if let Ok(f) = parse_object("f", &line, 0) {
+                for field in ["timestamp", "input_length", "hash_ids", "chat_id"] {
+                    let _ = (f.uint(field), f.int(field), f.seconds_us(field), f.uint_list(field), f.id(field), f.opt_str(field));
+                }
+            }
+        }
+
+        /// Decimal and timestamp parsing never panic, and agree with
+        /// integer parsing on integers.
+        #[test]
+        fn decimals_never_panic(s in "[-0-9.eE ]{0,30}", n in 0u32..1_000_000) {
+            let _ = decimal_to_units(&s, 6);
+            let _ = crate::ingest::azure::parse_ticks(&s);
+            prop_assert_eq!(decimal_to_units(&n.to_string(), 6), Ok(i64::from(n) * 1_000_000));
+        }
+
+        /// Well-formed Mooncake-like objects with wrong types give field
+        /// errors, never panics.
+        #[test]
+        fn typed_fields_report_errors(v in prop_oneof![Just("1"), Just("-1"), Just("\"x\""), Just("[1,\"a\"]"), Just("null"), Just("1.5"), Just("{}")]) {
+            let line = Line { number: 3, text: format!("{{\"timestamp\": {v}, \"hash_ids\": {v}}}"), unterminated: false };
+            let f = parse_object("f", &line, 0).unwrap();
+            if let Err(e) = f.uint("timestamp") {
+                prop_assert!(e.to_string().starts_with("f: line 3: timestamp: "));
+            }
+            if let Err(e) = f.uint_list("hash_ids") {
+                prop_assert!(e.to_string().starts_with("f: line 3: hash_ids"));
+            }
+        }
+    }
 
     #[test]
     fn decimals_parse_exactly() {
@@ -349,9 +423,41 @@ mod tests {
         assert_eq!(decimal_to_units("1.2345678", 6), Ok(1_234_567));
         assert_eq!(decimal_to_units("6805900", 0), Ok(6_805_900));
         assert_eq!(decimal_to_units("-2.5", 6), Ok(-2_500_000));
-        assert!(decimal_to_units("1e3", 6).is_err());
+        assert_eq!(decimal_to_units("1.5e3", 6), Ok(1_500_000_000));
+        assert_eq!(decimal_to_units("5e-7", 6), Ok(0));
+        assert_eq!(decimal_to_units("1.25E-1", 6), Ok(125_000));
         assert!(decimal_to_units("", 6).is_err());
         assert!(decimal_to_units("abc", 6).is_err());
+        assert!(decimal_to_units(".5", 6).is_err());
+        assert!(decimal_to_units("1e", 6).is_err());
+        assert!(decimal_to_units("9223372036854.9", 6).is_err());
+        assert!(decimal_to_units("1e400", 6).is_err());
+        assert_eq!(decimal_to_units("0e400", 6), Ok(0));
+    }
+
+    #[test]
+    fn line_ids_are_distinct_across_inputs() {
+        assert_eq!(line_id(0, 1, 7), "line7");
+        assert_eq!(line_id(1, 2, 7), "f1:line7");
+        assert_ne!(line_id(0, 2, 7), line_id(1, 2, 7));
+    }
+
+    proptest::proptest! {
+        /// Invariant: any text parses or is refused, never panics.
+        #[test]
+        fn decimal_never_panics(text in "\\PC{0,40}", digits in 0u32..20) {
+            let _ = decimal_to_units(&text, digits);
+        }
+
+        /// Invariant: `int.frac` seconds are exactly `int * 10^6` plus the
+        /// first six fractional digits, whatever follows.
+        #[test]
+        fn decimal_is_exact(int in 0u32..4_000_000_000, frac in "[0-9]{0,12}") {
+            let text = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
+            let six: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+            let want = i64::from(int) * 1_000_000 + six.parse::<i64>().unwrap();
+            proptest::prop_assert_eq!(decimal_to_units(&text, 6), Ok(want));
+        }
     }
 
     #[test]
@@ -364,5 +470,42 @@ mod tests {
             e.to_string(),
             "f: line 3: timestamp: time goes backwards (4 after 5): the input must be sorted by arrival"
         );
+    }
+}
+
+/// Helpers for the parsers' tests: run an ingest over bytes in a temporary
+/// file, the way the command line would.
+#[cfg(test)]
+pub(crate) mod testing {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+    use crate::ingest::IngestError;
+    use crate::trace::TraceMetadata;
+
+    /// Ingests `content` (written to a file named `name`) as `format`.
+    pub(crate) fn ingest_bytes(
+        format: &str,
+        name: &str,
+        content: &[u8],
+        extra: &[&str],
+    ) -> Result<TraceMetadata, IngestError> {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join(name);
+        std::fs::write(&input, content).unwrap();
+        let output = dir.path().join("t.parquet");
+        let mut argv = vec![
+            "llm-replay".to_owned(),
+            "ingest".into(),
+            format.into(),
+            input.display().to_string(),
+            "-o".into(),
+            output.display().to_string(),
+        ];
+        argv.extend(extra.iter().map(|s| (*s).to_owned()));
+        let Command::Ingest(args) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!("an ingest command line")
+        };
+        crate::ingest::run(&args).map(|s| s.metadata)
     }
 }

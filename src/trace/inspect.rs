@@ -2,7 +2,16 @@
 //! wants to know before replaying it.
 //!
 //! Exit codes: 0 when every invariant holds, 2 when any is broken (each
-//! violation is listed), 1 when the file cannot be read at all.
+//! violation is listed, up to 50 in text and all counted), 1 when the file
+//! cannot be read at all.
+//!
+//! The invariants are those of `docs/trace-format.md`: unique request ids;
+//! arrival offsets non-negative and non-decreasing; token counts, turn
+//! indexes and think times non-negative; `floor(input / block) <=
+//! len(prefix_block_ids) <= ceil(input / block)` (a last partial block may
+//! or may not have an id); block ids only with a block size in the metadata;
+//! `rows_read == rows_written + sum(rows_dropped)` and `rows_written` equal
+//! to the rows in the file.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -73,28 +82,33 @@ pub struct TraceStats {
     pub turns_per_session_max: Option<u64>,
     /// Rows with prefix block ids.
     pub rows_with_blocks: u64,
-    /// Share of prompt tokens in prefix blocks seen earlier in the trace
-    /// (what a perfect prefix cache could reuse).
+    /// Share of all prompt tokens that are in prefix blocks whose id
+    /// appeared earlier in the trace (what an unbounded prefix cache could
+    /// reuse); rows without block ids count as no reuse. `None` when no row
+    /// has block ids.
     pub repeated_prefix_share: Option<f64>,
     /// Source, files, tokenizer, drops.
     pub metadata: TraceMetadata,
-    /// Broken invariants, each with its row.
+    /// Broken invariants, each with its row (the first 50, then a line
+    /// saying how many more).
     pub violations: Vec<String>,
+    /// How many invariants are broken in all.
+    pub violation_count: u64,
 }
 
 /// Violations listed before the rest are summarised.
 const MAX_LISTED: usize = 50;
 
-/// Computes the statistics and checks the invariants.
+/// Computes the statistics and checks the invariants (see the module
+/// documentation); `report` reuses it for a trace's summary.
 pub fn compute(trace: &Trace) -> TraceStats {
     let m = &trace.metadata;
     let mut v = Vec::new();
-    let mut extra_violations = 0u64;
+    let mut violation_count = 0u64;
     let mut violation = |s: String| {
+        violation_count += 1;
         if v.len() < MAX_LISTED {
             v.push(s);
-        } else {
-            extra_violations += 1;
         }
     };
     let mut ids = HashSet::with_capacity(trace.records.len());
@@ -102,7 +116,7 @@ pub fn compute(trace: &Trace) -> TraceStats {
     let mut offsets = Vec::new();
     let mut sessions: HashMap<&str, u64> = HashMap::new();
     let mut seen_blocks: HashSet<u64> = HashSet::new();
-    let (mut block_tokens_repeated, mut tokens_in_block_rows) = (0u64, 0u64);
+    let mut block_tokens_repeated = 0u64;
     let mut rows_with_blocks = 0;
     let block = m.prefix_block_size.map(u64::from);
     for (i, r) in trace.records.iter().enumerate() {
@@ -138,6 +152,12 @@ pub fn compute(trace: &Trace) -> TraceStats {
             last = Some(t);
             offsets.push(t);
         }
+        if let Some(t) = r.turn_index.filter(|t| *t < 0) {
+            violation(format!("row {i}: turn_index is negative ({t})"));
+        }
+        if let Some(t) = r.think_time_us.filter(|t| *t < 0) {
+            violation(format!("row {i}: think_time_us is negative ({t})"));
+        }
         if let Some(s) = &r.session_id {
             *sessions.entry(s.as_str()).or_insert(0) += 1;
         }
@@ -148,14 +168,21 @@ pub fn compute(trace: &Trace) -> TraceStats {
                 None => violation(format!(
                     "row {i}: prefix_block_ids without llm_replay.prefix_block_size metadata"
                 )),
+                Some(0) => violation(format!(
+                    "row {i}: prefix_block_ids with llm_replay.prefix_block_size 0"
+                )),
                 Some(b) => {
-                    if blocks.len() as u64 > input.div_ceil(b) {
+                    let n = blocks.len() as u64;
+                    let (lo, hi) = (input / b, input.div_ceil(b));
+                    if n > hi {
                         violation(format!(
-                            "row {i}: {} prefix blocks of {b} tokens for only {input} input tokens",
-                            blocks.len()
+                            "row {i}: {n} prefix blocks of {b} tokens for only {input} input tokens (at most {hi})"
+                        ));
+                    } else if n < lo {
+                        violation(format!(
+                            "row {i}: {n} prefix blocks of {b} tokens for {input} input tokens (at least {lo})"
                         ));
                     }
-                    tokens_in_block_rows += input;
                     for (k, id) in blocks.iter().enumerate() {
                         // The last block may be partial.
                         let size = b.min(input.saturating_sub(k as u64 * b));
@@ -182,8 +209,9 @@ pub fn compute(trace: &Trace) -> TraceStats {
             m.dropped_total()
         ));
     }
-    if extra_violations > 0 {
-        v.push(format!("... and {extra_violations} more"));
+    let listed = v.len() as u64;
+    if violation_count > listed {
+        v.push(format!("... and {} more", violation_count - listed));
     }
     let gaps: Vec<f64> = offsets.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
     let (cv, zero_share) = if gaps.len() >= 2 {
@@ -194,14 +222,26 @@ pub fn compute(trace: &Trace) -> TraceStats {
     } else {
         (None, None)
     };
+    // Replay starts at offset 0, so the duration is the last offset; the
+    // rate is over the span between the first and last arrivals (they
+    // differ when a filter removed the first rows).
     let duration_s = offsets.last().map_or(0.0, |&t| t as f64 / 1e6);
+    let span_s = match (offsets.first(), offsets.last()) {
+        (Some(a), Some(b)) => (b - a) as f64 / 1e6,
+        _ => 0.0,
+    };
+    let total_input: u64 = trace
+        .records
+        .iter()
+        .map(|r| u64::try_from(r.input_tokens).unwrap_or(0))
+        .sum();
     let max_turns = sessions.values().copied().max();
     TraceStats {
         rows: trace.records.len() as u64,
         timed_rows: offsets.len() as u64,
         duration_s,
-        mean_rate: if duration_s > 0.0 {
-            (offsets.len().saturating_sub(1)) as f64 / duration_s
+        mean_rate: if span_s > 0.0 {
+            (offsets.len().saturating_sub(1)) as f64 / span_s
         } else {
             0.0
         },
@@ -226,10 +266,11 @@ pub fn compute(trace: &Trace) -> TraceStats {
             .then(|| sessions.values().sum::<u64>() as f64 / sessions.len() as f64),
         turns_per_session_max: max_turns,
         rows_with_blocks,
-        repeated_prefix_share: (tokens_in_block_rows > 0)
-            .then(|| block_tokens_repeated as f64 / tokens_in_block_rows as f64),
+        repeated_prefix_share: (rows_with_blocks > 0 && total_input > 0)
+            .then(|| block_tokens_repeated as f64 / total_input as f64),
         metadata: m.clone(),
         violations: v,
+        violation_count,
     }
 }
 
@@ -317,7 +358,7 @@ impl fmt::Display for TraceStats {
         if self.violations.is_empty() {
             writeln!(f, "invariants    all hold")
         } else {
-            writeln!(f, "invariants    BROKEN:")?;
+            writeln!(f, "invariants    {} BROKEN:", self.violation_count)?;
             for v in &self.violations {
                 writeln!(f, "  {v}")?;
             }
@@ -326,7 +367,9 @@ impl fmt::Display for TraceStats {
     }
 }
 
-/// Runs `llm-replay inspect`.
+/// Runs `llm-replay inspect`: prints [`TraceStats`] (text, or JSON with
+/// `--json`) and returns exit code 0, or [`EXIT_INVALID`] (2) when any
+/// invariant is broken. A file that cannot be read is an `Err` (exit 1).
 pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let trace = super::read_trace(&args.trace)?;
     let stats = compute(&trace);
@@ -340,4 +383,111 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_INVALID)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::trace::TraceRecord;
+
+    fn row(id: &str, t: i64, input: i32, blocks: Option<Vec<u64>>) -> TraceRecord {
+        TraceRecord {
+            request_id: id.into(),
+            arrival_offset_us: Some(t),
+            input_tokens: input,
+            output_tokens: 1,
+            prefix_block_ids: blocks,
+            ..TraceRecord::default()
+        }
+    }
+
+    fn trace(records: Vec<TraceRecord>, block: Option<u32>) -> Trace {
+        let mut metadata = TraceMetadata::new("test");
+        metadata.prefix_block_size = block;
+        metadata.rows_read = records.len() as u64;
+        metadata.rows_written = records.len() as u64;
+        Trace {
+            path: PathBuf::from("t.parquet"),
+            metadata,
+            records,
+        }
+    }
+
+    #[test]
+    fn a_good_trace_has_no_violations_and_its_numbers() {
+        let t = trace(
+            vec![
+                row("a", 0, 10, Some(vec![1, 2, 3])),
+                row("b", 1_000_000, 8, Some(vec![1, 2])),
+                row("c", 2_000_000, 6, Some(vec![1])),
+            ],
+            Some(4),
+        );
+        let s = compute(&t);
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        assert_eq!(s.violation_count, 0);
+        assert_eq!((s.duration_s, s.mean_rate), (2.0, 1.0));
+        assert_eq!(s.burstiness_cv, Some(0.0), "even gaps");
+        // Repeated: b's blocks 1, 2 (8 tokens) and c's block 1 (4 tokens)
+        // over 24 prompt tokens.
+        assert_eq!(s.repeated_prefix_share, Some(12.0 / 24.0));
+        assert_eq!(s.input_tokens.max, 10);
+        assert_eq!(s.input_tokens.p50, 8);
+    }
+
+    #[test]
+    fn every_violation_is_listed() {
+        let mut bad = vec![
+            row("a", 5, 10, Some(vec![1])),   // too few blocks
+            row("a", 3, -1, None),            // duplicate, backwards, negative
+            row("c", 4, 4, Some(vec![1, 2])), // too many blocks
+        ];
+        bad[2].turn_index = Some(-1);
+        bad[2].think_time_us = Some(-5);
+        let mut t = trace(bad, Some(4));
+        t.metadata.rows_written = 4;
+        let s = compute(&t);
+        let all = s.violations.join("\n");
+        for want in [
+            "row 0: 1 prefix blocks of 4 tokens for 10 input tokens (at least 2)",
+            "row 1: request_id \"a\" is not unique",
+            "row 1: input_tokens is negative (-1)",
+            "row 1: arrival_offset_us 3 is before the previous row's 5",
+            "row 2: 2 prefix blocks of 4 tokens for only 4 input tokens (at most 1)",
+            "row 2: turn_index is negative (-1)",
+            "row 2: think_time_us is negative (-5)",
+            "metadata rows_written is 4 but the file has 3 rows",
+            "metadata counts do not add up: rows_read 3 != rows_written 4 + dropped 0",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+        assert_eq!(s.violation_count, 9);
+    }
+
+    #[test]
+    fn blocks_without_a_block_size_are_a_violation() {
+        let s = compute(&trace(vec![row("a", 0, 4, Some(vec![1]))], None));
+        assert_eq!(s.violation_count, 1);
+        assert!(s.violations[0].contains("without llm_replay.prefix_block_size"));
+    }
+
+    #[test]
+    fn long_lists_are_cut_but_counted() {
+        let rows = (0..60).map(|i| row("same", i, 1, None)).collect();
+        let s = compute(&trace(rows, None));
+        assert_eq!(s.violation_count, 59);
+        assert_eq!(s.violations.len(), MAX_LISTED + 1);
+        assert_eq!(s.violations[MAX_LISTED], "... and 9 more");
+    }
+
+    #[test]
+    fn stats_serialise_to_json() {
+        let s = compute(&trace(vec![row("a", 0, 4, None)], None));
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["rows"], 1);
+        assert_eq!(v["metadata"]["source_format"], "test");
+        assert!(v["repeated_prefix_share"].is_null());
+    }
 }
