@@ -70,7 +70,14 @@ pub struct SweepReport {
     pub steps: Vec<SweepStep>,
     /// Knee and capacity.
     pub capacity: Capacity,
+    /// Per step (in `steps` order): TTFT and E2E from the schedule of its
+    /// ok steady rows, ms, for the distribution plots.
+    #[serde(skip)]
+    latencies: Vec<Latencies>,
 }
+
+/// TTFT and E2E samples of one step (ms).
+type Latencies = (Vec<f64>, Vec<f64>);
 
 /// One input of a report.
 #[derive(Debug, Clone, Serialize)]
@@ -142,9 +149,24 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
     }
     found.sort_by(|a, b| a.1.total_cmp(&b.1));
     let mut steps = Vec::new();
+    let mut latencies = Vec::new();
     for (i, (mode, load, path, name)) in found.into_iter().enumerate() {
         let results = read_results(&path)?;
         let s = summarize(&results.rows, slo, (mode == "rate").then_some(load));
+        let ok = || {
+            results
+                .rows
+                .iter()
+                .filter(|r| r.is_ok() && r.phase == crate::record::Phase::Steady)
+        };
+        latencies.push((
+            ok().filter_map(ResultRow::ttft_from_schedule_us)
+                .map(|v| v as f64 / 1e3)
+                .collect(),
+            ok().filter_map(ResultRow::e2e_from_schedule_us)
+                .map(|v| v as f64 / 1e3)
+                .collect(),
+        ));
         steps.push(SweepStep::from_summary(
             u32::try_from(i).unwrap_or(u32::MAX),
             &mode,
@@ -168,6 +190,7 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
         dir: dir.display().to_string(),
         steps,
         capacity,
+        latencies,
     })
 }
 
@@ -524,7 +547,25 @@ fn sweep_charts(s: &SweepReport) -> Vec<Chart> {
             "tokens / s",
             vec![line("output tokens", |s| s.output_token_throughput)],
         ),
+        distribution(s, "TTFT from the schedule, per step", |l| &l.0),
+        distribution(s, "E2E from the schedule, per step", |l| &l.1),
     ]
+}
+
+/// One CDF per step.
+fn distribution(s: &SweepReport, title: &str, pick: fn(&Latencies) -> &Vec<f64>) -> Chart {
+    Chart {
+        title: title.into(),
+        x_label: "ms".into(),
+        y_label: "share of ok requests".into(),
+        series: s
+            .steps
+            .iter()
+            .zip(&s.latencies)
+            .map(|(st, l)| cdf(&format!("{}={}", st.mode, st.offered), pick(l).clone()))
+            .collect(),
+        ..Chart::default()
+    }
 }
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1340px;color:#222}h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}pre{background:#f6f8fa;padding:12px;overflow-x:auto;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:12px}svg{background:#fff;border:1px solid #e3e3e3}.title{font-weight:600;font-size:13px}.tick,.legend{font-size:11px;fill:#444}.label{font-size:12px;fill:#333}.grid{stroke:#eee}.axis{stroke:#888}.marker{stroke:#555;stroke-dasharray:4 3}.marker-label{font-size:11px;fill:#555}.empty{fill:#999}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}";
