@@ -200,7 +200,8 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    fn failed(outcome: Outcome, status: Option<u16>, error: impl Into<String>) -> Self {
+    /// A failure seen now, with no tokens.
+    pub fn failed(outcome: Outcome, status: Option<u16>, error: impl Into<String>) -> Self {
         Self {
             status_code: status,
             outcome,

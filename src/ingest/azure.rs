@@ -9,8 +9,8 @@
 use chrono::{NaiveDate, NaiveTime};
 
 use super::csvin::for_each_row;
-use super::records::{OrderCheck, line_id};
-use super::{Filters, IngestError, Input, TraceSink};
+use super::records::{OrderCheck, TraceStart, line_id};
+use super::{Filters, IngestError, Input};
 use crate::cli::IngestArgs;
 use crate::trace::{TraceMetadata, TraceRecord};
 
@@ -95,18 +95,14 @@ pub fn ingest(
     inputs: &[Input],
     filters: Filters,
 ) -> Result<TraceMetadata, IngestError> {
-    if args.keep_text {
-        return Err(IngestError::Usage(
-            "--keep-text: Azure traces carry no text".into(),
-        ));
-    }
-    let mut meta = TraceMetadata::new("azure");
-    for input in inputs {
-        meta.input_files.push(input.describe()?);
-    }
-    meta.time_unit = Some("100ns".into());
     let kinds: Vec<Option<&str>> = inputs.iter().map(kind_of).collect();
-    let mut sink = TraceSink::create(&args.output, meta, filters, args.skip_invalid)?;
+    let (mut sink, _) = TraceStart {
+        format: "azure",
+        label: "Azure",
+        time_unit: "100ns",
+        default_block: None,
+    }
+    .open(args, inputs, filters)?;
     let mut order = OrderCheck::new();
     let mut t0: Option<i64> = None;
     for_each_row(

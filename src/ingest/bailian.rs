@@ -20,8 +20,8 @@
 
 use std::collections::HashMap;
 
-use super::records::{OrderCheck, for_each_line, parse_object};
-use super::{Filters, IngestError, Input, InputError, Position, TraceSink};
+use super::records::{OrderCheck, TraceStart, for_each_line, parse_object};
+use super::{Filters, IngestError, Input, InputError, Position};
 use crate::cli::IngestArgs;
 use crate::trace::{TraceMetadata, TraceRecord};
 
@@ -34,22 +34,14 @@ pub fn ingest(
     inputs: &[Input],
     filters: Filters,
 ) -> Result<TraceMetadata, IngestError> {
-    if args.keep_text {
-        return Err(IngestError::Usage(
-            "--keep-text: Bailian traces carry no text".into(),
-        ));
+    let (mut sink, block) = TraceStart {
+        format: "bailian",
+        label: "Bailian",
+        time_unit: "s",
+        default_block: Some(DEFAULT_BLOCK),
     }
-    let block = args.block_size.unwrap_or(DEFAULT_BLOCK);
-    if block == 0 {
-        return Err(IngestError::Usage("--block-size must be positive".into()));
-    }
-    let mut meta = TraceMetadata::new("bailian");
-    for input in inputs {
-        meta.input_files.push(input.describe()?);
-    }
-    meta.prefix_block_size = Some(block);
-    meta.time_unit = Some("s".into());
-    let mut sink = TraceSink::create(&args.output, meta, filters, args.skip_invalid)?;
+    .open(args, inputs, filters)?;
+    let block = block.unwrap_or(DEFAULT_BLOCK);
     let mut order = OrderCheck::new();
     let mut first_us: Option<i64> = None;
     // chat_id -> (session root, depth)

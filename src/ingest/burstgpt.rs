@@ -16,8 +16,8 @@
 //! sum of the other two.
 
 use super::csvin::for_each_row;
-use super::records::{OrderCheck, decimal_to_units, line_id};
-use super::{Filters, IngestError, Input, TraceSink};
+use super::records::{OrderCheck, TraceStart, decimal_to_units, line_id};
+use super::{Filters, IngestError, Input};
 use crate::cli::IngestArgs;
 use crate::trace::{TraceMetadata, TraceRecord};
 
@@ -36,17 +36,13 @@ pub fn ingest(
     inputs: &[Input],
     filters: Filters,
 ) -> Result<TraceMetadata, IngestError> {
-    if args.keep_text {
-        return Err(IngestError::Usage(
-            "--keep-text: BurstGPT traces carry no text".into(),
-        ));
+    let (mut sink, _) = TraceStart {
+        format: "burstgpt",
+        label: "BurstGPT",
+        time_unit: "s",
+        default_block: None,
     }
-    let mut meta = TraceMetadata::new("burstgpt");
-    for input in inputs {
-        meta.input_files.push(input.describe()?);
-    }
-    meta.time_unit = Some("s".into());
-    let mut sink = TraceSink::create(&args.output, meta, filters, args.skip_invalid)?;
+    .open(args, inputs, filters)?;
     let mut order = OrderCheck::new();
     let mut t0: Option<i64> = None;
     let mut failed = 0u64;

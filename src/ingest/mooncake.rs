@@ -8,8 +8,8 @@
 //! Rows have no ids of their own: they get `line{N}` (see
 //! [`line_id`]). Times are relative to the trace's start, so no `t0`.
 
-use super::records::{OrderCheck, for_each_line, line_id, parse_object};
-use super::{Filters, IngestError, Input, InputError, Position, TraceSink};
+use super::records::{OrderCheck, TraceStart, for_each_line, line_id, parse_object};
+use super::{Filters, IngestError, Input, InputError, Position};
 use crate::cli::IngestArgs;
 use crate::trace::{TraceMetadata, TraceRecord};
 
@@ -22,22 +22,14 @@ pub fn ingest(
     inputs: &[Input],
     filters: Filters,
 ) -> Result<TraceMetadata, IngestError> {
-    if args.keep_text {
-        return Err(IngestError::Usage(
-            "--keep-text: Mooncake traces carry no text".into(),
-        ));
+    let (mut sink, block) = TraceStart {
+        format: "mooncake",
+        label: "Mooncake",
+        time_unit: "ms",
+        default_block: Some(DEFAULT_BLOCK),
     }
-    let block = args.block_size.unwrap_or(DEFAULT_BLOCK);
-    if block == 0 {
-        return Err(IngestError::Usage("--block-size must be positive".into()));
-    }
-    let mut meta = TraceMetadata::new("mooncake");
-    for input in inputs {
-        meta.input_files.push(input.describe()?);
-    }
-    meta.prefix_block_size = Some(block);
-    meta.time_unit = Some("ms".into());
-    let mut sink = TraceSink::create(&args.output, meta, filters, args.skip_invalid)?;
+    .open(args, inputs, filters)?;
+    let block = block.unwrap_or(DEFAULT_BLOCK);
     let mut order = OrderCheck::new();
     let mut first_ms: Option<i64> = None;
     for_each_line(inputs, &mut sink, |index, file, line, sink, complete| {

@@ -374,6 +374,50 @@ pub fn for_each_line(
     Ok(())
 }
 
+/// How a text-free trace format (Azure, BurstGPT, Mooncake, Bailian) starts
+/// its trace.
+pub struct TraceStart<'a> {
+    /// Format name in the metadata (`azure`).
+    pub format: &'a str,
+    /// Name for messages (`Azure`).
+    pub label: &'a str,
+    /// Time unit of the source.
+    pub time_unit: &'a str,
+    /// Prefix block size of the format, when it has blocks.
+    pub default_block: Option<u32>,
+}
+
+impl TraceStart<'_> {
+    /// Refuses `--keep-text` (there is no text), settles the block size,
+    /// fills the metadata (input files, time unit, block size) and opens the
+    /// sink. Returns the sink and the block size.
+    pub fn open(
+        &self,
+        args: &crate::cli::IngestArgs,
+        inputs: &[Input],
+        filters: super::Filters,
+    ) -> Result<(TraceSink, Option<u32>), IngestError> {
+        if args.keep_text {
+            return Err(IngestError::Usage(format!(
+                "--keep-text: {} traces carry no text",
+                self.label
+            )));
+        }
+        let block = self.default_block.map(|d| args.block_size.unwrap_or(d));
+        if block == Some(0) {
+            return Err(IngestError::Usage("--block-size must be positive".into()));
+        }
+        let mut meta = crate::trace::TraceMetadata::new(self.format);
+        for input in inputs {
+            meta.input_files.push(input.describe()?);
+        }
+        meta.prefix_block_size = block;
+        meta.time_unit = Some(self.time_unit.to_owned());
+        let sink = TraceSink::create(&args.output, meta, filters, args.skip_invalid)?;
+        Ok((sink, block))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

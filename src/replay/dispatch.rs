@@ -254,17 +254,11 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
     shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
     let exchange = tokio::select! {
         ex = shared.transport.send(&spec, body, &shared.timeouts) => ex,
-        () = shared.cancel.cancelled() => Exchange {
-            status_code: None,
-            outcome: Outcome::Cancelled,
-            error: Some("cancelled: still in flight when the grace period ended".into()),
-            first_token_at: None,
-            completed_at: Some(Instant::now()),
-            chunk_times: Vec::new(),
-            output_tokens: 0,
-            usage_prompt_tokens: None,
-            usage_completion_tokens: None,
-        },
+        () = shared.cancel.cancelled() => Exchange::failed(
+            Outcome::Cancelled,
+            None,
+            "cancelled: still in flight when the grace period ended",
+        ),
     };
     shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
     fill_from_exchange(&mut row, &exchange, sent, &shared.clock);
