@@ -53,6 +53,11 @@ pub enum IngestFormat {
     Mooncake,
     /// Qwen/Bailian JSONL (`chat_id`, `parent_chat_id`, `timestamp`, ...).
     Bailian,
+    /// Production request logs, JSONL: gateway request/response pairs,
+    /// LiteLLM spend logs, or an OpenAI Batch input file (with
+    /// `--batch-output`). Always scrubbed: no content, ids or absolute
+    /// times leave.
+    OpenaiLog,
 }
 
 impl IngestFormat {
@@ -65,6 +70,7 @@ impl IngestFormat {
             Self::Burstgpt => "burstgpt",
             Self::Mooncake => "mooncake",
             Self::Bailian => "bailian",
+            Self::OpenaiLog => "openai-log",
         }
     }
 }
@@ -92,7 +98,8 @@ pub struct IngestArgs {
     #[arg(long)]
     pub keep_text: bool,
     /// Tokens per prefix block (`prefix_block_ids`): Mooncake 512, Bailian
-    /// 16; for text datasets, blocks are made only when this is given.
+    /// 16, openai-log 512; for text datasets, blocks are made only when this
+    /// is given.
     #[arg(long)]
     pub block_size: Option<u32>,
     /// Print the summary as JSON instead of text.
@@ -101,6 +108,79 @@ pub struct IngestArgs {
     /// Filters and sampling.
     #[command(flatten)]
     pub filters: FilterArgs,
+    /// Production logs.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Options of `ingest openai-log`. Field paths are dotted (`metadata.session_id`)
+/// and looked up in the log record, then in the request body; a field that
+/// holds a JSON string is looked into as well.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Production logs (openai-log)")]
+pub struct LogArgs {
+    /// OpenAI Batch API output file(s) joined to the input file by
+    /// `custom_id` (their `response.body.usage` gives the token counts).
+    #[arg(long)]
+    pub batch_output: Vec<PathBuf>,
+    /// Field with the request's start time (default: the first of
+    /// startTime, start_time, request_time, timestamp, created_at, time, ts).
+    #[arg(long)]
+    pub time_field: Option<String>,
+    /// Field with the response's end time, for think times (default:
+    /// endTime, end_time, completion_time, response_time, finished_at).
+    #[arg(long)]
+    pub end_time_field: Option<String>,
+    /// Unit of numeric times; `auto` reads seconds, milliseconds,
+    /// microseconds or nanoseconds since the epoch from the magnitude.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub time_unit: TimeUnitArg,
+    /// Field with a session or conversation id (default: session_id,
+    /// conversation_id, litellm_session_id, thread_id, and the same under
+    /// metadata). Requests that resend an earlier request's history and
+    /// reply are linked into its session as well.
+    #[arg(long)]
+    pub session_field: Option<String>,
+    /// Field with the end user's (or tenant's) id, hashed into the
+    /// `user_id` column (default: user, end_user, user_id, and
+    /// metadata.user_api_key_user_id); e.g. `metadata.user_api_key_team_id`
+    /// to group by team.
+    #[arg(long)]
+    pub user_field: Option<String>,
+    /// Field with the request body (default: request, request_body, body,
+    /// proxy_server_request.body, or the record itself when it has
+    /// `messages`, `prompt` or `input`).
+    #[arg(long)]
+    pub request_field: Option<String>,
+    /// Field with the response (default: response, response_body,
+    /// response.body).
+    #[arg(long)]
+    pub response_field: Option<String>,
+    /// Secret for the keyed hashes of ids and prefix blocks; the same salt
+    /// gives the same ids across ingests. Default: a random salt per run
+    /// (ids then match nothing else). Never written anywhere.
+    #[arg(long, env = "LLM_REPLAY_SALT", hide_env_values = true)]
+    pub salt: Option<String>,
+    /// Write the absolute start time (RFC 3339, UTC) into the trace
+    /// metadata; by default only offsets from the first request are kept.
+    #[arg(long)]
+    pub keep_t0: bool,
+}
+
+/// Units of numeric log times.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum TimeUnitArg {
+    /// From the magnitude of the number.
+    #[default]
+    Auto,
+    /// Seconds since the epoch (may have a fraction).
+    S,
+    /// Milliseconds since the epoch.
+    Ms,
+    /// Microseconds since the epoch.
+    Us,
+    /// Nanoseconds since the epoch.
+    Ns,
 }
 
 /// Filters and sampling, as vLLM's dataset sampler offers them.

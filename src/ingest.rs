@@ -16,6 +16,7 @@ pub mod burstgpt;
 pub mod chat;
 pub mod csvin;
 pub mod mooncake;
+pub mod openai_log;
 pub mod openai_messages;
 pub mod records;
 pub mod sharegpt;
@@ -477,6 +478,13 @@ impl fmt::Display for IngestSummary {
         if let Some(t) = &m.tokenizer {
             writeln!(f, "tokenizer {t}")?;
         }
+        if let Some(report) = m
+            .extra
+            .get("scrub_report")
+            .and_then(|r| serde_json::from_str::<openai_log::ScrubReport>(r).ok())
+        {
+            write!(f, "{}", report.render())?;
+        }
         Ok(())
     }
 }
@@ -492,6 +500,7 @@ pub fn run(args: &IngestArgs) -> Result<IngestSummary, IngestError> {
         IngestFormat::Burstgpt => burstgpt::ingest,
         IngestFormat::Mooncake => mooncake::ingest,
         IngestFormat::Bailian => bailian::ingest,
+        IngestFormat::OpenaiLog => openai_log::ingest,
     };
     let metadata = ingest(args, &inputs, filters)?;
     Ok(IngestSummary {

@@ -43,9 +43,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(args) => {
             let summary = ingest::run(&args)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&summary.metadata)?);
+                stdout(format_args!("{}\n", serde_json::to_string_pretty(&summary.metadata)?));
             } else {
-                print!("{summary}");
+                stdout(format_args!("{summary}"));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -64,6 +64,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
     }
+}
+
+/// Writes to standard output. Unlike `print!`, a reader that went away
+/// (`| head`) ends the output quietly instead of panicking.
+pub fn stdout(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(text).and_then(|()| out.flush());
 }
 
 /// The multi-threaded runtime for the commands that do network I/O.

@@ -611,15 +611,15 @@ pub async fn command(args: ReplayArgs) -> anyhow::Result<std::process::ExitCode>
         extra_metadata: Vec::new(),
     };
     let recorded = run(trace, &target, opts, stop).await?;
-    print!("{}", recorded.summary);
-    println!(
-        "results       {} ({} rows)",
+    crate::stdout(format_args!("{}", recorded.summary));
+    crate::stdout(format_args!(
+        "results       {} ({} rows)\n",
         recorded.path.display(),
         recorded.rows
-    );
+    ));
     if let Some(path) = &args.summary_json {
         write_json(path, &recorded.summary)?;
-        println!("summary json  {}", path.display());
+        crate::stdout(format_args!("summary json  {}\n", path.display()));
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -222,9 +222,9 @@ pub fn command(args: &ReportArgs) -> anyhow::Result<std::process::ExitCode> {
     match &args.output {
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-            println!("report        {}", path.display());
+            crate::stdout(format_args!("report        {}\n", path.display()));
         }
-        None => print!("{text}"),
+        None => crate::stdout(format_args!("{text}")),
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -478,11 +478,11 @@ pub async fn command(args: SweepArgs) -> anyhow::Result<std::process::ExitCode> 
     }
     capacity.knee_offered_rate = knee(&sw.steps);
     crate::replay::write_json(&args.out_dir.join("capacity.json"), &capacity)?;
-    print!("{}", render_table(&sw.steps, &capacity));
-    println!(
-        "results       {} (sweep.parquet, sweep.csv, capacity.json, <mode>=<load>/results.parquet)",
+    crate::stdout(format_args!("{}", render_table(&sw.steps, &capacity)));
+    crate::stdout(format_args!(
+        "results       {} (sweep.parquet, sweep.csv, capacity.json, <mode>=<load>/results.parquet)\n",
         args.out_dir.display()
-    );
+    ));
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -52,6 +52,8 @@ pub struct TraceRecord {
     /// Line or record index in the input (1-based lines for line formats,
     /// 0-based record index for JSON arrays), for tracing an error back.
     pub source_row: i64,
+    /// Salted keyed hash of the end user or tenant (production logs only).
+    pub user_id: Option<String>,
 }
 
 /// Errors reading, writing or validating a trace file.

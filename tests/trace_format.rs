@@ -38,6 +38,7 @@ fn rows_round_trip_with_nulls_unicode_and_lists() {
             request_kind: Some("conv".into()),
             prompt_text: Some("héllo\n\"quoted\"".into()),
             source_row: 2,
+            user_id: Some("9f1e9ae503196330".into()),
         },
         TraceRecord {
             request_id: "c".into(),

@@ -43,15 +43,15 @@ use crate::trace::{TraceMetadata, TraceRecord};
 
 /// One non-blank line of the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RawLine {
+pub(super) struct RawLine {
     /// 1-based line number.
-    line: u64,
+    pub(super) line: u64,
     /// Non-blank lines before it.
-    rows_before: u64,
+    pub(super) rows_before: u64,
     /// Whether it ended with a newline (only the last line may not).
-    terminated: bool,
+    pub(super) terminated: bool,
     /// Its bytes, without the line end.
-    bytes: Vec<u8>,
+    pub(super) bytes: Vec<u8>,
 }
 
 /// One message: role and the texts whose tokens it costs.
@@ -458,6 +458,7 @@ fn process(raw: RawLine, opts: &Options<'_>) -> Result<Outcome, IngestError> {
         request_kind: None,
         prompt_text: prompt_text.flatten(),
         source_row: i64::try_from(line).unwrap_or(i64::MAX),
+        user_id: None,
     };
     Ok(Outcome::Row {
         record,
@@ -467,7 +468,10 @@ fn process(raw: RawLine, opts: &Options<'_>) -> Result<Outcome, IngestError> {
 }
 
 /// Reads the non-blank lines of one input, handing each to `hand`.
-fn read_lines(input: &Input, hand: &mut dyn FnMut(RawLine) -> bool) -> Result<(), IngestError> {
+pub(super) fn read_lines(
+    input: &Input,
+    hand: &mut dyn FnMut(RawLine) -> bool,
+) -> Result<(), IngestError> {
     let file = input.name();
     let mut reader = input.open()?;
     let io = |source| IngestError::Io {

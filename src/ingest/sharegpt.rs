@@ -714,6 +714,7 @@ fn conversation_events(
                 .then(|| msgs.get(t.user).map(|m| m.parts.join("\n\n")))
                 .flatten(),
             source_row: i64::try_from(index).unwrap_or(i64::MAX),
+            user_id: None,
         }));
     }
     Ok(events)

@@ -374,9 +374,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let trace = super::read_trace(&args.trace)?;
     let stats = compute(&trace);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        crate::stdout(format_args!("{}\n", serde_json::to_string_pretty(&stats)?));
     } else {
-        print!("{stats}");
+        crate::stdout(format_args!("{stats}"));
     }
     Ok(if stats.violations.is_empty() {
         ExitCode::SUCCESS

@@ -141,6 +141,8 @@ fn append_batch(batch: &RecordBatch, out: &mut Vec<TraceRecord>) -> Result<(), S
     let kind = kind.as_ref().map(|a| a.as_string::<i64>());
     let text = column(batch, schema::PROMPT_TEXT, &utf8)?;
     let text = text.as_ref().map(|a| a.as_string::<i64>());
+    let user = column(batch, schema::USER_ID, &utf8)?;
+    let user = user.as_ref().map(|a| a.as_string::<i64>());
 
     for i in 0..n {
         let non_null = |a: &dyn Array, name: &str| -> Result<(), String> {
@@ -175,6 +177,7 @@ fn append_batch(batch: &RecordBatch, out: &mut Vec<TraceRecord>) -> Result<(), S
             request_kind: opt_str(kind),
             prompt_text: opt_str(text),
             source_row: source_row.value(i),
+            user_id: opt_str(user),
         });
     }
     Ok(())

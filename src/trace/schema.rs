@@ -30,6 +30,8 @@ pub const REQUEST_KIND: &str = "request_kind";
 pub const PROMPT_TEXT: &str = "prompt_text";
 /// `source_row`: int64.
 pub const SOURCE_ROW: &str = "source_row";
+/// `user_id`: utf8 dictionary, nullable.
+pub const USER_ID: &str = "user_id";
 
 /// One documented column.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +120,12 @@ pub const COLUMNS: &[ColumnDoc] = &[
         nullable: false,
         meaning: "line (1-based) or record (0-based) index in the input, for tracing an error back",
     },
+    ColumnDoc {
+        name: USER_ID,
+        type_name: "utf8 dictionary",
+        nullable: true,
+        meaning: "salted keyed hash of the end user or tenant (production logs only); the same salt gives the same hash",
+    },
 ];
 
 fn data_type(name: &str) -> DataType {
@@ -126,7 +134,7 @@ fn data_type(name: &str) -> DataType {
         ARRIVAL_OFFSET_US | THINK_TIME_US | SOURCE_ROW => DataType::Int64,
         INPUT_TOKENS | OUTPUT_TOKENS | TURN_INDEX => DataType::Int32,
         PREFIX_BLOCK_IDS => DataType::List(Arc::new(Field::new("item", DataType::UInt64, false))),
-        MODEL | REQUEST_KIND => {
+        MODEL | REQUEST_KIND | USER_ID => {
             DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
         }
         _ => DataType::LargeUtf8,

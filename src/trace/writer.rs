@@ -41,6 +41,7 @@ struct Builders {
     request_kind: StringDictionaryBuilder<Int32Type>,
     prompt_text: LargeStringBuilder,
     source_row: Int64Builder,
+    user_id: StringDictionaryBuilder<Int32Type>,
     len: usize,
 }
 
@@ -61,6 +62,7 @@ impl Builders {
             request_kind: StringDictionaryBuilder::new(),
             prompt_text: LargeStringBuilder::new(),
             source_row: Int64Builder::new(),
+            user_id: StringDictionaryBuilder::new(),
             len: 0,
         }
     }
@@ -84,6 +86,7 @@ impl Builders {
         self.request_kind.append_option(r.request_kind.as_deref());
         self.prompt_text.append_option(r.prompt_text.as_deref());
         self.source_row.append_value(r.source_row);
+        self.user_id.append_option(r.user_id.as_deref());
         self.len += 1;
     }
 
@@ -102,6 +105,7 @@ impl Builders {
             Arc::new(self.request_kind.finish()),
             Arc::new(self.prompt_text.finish()),
             Arc::new(self.source_row.finish()),
+            Arc::new(self.user_id.finish()),
         ]
     }
 }
@@ -132,6 +136,7 @@ impl TraceWriter {
             .set_column_dictionary_enabled(ColumnPath::from(schema::MODEL), true)
             .set_column_dictionary_enabled(ColumnPath::from(schema::REQUEST_KIND), true)
             .set_column_dictionary_enabled(ColumnPath::from(schema::SESSION_ID), true)
+            .set_column_dictionary_enabled(ColumnPath::from(schema::USER_ID), true)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_created_by(format!("llm-replay {}", env!("CARGO_PKG_VERSION")))
             .build();

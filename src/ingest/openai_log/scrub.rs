@@ -1,0 +1,386 @@
+//! Scrubbing: keyed hashes for ids and prefix blocks, the report of what
+//! happened to each field, and the leak check that looks for every content
+//! string of the input in the written trace.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Keyed hashing with a secret derived from the salt. The salt and key
+/// live only in memory; nothing derived from them but hashes is written.
+pub struct Keys {
+    key: [u8; 32],
+}
+
+impl Keys {
+    /// Keys from `--salt`, or from a random salt when none is given.
+    pub fn new(salt: Option<&str>) -> Self {
+        let key = match salt {
+            Some(s) => blake3::derive_key("llm-replay openai-log salt v1", s.as_bytes()),
+            None => {
+                let mut k = [0u8; 32];
+                rand::fill(&mut k);
+                k
+            }
+        };
+        Self { key }
+    }
+
+    /// A keyed hash of `value` in the domain `domain` (ids of one kind never
+    /// equal ids of another).
+    pub fn hash(&self, domain: &str, value: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.key);
+        h.update(domain.as_bytes());
+        h.update(&[0]);
+        h.update(value);
+        *h.finalize().as_bytes()
+    }
+
+    /// An id as written in the trace: 16 hex digits of its keyed hash.
+    pub fn id(&self, domain: &str, value: &str) -> String {
+        hex::encode(&self.hash(domain, value.as_bytes())[..8])
+    }
+
+    /// Chained keyed hashes of the full `block`-token blocks of `ids`:
+    /// block `i`'s hash covers blocks `0..=i`.
+    pub fn blocks(&self, ids: &[u32], block: usize) -> Vec<u64> {
+        if block == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(ids.len() / block);
+        let mut prev = [0u8; 8];
+        let mut buf = Vec::with_capacity(8 + block * 4);
+        for chunk in ids.chunks_exact(block) {
+            buf.clear();
+            buf.extend_from_slice(&prev);
+            for id in chunk {
+                buf.extend_from_slice(&id.to_le_bytes());
+            }
+            let h = self.hash("block", &buf);
+            prev.copy_from_slice(&h[..8]);
+            out.push(u64::from_le_bytes(prev));
+        }
+        out
+    }
+}
+
+/// What happened to a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Treatment {
+    /// Written as it is (model name).
+    Kept,
+    /// Written as an offset from the first request (times).
+    Offset,
+    /// Read for token counts.
+    Counted,
+    /// Replaced by a keyed hash.
+    Hashed,
+    /// Tokenized for counts and prefix blocks, then dropped.
+    Tokenized,
+    /// Not written at all.
+    Dropped,
+}
+
+/// Longest field name listed by name; longer or stranger ones are counted
+/// under `<other>` (a key could itself be data).
+const MAX_NAME: usize = 64;
+/// Most distinct field names listed.
+const MAX_NAMES: usize = 200;
+
+/// What the scrub did, written to the trace metadata (`scrub_report`) and
+/// printed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// Records whose fields were seen.
+    pub records: u64,
+    /// Each field seen (dotted path), with how many records had it and what
+    /// was done with it.
+    pub fields: BTreeMap<String, (u64, Treatment)>,
+    /// Whether the salt was given (ids match other ingests with the same
+    /// salt) or random.
+    pub salt: String,
+    /// Whether the absolute start time was written.
+    pub t0_written: bool,
+    /// Distinct content strings (8 characters or more) looked for in the
+    /// output.
+    pub strings_checked: u64,
+    /// Places where one was found (the ingest fails when this is not 0).
+    pub strings_found: u64,
+    /// Where the search looked.
+    pub searched: Vec<String>,
+}
+
+impl ScrubReport {
+    /// Notes that one record had `field`, treated as `t`.
+    pub fn saw(&mut self, field: &str, t: Treatment) {
+        let plain = field.len() <= MAX_NAME
+            && field
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-@$".contains(&b));
+        let name = if plain && (self.fields.len() < MAX_NAMES || self.fields.contains_key(field)) {
+            field
+        } else {
+            "<other>"
+        };
+        match self.fields.get_mut(name) {
+            Some((n, old)) => {
+                *n += 1;
+                // A field used in one record and dropped in another is
+                // listed by its use.
+                if *old == Treatment::Dropped {
+                    *old = t;
+                }
+            }
+            None => {
+                self.fields.insert(name.to_owned(), (1, t));
+            }
+        }
+    }
+
+    /// The fields of each treatment, for printing.
+    pub fn by_treatment(&self) -> BTreeMap<Treatment, Vec<&str>> {
+        let mut out: BTreeMap<Treatment, Vec<&str>> = BTreeMap::new();
+        for (name, (_, t)) in &self.fields {
+            out.entry(*t).or_default().push(name);
+        }
+        out
+    }
+
+    /// Human-readable lines.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "scrub report: {} records, {} distinct fields\n",
+            self.records,
+            self.fields.len()
+        );
+        let label = |t: Treatment| match t {
+            Treatment::Kept => "kept as is",
+            Treatment::Offset => "kept as offsets",
+            Treatment::Counted => "read for token counts",
+            Treatment::Hashed => "replaced by keyed hashes",
+            Treatment::Tokenized => "tokenized, then dropped",
+            Treatment::Dropped => "dropped",
+        };
+        for (t, names) in self.by_treatment() {
+            out.push_str(&format!("  {:<26}{}\n", label(t), names.join(", ")));
+        }
+        out.push_str(&format!("  {:<26}{}\n", "salt", self.salt));
+        out.push_str(&format!(
+            "  {:<26}{}\n",
+            "absolute start time",
+            if self.t0_written {
+                "written (--keep-t0)"
+            } else {
+                "not written"
+            }
+        ));
+        out.push_str(&format!(
+            "  {:<26}{} distinct content strings of 8+ characters searched in {}: {}\n",
+            "leak check",
+            self.strings_checked,
+            self.searched.join(" and "),
+            if self.strings_found == 0 {
+                "none found".to_owned()
+            } else {
+                format!("{} FOUND", self.strings_found)
+            }
+        ));
+        out
+    }
+}
+
+/// The content strings of an input, held as fingerprints (never the text):
+/// the hash of their first 8 bytes, their length and the hash of all their
+/// bytes. A string is found in a haystack when some 8-byte window matches
+/// and the full-length hash agrees.
+#[derive(Default)]
+pub struct LeakCheck {
+    by_head: HashMap<u64, Vec<(u32, u64)>>,
+    seen: HashSet<(u32, u64)>,
+}
+
+/// Fingerprint of one content string.
+pub type Fingerprint = (u64, u32, u64);
+
+fn head(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(b)
+}
+
+fn full(bytes: &[u8]) -> u64 {
+    let h = blake3::hash(bytes);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// The fingerprints of `s`: the whole string, and its first 32 bytes when
+/// it is longer (a cut copy of a long message is a leak too). Strings under
+/// 8 bytes (or longer than 4 GiB) have none.
+pub fn fingerprints(s: &str, out: &mut Vec<Fingerprint>) {
+    let b = s.as_bytes();
+    if b.len() < 8 {
+        return;
+    }
+    if let Ok(len) = u32::try_from(b.len()) {
+        out.push((head(b), len, full(b)));
+    }
+    if b.len() > 32 {
+        let mut cut = 32;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push((head(b), cut as u32, full(&b[..cut])));
+    }
+}
+
+impl LeakCheck {
+    /// Adds fingerprints.
+    pub fn add(&mut self, fps: impl IntoIterator<Item = Fingerprint>) {
+        for (h, len, f) in fps {
+            if self.seen.insert((len, f)) {
+                self.by_head.entry(h).or_default().push((len, f));
+            }
+        }
+    }
+
+    /// Distinct strings held.
+    pub fn distinct(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Occurrences of any held string in `hay` that are not inside
+    /// `allowed` (texts the tool writes on purpose: column names, model
+    /// names, field names; a message that happens to read `gpt-4o-mini`
+    /// is not leaked by the `model` column).
+    pub fn search(&self, hay: &[u8], allowed: &[&[u8]]) -> u64 {
+        if self.by_head.is_empty() || hay.len() < 8 {
+            return 0;
+        }
+        let mut found = 0;
+        for p in 0..=hay.len() - 8 {
+            let Some(cands) = self.by_head.get(&head(&hay[p..])) else {
+                continue;
+            };
+            for &(len, f) in cands {
+                let end = p + len as usize;
+                if end <= hay.len() && full(&hay[p..end]) == f {
+                    let m = &hay[p..end];
+                    let excused = allowed.iter().any(|a| memchr::memmem::find(a, m).is_some());
+                    if !excused {
+                        found += 1;
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Searches a written trace: its raw bytes, every decoded string
+    /// column value and every metadata value. Returns the number found.
+    pub fn search_trace(&self, path: &Path, allowed: &[&[u8]]) -> Result<u64, String> {
+        let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut found = self.search(&raw, allowed);
+        let trace = crate::trace::read_trace(path).map_err(|e| e.to_string())?;
+        let mut values: HashSet<&str> = HashSet::new();
+        for r in &trace.records {
+            values.insert(&r.request_id);
+            for s in [
+                &r.session_id,
+                &r.model,
+                &r.request_kind,
+                &r.prompt_text,
+                &r.user_id,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                values.insert(s);
+            }
+        }
+        for v in values {
+            found += self.search(v.as_bytes(), allowed);
+        }
+        for (k, v) in trace.metadata.to_key_values() {
+            found += self.search(k.as_bytes(), allowed);
+            found += self.search(v.as_bytes(), allowed);
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_hashes_depend_on_salt_and_domain() {
+        let a = Keys::new(Some("s1"));
+        let b = Keys::new(Some("s2"));
+        assert_eq!(
+            a.id("session", "x"),
+            Keys::new(Some("s1")).id("session", "x")
+        );
+        assert_ne!(a.id("session", "x"), b.id("session", "x"));
+        assert_ne!(a.id("session", "x"), a.id("user", "x"));
+        assert_eq!(a.id("session", "x").len(), 16);
+        let r1 = Keys::new(None);
+        let r2 = Keys::new(None);
+        assert_ne!(r1.id("session", "x"), r2.id("session", "x"));
+    }
+
+    #[test]
+    fn block_hashes_chain() {
+        let k = Keys::new(Some("s"));
+        let a = k.blocks(&[1, 2, 3, 4, 5], 2);
+        let b = k.blocks(&[1, 2, 3, 4, 9, 9], 2);
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[..], b[..2]);
+        assert_ne!(k.blocks(&[7, 7, 3, 4], 2)[1], a[1]);
+        assert!(k.blocks(&[1], 0).is_empty());
+    }
+
+    #[test]
+    fn leak_search_finds_whole_and_cut_strings_but_excuses_allowed_text() {
+        let mut check = LeakCheck::default();
+        let mut fps = Vec::new();
+        fingerprints("alice@example.com", &mut fps);
+        fingerprints(
+            "a long message that goes on for more than thirty-two bytes",
+            &mut fps,
+        );
+        fingerprints("gpt-4o-mini", &mut fps);
+        fingerprints("short", &mut fps);
+        check.add(fps);
+        assert_eq!(check.distinct(), 4);
+        assert_eq!(check.search(b"xx alice@example.com yy", &[]), 1);
+        assert_eq!(check.search(b"alice@example.co", &[]), 0);
+        assert_eq!(
+            check.search(b"..a long message that goes on for mo..", &[]),
+            1
+        );
+        assert_eq!(check.search(b"model gpt-4o-mini", &[]), 1);
+        assert_eq!(
+            check.search(b"model gpt-4o-mini", &[b"gpt-4o-mini-2024"]),
+            0
+        );
+        assert_eq!(check.search(b"short", &[]), 0);
+    }
+
+    #[test]
+    fn report_lists_fields_by_treatment_and_folds_odd_names() {
+        let mut r = ScrubReport::default();
+        r.saw("messages", Treatment::Tokenized);
+        r.saw("api_key", Treatment::Dropped);
+        r.saw("session_id", Treatment::Hashed);
+        r.saw("a name with spaces", Treatment::Dropped);
+        let t = r.by_treatment();
+        assert_eq!(t[&Treatment::Dropped], ["<other>", "api_key"]);
+        assert_eq!(t[&Treatment::Hashed], ["session_id"]);
+        assert!(r.render().contains("replaced by keyed hashes  session_id"));
+    }
+}
