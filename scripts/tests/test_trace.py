@@ -25,6 +25,7 @@ COLUMN_TYPES = {
     "request_kind": pa.dictionary(pa.int32(), pa.string()),
     "prompt_text": pa.large_string(),
     "source_row": pa.int64(),
+    "user_id": pa.dictionary(pa.int32(), pa.string()),
 }
 NOT_NULL = {"request_id", "input_tokens", "output_tokens", "source_row"}
 
@@ -176,3 +177,31 @@ def test_inspect_exits_2_on_a_broken_trace(run, azure, tmp_path):
     found = "\n".join(json.loads(proc.stdout)["violations"])
     assert 'row 1: request_id "line2" is not unique' in found
     assert "row 3: arrival_offset_us is negative (-1)" in found
+
+
+def test_production_log_trace_is_scrubbed_and_queryable(run, datasets, tmp_path):
+    out = ingest(run, "openai-log", datasets / "logs" / "gateway.jsonl", tmp_path / "log.parquet",
+                 "--salt", "a test salt")
+    schema = pq.read_schema(out)
+    assert schema.names == list(COLUMN_TYPES)
+    meta = kv_metadata(out)
+    report = json.loads(meta["llm_replay.scrub_report"])
+    assert report["strings_found"] == 0
+    assert report["fields"]["authorization"] == [9, "dropped"]
+    # Sessions and turns in SQL: three chats of three turns, linked by history.
+    con = duckdb.connect()
+    turns = con.execute(
+        f"SELECT count(*) AS n, max(turn_index) FROM '{out}' GROUP BY session_id ORDER BY n DESC LIMIT 3"
+    ).fetchall()
+    assert turns == [(3, 2), (3, 2), (3, 2)]
+    # Prefix reuse in SQL: the support chats (nine rows) and the two tool
+    # calls share the system prompt's first block (tools come after it).
+    first_block = con.execute(
+        f"SELECT prefix_block_ids[1] AS b, count(*) FROM '{out}' GROUP BY b ORDER BY 2 DESC LIMIT 1"
+    ).fetchone()
+    assert first_block[1] == 11
+    # Nothing of the log's content or ids in any decoded value.
+    text = pd.read_parquet(out).astype(str).to_csv() + json.dumps(meta)
+    for needle in ["maria.lopez", "203.0.113.", "sk-live-", "ExampleShopApp", "req_user", "SO-99812",
+                   "a test salt", "Summarise"]:
+        assert needle not in text, needle

@@ -1076,12 +1076,8 @@ fn read_batch_output(
     stats: &mut Stats,
 ) -> Result<(), IngestError> {
     let file = input.name();
-    let mut lines = Vec::new();
+    let mut failure = None;
     read_lines(input, &mut |raw| {
-        lines.push(raw);
-        true
-    })?;
-    for raw in lines {
         let line = raw.line;
         let mut facts = LineFacts::default();
         let parsed = parse_json(raw, &file, &mut facts).map_err(|o| match o {
@@ -1089,37 +1085,40 @@ fn read_batch_output(
             _ => InputError::new(&file, Position::Line(line), "json", "unreadable"),
         });
         let result = parsed.and_then(|v| {
-            batch_result(&v, tok, keys, &mut facts)
-                .map(|r| (v, r))
-                .map_err(|e| {
-                    let mut err = InputError::new(&file, Position::Line(line), e.field, e.message);
-                    err.reason = format!("invalid:{}", e.reason_field);
-                    err
-                })
+            batch_result(&v, tok, keys).map(|r| (v, r)).map_err(|e| {
+                let mut err = InputError::new(&file, Position::Line(line), e.field, e.message);
+                err.reason = format!("invalid:{}", e.reason_field);
+                err
+            })
         });
         match result {
             Ok((v, (id, r))) => {
                 collect_fingerprints(&v, &None, &None, &mut facts);
                 leaks.add(facts.fingerprints);
                 out.insert(id, r);
+                true
             }
-            Err(e) if skip_invalid => {
-                let _ = e;
+            Err(_) if skip_invalid => {
                 stats.batch_output_lines_invalid += 1;
+                true
             }
-            Err(e) => return Err(IngestError::Input(e)),
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
         }
+    })?;
+    match failure {
+        Some(e) => Err(IngestError::Input(e)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn batch_result(
     v: &Value,
     tok: &Tokenizer,
     keys: &Keys,
-    facts: &mut LineFacts,
 ) -> Result<(String, BatchResult), FieldError> {
-    let _ = facts;
     let id = match v.get("custom_id") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -1160,4 +1159,107 @@ fn batch_result(
         r.failed = true;
     }
     Ok((id, r))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    static TOKENIZER: std::sync::LazyLock<Tokenizer> = std::sync::LazyLock::new(|| {
+        Tokenizer::load(&crate::tokenize::TokenizerSpec::O200kBase).unwrap()
+    });
+
+    fn with_opts<T>(f: impl FnOnce(&Options<'_>) -> T) -> T {
+        let tok = &*TOKENIZER;
+        let keys = Keys::new(Some("test"));
+        let log = LogArgs::default();
+        let batch = HashMap::new();
+        let opts = Options {
+            tok,
+            keys: &keys,
+            block: 4,
+            file: "log.jsonl",
+            input: 0,
+            log: &log,
+            batch: &batch,
+        };
+        f(&opts)
+    }
+
+    fn raw(bytes: &[u8], terminated: bool) -> RawLine {
+        RawLine {
+            line: 3,
+            rows_before: 2,
+            terminated,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    const GOOD: &str = r#"{"startTime": "2024-06-01T10:00:00Z", "endTime": 1717236001.5, "session_id": "s-1", "user": "u@example.com", "request": {"model": "m", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": [{"type": "text", "text": "Hello there, how are you today?"}]}]}, "response": {"choices": [{"message": {"role": "assistant", "content": "Fine, thanks for asking."}}], "usage": {"prompt_tokens": 30, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 16}}}}"#;
+
+    #[test]
+    fn a_good_line_becomes_a_scrubbed_row() {
+        let out = with_opts(|o| process(raw(GOOD.as_bytes(), true), o)).unwrap();
+        let Outcome::Row(p, facts) = out else {
+            panic!("a row")
+        };
+        assert_eq!((p.input_tokens, p.output_tokens), (30, 7));
+        assert_eq!(p.start_us, Some(1_717_236_000_000_000));
+        assert_eq!(p.end_us, Some(1_717_236_001_500_000));
+        assert_eq!(p.kind, "chat+tools");
+        assert_eq!(p.model.as_deref(), Some("m"));
+        assert_eq!(p.session.as_ref().map(String::len), Some(16));
+        assert!(p.conversation.is_some() && p.resends.is_none());
+        assert_eq!(facts.cached, 16);
+        let (server, ours) = facts.compared.unwrap();
+        assert_eq!(server, 30);
+        assert_eq!(p.blocks.len() as u64, ours / 4);
+        assert!(
+            facts.fingerprints.len() >= 4,
+            "content strings fingerprinted"
+        );
+    }
+
+    #[test]
+    fn a_cut_last_line_is_a_truncation() {
+        let cut = &GOOD.as_bytes()[..GOOD.len() / 2];
+        let Outcome::Invalid(e) = with_opts(|o| process(raw(cut, false), o)).unwrap() else {
+            panic!("invalid")
+        };
+        assert_eq!(e.reason, "truncated");
+        assert!(e.to_string().contains("2 complete records"), "{e}");
+        let Outcome::Invalid(e) = with_opts(|o| process(raw(cut, true), o)).unwrap() else {
+            panic!("invalid")
+        };
+        assert_eq!(e.reason, "invalid:json");
+    }
+
+    proptest! {
+        /// Invariant: any bytes give a row, a drop or a named error; never a
+        /// panic, and never an error that quotes the line.
+        #[test]
+        fn arbitrary_lines_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), terminated in any::<bool>()) {
+            let _ = with_opts(|o| process(raw(&bytes, terminated), o));
+        }
+
+        /// Invariant: a valid line with junk spliced in anywhere never
+        /// panics, and its errors do not quote the line.
+        #[test]
+        fn mutated_lines_never_panic(at in 0usize..600, junk in "[\\[\\]{}\",:\\\\a-z0-9 .-]{0,10}") {
+            let mut s = GOOD.to_owned();
+            let mut at = at.min(s.len());
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            s.insert_str(at, &junk);
+            if let Ok(Outcome::Invalid(e)) = with_opts(|o| process(raw(s.as_bytes(), true), o)) {
+                let msg = e.to_string();
+                prop_assert!(!msg.contains("Hello there"), "{}", msg);
+                prop_assert!(!msg.contains("u@example.com"), "{}", msg);
+            }
+        }
+    }
 }

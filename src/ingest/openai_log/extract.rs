@@ -508,7 +508,8 @@ fn render_tool_calls(
 /// The prompt of a request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Prompt {
-    /// Rendered messages (tools first, as a message of their own), and the
+    /// Rendered messages (tools as a message of their own after the
+    /// system messages), and the
     /// index of the last assistant message, if any.
     Messages {
         /// Rendered texts.
@@ -580,13 +581,10 @@ pub fn body(v: &Value, path: &str) -> Result<Body, FieldError> {
         .find_map(|k| b.get(*k).and_then(|x| count(x).ok()));
     let stream = b.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut rendered = Vec::new();
-    let tools = match get("tools").or_else(|| get("functions")) {
-        Some(t) => {
-            rendered.push(format!("<|tools|>\n{}\n", t.as_ref()));
-            true
-        }
-        None => false,
-    };
+    let tool_text = get("tools")
+        .or_else(|| get("functions"))
+        .map(|t| format!("<|tools|>\n{}\n", t.as_ref()));
+    let tools = tool_text.is_some();
     let mut last_assistant = None;
     let mut push_messages = |list: &Value, field: &str, rendered: &mut Vec<String>| {
         let Value::Array(msgs) = list else {
@@ -606,6 +604,7 @@ pub fn body(v: &Value, path: &str) -> Result<Body, FieldError> {
     };
     if let Some(msgs) = get("messages") {
         push_messages(&msgs, "messages", &mut rendered)?;
+        place_tools(&mut rendered, &mut last_assistant, tool_text);
         return Ok(Body {
             prompt: Prompt::Messages {
                 rendered,
@@ -628,6 +627,7 @@ pub fn body(v: &Value, path: &str) -> Result<Body, FieldError> {
             Value::String(s) => rendered.push(format!("<|user|>\n{s}\n")),
             list => push_messages(list, "input", &mut rendered)?,
         }
+        place_tools(&mut rendered, &mut last_assistant, tool_text);
         return Ok(Body {
             prompt: Prompt::Messages {
                 rendered,
@@ -692,6 +692,27 @@ pub fn body(v: &Value, path: &str) -> Result<Body, FieldError> {
         max_tokens,
         stream,
     })
+}
+
+/// Puts the tool definitions after the leading system (or developer)
+/// messages, where most chat templates render them, so requests with one
+/// system prompt share it whether or not they offer tools.
+fn place_tools(
+    rendered: &mut Vec<String>,
+    last_assistant: &mut Option<usize>,
+    tools: Option<String>,
+) {
+    let Some(tools) = tools else { return };
+    let at = rendered
+        .iter()
+        .take_while(|m| m.starts_with("<|system|>") || m.starts_with("<|developer|>"))
+        .count();
+    rendered.insert(at, tools);
+    if let Some(i) = last_assistant.as_mut()
+        && *i >= at
+    {
+        *i += 1;
+    }
 }
 
 /// Whether an object looks like a request body.
@@ -1020,6 +1041,10 @@ mod tests {
         };
         assert_eq!(rendered.len(), 5);
         assert_eq!(last_assistant, Some(3));
+        assert!(
+            rendered[1].starts_with("<|tools|>\n"),
+            "tools after the system prompt"
+        );
         assert_eq!(rendered[2], "<|user|>\nhi\n<image>\n");
         assert_eq!(rendered[3], "<|assistant|>\n\nget({\"x\":1})\n");
         let e = super::body(

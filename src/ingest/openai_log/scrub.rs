@@ -372,6 +372,32 @@ mod tests {
     }
 
     #[test]
+    fn a_trace_holding_a_content_string_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let mut w = crate::trace::TraceWriter::create(&path).unwrap();
+        w.write(&crate::trace::TraceRecord {
+            request_id: "line1".into(),
+            request_kind: Some("zelda.quistgaard@example.org".into()),
+            source_row: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        w.finish(crate::trace::TraceMetadata::new("openai-log"))
+            .unwrap();
+        let mut check = LeakCheck::default();
+        let mut fps = Vec::new();
+        fingerprints("zelda.quistgaard@example.org", &mut fps);
+        check.add(fps);
+        assert!(check.search_trace(&path, &[]).unwrap() >= 1);
+        let mut other = LeakCheck::default();
+        let mut fps = Vec::new();
+        fingerprints("nobody@example.org", &mut fps);
+        other.add(fps);
+        assert_eq!(other.search_trace(&path, &[]).unwrap(), 0);
+    }
+
+    #[test]
     fn report_lists_fields_by_treatment_and_folds_odd_names() {
         let mut r = ScrubReport::default();
         r.saw("messages", Treatment::Tokenized);
