@@ -79,7 +79,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use self::extract::{ApiKind, FieldError, Prompt, Reply, TimeForm, Usage};
-use self::scrub::{Fingerprint, Keys, LeakCheck, Treatment};
+use self::scrub::{Fingerprint, Keys, LeakCheck};
 use super::chat;
 use super::openai_messages::{RawLine, read_lines};
 use super::records::line_id;
@@ -88,7 +88,7 @@ use crate::cli::{IngestArgs, LogArgs};
 use crate::tokenize::Tokenizer;
 use crate::trace::{TraceMetadata, TraceRecord};
 
-pub use self::scrub::ScrubReport;
+pub use self::scrub::{ScrubReport, Treatment};
 
 /// Default tokens per prefix block, as Mooncake.
 const DEFAULT_BLOCK: u32 = 512;
@@ -140,8 +140,9 @@ struct Pending {
     model: Option<String>,
     kind: &'static str,
     /// Keyed hash of the log's session id.
-    session: Option<String>,
-    user: Option<String>,
+    session: Option<u64>,
+    /// Keyed hash of the user id.
+    user: Option<u64>,
     /// Conversation hash up to the last assistant message of the prompt.
     resends: Option<ConvHash>,
     /// Conversation hash of the prompt plus the reply.
@@ -397,8 +398,17 @@ pub fn ingest(
     let written = sink.finish()?;
 
     // Texts written on purpose, in which a content string may appear by
-    // coincidence (a message that reads `gpt-4o-mini`).
+    // coincidence (a message that reads `gpt-4o-mini`, or `with the`, which
+    // the salt's description has): values that come from no content field.
     let mut allowed: Vec<String> = vec![field_names, models.join("\n"), kinds.join("\n")];
+    for key in ["openai_log.stats", "token_counts"] {
+        allowed.extend(written.extra.get(key).cloned());
+    }
+    allowed.push(report.salt.clone());
+    allowed.extend(report.searched.iter().cloned());
+    allowed.push(serde_json::to_string(&written.rows_dropped).unwrap_or_default());
+    allowed.push(written.filters.join("\n"));
+    allowed.push(written.source_format.clone());
     allowed.extend(written.tokenizer.iter().cloned());
     allowed.extend(written.input_files.iter().map(|f| f.name.clone()));
     allowed.extend(written.input_files.iter().map(|f| f.sha256.clone()));
@@ -413,10 +423,13 @@ pub fn ingest(
     let found = leaks
         .search_trace(&args.output, &allowed)
         .map_err(|e| IngestError::Usage(format!("leak check could not read the trace: {e}")))?;
-    if found > 0 {
+    if !found.is_empty() {
         let _ = std::fs::remove_file(&args.output);
+        let shown: Vec<&str> = found.iter().take(5).map(String::as_str).collect();
         return Err(IngestError::Usage(format!(
-            "leak check: {found} content strings of the log were found in the trace, which was deleted; please report this as a bug (the content is not shown here)"
+            "leak check: {} strings from the log's content or id fields were found in the trace, which was deleted ({}); please report this as a bug (the content is not shown here)",
+            found.len(),
+            shown.join("; ")
         )));
     }
     Ok(written)
@@ -436,8 +449,8 @@ fn assemble(
         turns: i32,
         last_end: Option<i64>,
     }
-    let mut sessions: HashMap<String, Session> = HashMap::new();
-    let mut conversations: HashMap<ConvHash, String> = HashMap::new();
+    let mut sessions: HashMap<u64, Session> = HashMap::new();
+    let mut conversations: HashMap<ConvHash, u64> = HashMap::new();
     let mut block_ids: HashMap<u64, u64> = HashMap::new();
     let mut next_block = 0u64;
     let b = i64::from(block);
@@ -447,7 +460,7 @@ fn assemble(
         let linked = p
             .session
             .is_none()
-            .then(|| p.resends.and_then(|h| conversations.get(&h).cloned()))
+            .then(|| p.resends.and_then(|h| conversations.get(&h).copied()))
             .flatten();
         let session = match (p.session, linked) {
             (Some(s), _) => {
@@ -460,12 +473,12 @@ fn assemble(
                 stats.turns_linked_by_history += 1;
                 s
             }
-            (None, None) => keys.id(
+            (None, None) => keys.id64(
                 "derived-session",
                 &format!("{}:{}", p.start_us.unwrap_or(0), request_id),
             ),
         };
-        let state = sessions.entry(session.clone()).or_insert_with(|| {
+        let state = sessions.entry(session).or_insert_with(|| {
             stats.sessions += 1;
             Session {
                 turns: 0,
@@ -484,7 +497,7 @@ fn assemble(
         state.turns = state.turns.saturating_add(1);
         state.last_end = p.end_us.or(state.last_end);
         if let Some(h) = p.conversation {
-            conversations.insert(h, session.clone());
+            conversations.insert(h, session);
         }
 
         // One id per full block of the row's input_tokens (floor), or one
@@ -517,7 +530,7 @@ fn assemble(
             arrival_offset_us: p.start_us.zip(t0).map(|(s, t)| s - t),
             input_tokens: p.input_tokens,
             output_tokens: p.output_tokens,
-            session_id: Some(session),
+            session_id: Some(Keys::hex(session)),
             turn_index: Some(turn),
             think_time_us: think,
             prefix_block_ids: Some(blocks),
@@ -525,7 +538,7 @@ fn assemble(
             request_kind: Some(p.kind.to_owned()),
             prompt_text: None,
             source_row: i64::try_from(p.line).unwrap_or(i64::MAX),
-            user_id: p.user,
+            user_id: p.user.map(Keys::hex),
         };
         out.push((record, p.counted));
     }
@@ -990,8 +1003,8 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
         blocks: keys.blocks(&ids, opts.block),
         model,
         kind,
-        session: session.map(|(_, s)| keys.id("session", &s)),
-        user: user.map(|(_, u)| keys.id("user", &u)),
+        session: session.map(|(_, s)| keys.id64("session", &s)),
+        user: user.map(|(_, u)| keys.id64("user", &u)),
         resends,
         conversation,
         counted: (from_usage, source),
@@ -1211,7 +1224,10 @@ mod tests {
         assert_eq!(p.end_us, Some(1_717_236_001_500_000));
         assert_eq!(p.kind, "chat+tools");
         assert_eq!(p.model.as_deref(), Some("m"));
-        assert_eq!(p.session.as_ref().map(String::len), Some(16));
+        assert_eq!(
+            p.session,
+            Some(Keys::new(Some("test")).id64("session", "s-1"))
+        );
         assert!(p.conversation.is_some() && p.resends.is_none());
         assert_eq!(facts.cached, 16);
         let (server, ours) = facts.compared.unwrap();

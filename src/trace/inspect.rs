@@ -80,8 +80,21 @@ pub struct TraceStats {
     pub turns_per_session_mean: Option<f64>,
     /// Most rows in one session.
     pub turns_per_session_max: Option<u64>,
+    /// Sessions with more than one row.
+    pub multi_turn_sessions: u64,
+    /// Median think time (previous turn's end to this arrival), seconds,
+    /// over the rows that have one.
+    pub think_time_p50_s: Option<f64>,
+    /// 90th percentile think time, seconds.
+    pub think_time_p90_s: Option<f64>,
     /// Rows with prefix block ids.
     pub rows_with_blocks: u64,
+    /// Rows whose first prefix block appeared in an earlier row (they
+    /// start with a prefix the server may have cached).
+    pub rows_reusing_prefix: u64,
+    /// Rows in the largest group that starts with one same block (a system
+    /// prompt shared by many users).
+    pub largest_shared_prefix_group: u64,
     /// Share of all prompt tokens that are in prefix blocks whose id
     /// appeared earlier in the trace (what an unbounded prefix cache could
     /// reuse); rows without block ids count as no reuse. `None` when no row
@@ -118,6 +131,9 @@ pub fn compute(trace: &Trace) -> TraceStats {
     let mut seen_blocks: HashSet<u64> = HashSet::new();
     let mut block_tokens_repeated = 0u64;
     let mut rows_with_blocks = 0;
+    let mut rows_reusing_prefix = 0;
+    let mut first_blocks: HashMap<u64, u64> = HashMap::new();
+    let mut think_times: Vec<i64> = Vec::new();
     let block = m.prefix_block_size.map(u64::from);
     for (i, r) in trace.records.iter().enumerate() {
         if !ids.insert(r.request_id.as_str()) {
@@ -158,11 +174,16 @@ pub fn compute(trace: &Trace) -> TraceStats {
         if let Some(t) = r.think_time_us.filter(|t| *t < 0) {
             violation(format!("row {i}: think_time_us is negative ({t})"));
         }
+        think_times.extend(r.think_time_us.filter(|t| *t >= 0));
         if let Some(s) = &r.session_id {
             *sessions.entry(s.as_str()).or_insert(0) += 1;
         }
         if let Some(blocks) = &r.prefix_block_ids {
             rows_with_blocks += 1;
+            if let Some(first) = blocks.first() {
+                rows_reusing_prefix += u64::from(seen_blocks.contains(first));
+                *first_blocks.entry(*first).or_insert(0) += 1;
+            }
             let input = u64::try_from(r.input_tokens).unwrap_or(0);
             match block {
                 None => violation(format!(
@@ -236,6 +257,13 @@ pub fn compute(trace: &Trace) -> TraceStats {
         .map(|r| u64::try_from(r.input_tokens).unwrap_or(0))
         .sum();
     let max_turns = sessions.values().copied().max();
+    think_times.sort_unstable();
+    let think_q = |q: f64| {
+        (!think_times.is_empty()).then(|| {
+            let k = ((think_times.len() - 1) as f64 * q).round() as usize;
+            think_times[k.min(think_times.len() - 1)] as f64 / 1e6
+        })
+    };
     TraceStats {
         rows: trace.records.len() as u64,
         timed_rows: offsets.len() as u64,
@@ -265,7 +293,12 @@ pub fn compute(trace: &Trace) -> TraceStats {
         turns_per_session_mean: (!sessions.is_empty())
             .then(|| sessions.values().sum::<u64>() as f64 / sessions.len() as f64),
         turns_per_session_max: max_turns,
+        multi_turn_sessions: sessions.values().filter(|n| **n > 1).count() as u64,
+        think_time_p50_s: think_q(0.5),
+        think_time_p90_s: think_q(0.9),
         rows_with_blocks,
+        rows_reusing_prefix,
+        largest_shared_prefix_group: first_blocks.values().copied().max().unwrap_or(0),
         repeated_prefix_share: (rows_with_blocks > 0 && total_input > 0)
             .then(|| block_tokens_repeated as f64 / total_input as f64),
         metadata: m.clone(),
@@ -330,11 +363,15 @@ impl fmt::Display for TraceStats {
         if self.sessions > 0 {
             writeln!(
                 f,
-                "sessions      {} (turns per session: mean {:.2}, max {})",
+                "sessions      {} ({} with several turns; turns per session: mean {:.2}, max {})",
                 self.sessions,
+                self.multi_turn_sessions,
                 self.turns_per_session_mean.unwrap_or(0.0),
                 self.turns_per_session_max.unwrap_or(0)
             )?;
+        }
+        if let (Some(p50), Some(p90)) = (self.think_time_p50_s, self.think_time_p90_s) {
+            writeln!(f, "think time    p50 {p50:.1} s, p90 {p90:.1} s")?;
         }
         if let Some(share) = self.repeated_prefix_share {
             writeln!(
@@ -343,6 +380,29 @@ impl fmt::Display for TraceStats {
                 share * 100.0,
                 self.rows_with_blocks,
                 m.prefix_block_size.unwrap_or(0)
+            )?;
+            writeln!(
+                f,
+                "              {} rows start with a block seen earlier; the largest group sharing a first block has {} rows",
+                self.rows_reusing_prefix, self.largest_shared_prefix_group
+            )?;
+        }
+        if let Some(scrub) = m
+            .extra
+            .get("scrub_report")
+            .and_then(|r| serde_json::from_str::<crate::ingest::openai_log::ScrubReport>(r).ok())
+        {
+            let by = scrub.by_treatment();
+            let n = |t| by.get(&t).map_or(0, Vec::len);
+            use crate::ingest::openai_log::Treatment;
+            writeln!(
+                f,
+                "scrubbed      {} fields dropped, {} hashed, {} tokenized then dropped; leak check: {} strings, {} found",
+                n(Treatment::Dropped),
+                n(Treatment::Hashed),
+                n(Treatment::Tokenized),
+                scrub.strings_checked,
+                scrub.strings_found
             )?;
         }
         writeln!(

@@ -2,7 +2,7 @@
 //! happened to each field, and the leak check that looks for every content
 //! string of the input in the written trace.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -37,9 +37,17 @@ impl Keys {
         *h.finalize().as_bytes()
     }
 
-    /// An id as written in the trace: 16 hex digits of its keyed hash.
-    pub fn id(&self, domain: &str, value: &str) -> String {
-        hex::encode(&self.hash(domain, value.as_bytes())[..8])
+    /// An id's keyed hash, as a number (written as [`Self::hex`]).
+    pub fn id64(&self, domain: &str, value: &str) -> u64 {
+        let h = self.hash(domain, value.as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[..8]);
+        u64::from_be_bytes(b)
+    }
+
+    /// How an [`Self::id64`] is written in the trace: 16 hex digits.
+    pub fn hex(id: u64) -> String {
+        format!("{id:016x}")
     }
 
     /// Chained keyed hashes of the full `block`-token blocks of `ids`:
@@ -195,10 +203,24 @@ impl ScrubReport {
 /// the hash of their first 8 bytes, their length and the hash of all their
 /// bytes. A string is found in a haystack when some 8-byte window matches
 /// and the full-length hash agrees.
+///
+/// Held as one flat vector (24 bytes a string), sorted and de-duplicated
+/// whenever it doubles: a log resends the same history on every turn.
 #[derive(Default)]
 pub struct LeakCheck {
-    by_head: HashMap<u64, Vec<(u32, u64)>>,
-    seen: HashSet<(u32, u64)>,
+    entries: Vec<Fingerprint>,
+    /// Length of the sorted, de-duplicated front of `entries`.
+    sorted: usize,
+    /// One bit per value of the top [`FILTER_BITS`] bits of a head's hash:
+    /// most haystack windows match no head and are skipped here.
+    filter: Vec<u64>,
+}
+
+/// Bits of the head filter's index (32 Mi bits, 4 MiB).
+const FILTER_BITS: u32 = 25;
+
+fn filter_index(head: u64) -> usize {
+    (head.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_BITS)) as usize
 }
 
 /// Fingerprint of one content string.
@@ -240,38 +262,58 @@ pub fn fingerprints(s: &str, out: &mut Vec<Fingerprint>) {
 impl LeakCheck {
     /// Adds fingerprints.
     pub fn add(&mut self, fps: impl IntoIterator<Item = Fingerprint>) {
-        for (h, len, f) in fps {
-            if self.seen.insert((len, f)) {
-                self.by_head.entry(h).or_default().push((len, f));
-            }
+        self.entries.extend(fps);
+        if self.entries.len() >= 2 * self.sorted.max(1 << 16) {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.sorted == self.entries.len() && !self.filter.is_empty() {
+            return;
+        }
+        self.entries.sort_unstable();
+        self.entries.dedup();
+        self.entries.shrink_to_fit();
+        self.sorted = self.entries.len();
+        self.filter = vec![0u64; (1usize << FILTER_BITS) / 64];
+        for e in &self.entries {
+            let i = filter_index(e.0);
+            self.filter[i / 64] |= 1 << (i % 64);
         }
     }
 
     /// Distinct strings held.
-    pub fn distinct(&self) -> usize {
-        self.seen.len()
+    pub fn distinct(&mut self) -> usize {
+        self.compact();
+        self.entries.len()
     }
 
-    /// Occurrences of any held string in `hay` that are not inside
-    /// `allowed` (texts the tool writes on purpose: column names, model
-    /// names, field names; a message that happens to read `gpt-4o-mini`
-    /// is not leaked by the `model` column).
-    pub fn search(&self, hay: &[u8], allowed: &[&[u8]]) -> u64 {
-        if self.by_head.is_empty() || hay.len() < 8 {
-            return 0;
+    /// Occurrences (offset, length) of any held string in `hay` that are
+    /// not inside `allowed` (texts the tool writes on purpose: column names,
+    /// model names, field names; a message that happens to read
+    /// `gpt-4o-mini` is not leaked by the `model` column).
+    pub fn search(&mut self, hay: &[u8], allowed: &[&[u8]]) -> Vec<(usize, u32)> {
+        self.compact();
+        let mut found = Vec::new();
+        if self.entries.is_empty() || hay.len() < 8 {
+            return found;
         }
-        let mut found = 0;
         for p in 0..=hay.len() - 8 {
-            let Some(cands) = self.by_head.get(&head(&hay[p..])) else {
+            let h = head(&hay[p..]);
+            let i = filter_index(h);
+            if self.filter[i / 64] & (1 << (i % 64)) == 0 {
                 continue;
-            };
-            for &(len, f) in cands {
+            }
+            let from = self.entries.partition_point(|e| e.0 < h);
+            let cands = self.entries[from..].iter().take_while(|e| e.0 == h);
+            for &(_, len, f) in cands {
                 let end = p + len as usize;
                 if end <= hay.len() && full(&hay[p..end]) == f {
                     let m = &hay[p..end];
                     let excused = allowed.iter().any(|a| memchr::memmem::find(a, m).is_some());
                     if !excused {
-                        found += 1;
+                        found.push((p, len));
                     }
                 }
             }
@@ -280,33 +322,43 @@ impl LeakCheck {
     }
 
     /// Searches a written trace: its raw bytes, every decoded string
-    /// column value and every metadata value. Returns the number found.
-    pub fn search_trace(&self, path: &Path, allowed: &[&[u8]]) -> Result<u64, String> {
+    /// column value and every metadata value. Returns where each string
+    /// was found (never the string).
+    pub fn search_trace(&mut self, path: &Path, allowed: &[&[u8]]) -> Result<Vec<String>, String> {
         let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut found = self.search(&raw, allowed);
-        let trace = crate::trace::read_trace(path).map_err(|e| e.to_string())?;
-        let mut values: HashSet<&str> = HashSet::new();
-        for r in &trace.records {
-            values.insert(&r.request_id);
-            for s in [
-                &r.session_id,
-                &r.model,
-                &r.request_kind,
-                &r.prompt_text,
-                &r.user_id,
-            ]
+        let mut found: Vec<String> = self
+            .search(&raw, allowed)
             .into_iter()
-            .flatten()
-            {
-                values.insert(s);
+            .map(|(at, len)| format!("{len} bytes at byte {at} of the file"))
+            .collect();
+        let trace = crate::trace::read_trace(path).map_err(|e| e.to_string())?;
+        let mut values: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for (row, r) in trace.records.iter().enumerate() {
+            let cols = [
+                ("request_id", Some(&r.request_id)),
+                ("session_id", r.session_id.as_ref()),
+                ("model", r.model.as_ref()),
+                ("request_kind", r.request_kind.as_ref()),
+                ("prompt_text", r.prompt_text.as_ref()),
+                ("user_id", r.user_id.as_ref()),
+            ];
+            for (col, v) in cols {
+                if let Some(v) = v {
+                    values.entry((col, v.as_str())).or_insert(row);
+                }
             }
         }
-        for v in values {
-            found += self.search(v.as_bytes(), allowed);
+        for ((col, v), row) in values {
+            for (at, len) in self.search(v.as_bytes(), allowed) {
+                found.push(format!(
+                    "{len} bytes at character {at} of column {col} in row {row}"
+                ));
+            }
         }
         for (k, v) in trace.metadata.to_key_values() {
-            found += self.search(k.as_bytes(), allowed);
-            found += self.search(v.as_bytes(), allowed);
+            for (at, len) in self.search(v.as_bytes(), allowed) {
+                found.push(format!("{len} bytes at character {at} of metadata {k}"));
+            }
         }
         Ok(found)
     }
@@ -322,15 +374,15 @@ mod tests {
         let a = Keys::new(Some("s1"));
         let b = Keys::new(Some("s2"));
         assert_eq!(
-            a.id("session", "x"),
-            Keys::new(Some("s1")).id("session", "x")
+            a.id64("session", "x"),
+            Keys::new(Some("s1")).id64("session", "x")
         );
-        assert_ne!(a.id("session", "x"), b.id("session", "x"));
-        assert_ne!(a.id("session", "x"), a.id("user", "x"));
-        assert_eq!(a.id("session", "x").len(), 16);
+        assert_ne!(a.id64("session", "x"), b.id64("session", "x"));
+        assert_ne!(a.id64("session", "x"), a.id64("user", "x"));
+        assert_eq!(Keys::hex(a.id64("session", "x")).len(), 16);
         let r1 = Keys::new(None);
         let r2 = Keys::new(None);
-        assert_ne!(r1.id("session", "x"), r2.id("session", "x"));
+        assert_ne!(r1.id64("session", "x"), r2.id64("session", "x"));
     }
 
     #[test]
@@ -357,18 +409,16 @@ mod tests {
         fingerprints("short", &mut fps);
         check.add(fps);
         assert_eq!(check.distinct(), 4);
-        assert_eq!(check.search(b"xx alice@example.com yy", &[]), 1);
-        assert_eq!(check.search(b"alice@example.co", &[]), 0);
+        assert_eq!(check.search(b"xx alice@example.com yy", &[]), [(3, 17)]);
+        assert!(check.search(b"alice@example.co", &[]).is_empty());
         assert_eq!(
             check.search(b"..a long message that goes on for mo..", &[]),
-            1
+            [(2, 32)]
         );
-        assert_eq!(check.search(b"model gpt-4o-mini", &[]), 1);
-        assert_eq!(
-            check.search(b"model gpt-4o-mini", &[b"gpt-4o-mini-2024"]),
-            0
-        );
-        assert_eq!(check.search(b"short", &[]), 0);
+        assert_eq!(check.search(b"model gpt-4o-mini", &[]), [(6, 11)]);
+        let excused = check.search(b"model gpt-4o-mini", &[b"gpt-4o-mini-2024"]);
+        assert!(excused.is_empty());
+        assert!(check.search(b"short", &[]).is_empty());
     }
 
     #[test]
@@ -389,12 +439,16 @@ mod tests {
         let mut fps = Vec::new();
         fingerprints("zelda.quistgaard@example.org", &mut fps);
         check.add(fps);
-        assert!(check.search_trace(&path, &[]).unwrap() >= 1);
+        let found = check.search_trace(&path, &[]).unwrap();
+        assert!(
+            found.contains(&"28 bytes at character 0 of column request_kind in row 0".to_owned()),
+            "{found:?}"
+        );
         let mut other = LeakCheck::default();
         let mut fps = Vec::new();
         fingerprints("nobody@example.org", &mut fps);
         other.add(fps);
-        assert_eq!(other.search_trace(&path, &[]).unwrap(), 0);
+        assert!(other.search_trace(&path, &[]).unwrap().is_empty());
     }
 
     #[test]
