@@ -399,28 +399,29 @@ impl Input {
         }
     }
 
-    /// Opens a buffered reader (gzip-decoded when the file ends in `.gz`).
+    /// Opens a buffered reader, gzip-decoded when the bytes start with the
+    /// gzip magic number (a `.gz` file, or `zcat`-less stdin).
     pub fn open(&self) -> Result<Box<dyn std::io::BufRead + Send>, IngestError> {
         const BUF: usize = 1 << 20;
-        match self {
-            Input::Stdin => Ok(Box::new(std::io::BufReader::with_capacity(
+        let io = |source| IngestError::Io {
+            file: self.name(),
+            source,
+        };
+        let raw: Box<dyn std::io::Read + Send> = match self {
+            Input::Stdin => Box::new(std::io::stdin()),
+            Input::File(p) => Box::new(std::fs::File::open(p).map_err(io)?),
+        };
+        let mut reader = std::io::BufReader::with_capacity(BUF, raw);
+        let gzip = std::io::BufRead::fill_buf(&mut reader)
+            .map_err(io)?
+            .starts_with(&[0x1f, 0x8b]);
+        if gzip {
+            Ok(Box::new(std::io::BufReader::with_capacity(
                 BUF,
-                std::io::stdin(),
-            ))),
-            Input::File(p) => {
-                let f = std::fs::File::open(p).map_err(|source| IngestError::Io {
-                    file: self.name(),
-                    source,
-                })?;
-                if p.extension().is_some_and(|e| e == "gz") {
-                    Ok(Box::new(std::io::BufReader::with_capacity(
-                        BUF,
-                        flate2::read::MultiGzDecoder::new(f),
-                    )))
-                } else {
-                    Ok(Box::new(std::io::BufReader::with_capacity(BUF, f)))
-                }
-            }
+                flate2::read::MultiGzDecoder::new(reader),
+            )))
+        } else {
+            Ok(Box::new(reader))
         }
     }
 

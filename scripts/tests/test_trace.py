@@ -4,6 +4,7 @@ to the source files' integers."""
 import csv
 import datetime as dt
 import json
+import os
 
 import duckdb
 import pandas as pd
@@ -205,3 +206,24 @@ def test_production_log_trace_is_scrubbed_and_queryable(run, datasets, tmp_path)
     for needle in ["maria.lopez", "203.0.113.", "sk-live-", "ExampleShopApp", "req_user", "SO-99812",
                    "a test salt", "Summarise"]:
         assert needle not in text, needle
+
+
+def test_production_log_from_gzip_stdin_with_salt_from_environment(bin_path, run, datasets, tmp_path):
+    import subprocess
+
+    from_file = ingest(run, "openai-log", datasets / "logs" / "gateway.jsonl", tmp_path / "file.parquet",
+                       "--salt", "env salt")
+    gz = (datasets / "logs" / "gateway.jsonl.gz").read_bytes()
+    proc = subprocess.run([bin_path, "ingest", "openai-log", "-", "-o", str(tmp_path / "stdin.parquet")],
+                          input=gz, capture_output=True, timeout=120,
+                          env={**os.environ, "LLM_REPLAY_SALT": "env salt"})
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"scrub report" in proc.stdout and b"none found" in proc.stdout
+    a = pq.read_table(from_file).to_pandas()
+    b = pq.read_table(tmp_path / "stdin.parquet").to_pandas()
+    pd.testing.assert_frame_equal(a, b)
+    # The salt is a secret: not in the output, not in --help.
+    assert b"env salt" not in (tmp_path / "stdin.parquet").read_bytes()
+    helped = subprocess.run([bin_path, "ingest", "--help"], capture_output=True, timeout=60,
+                            env={**os.environ, "LLM_REPLAY_SALT": "env salt"})
+    assert b"env salt" not in helped.stdout

@@ -202,6 +202,74 @@ struct Options<'a> {
     input: usize,
     log: &'a LogArgs,
     batch: &'a HashMap<String, BatchResult>,
+    cache: &'a TokenCache,
+}
+
+/// Token ids of recent long messages by their keyed hash: a chat client
+/// resends its whole history on every turn, so most of a log's prompt bytes
+/// are messages already tokenized. Two generations bound the memory: when
+/// the current one is full it becomes the old one, and the old one is
+/// dropped; a hit in the old one moves the entry back.
+struct TokenCache {
+    inner: std::sync::Mutex<CacheGenerations>,
+}
+
+#[derive(Default)]
+struct CacheGenerations {
+    current: HashMap<[u8; 32], std::sync::Arc<[u32]>>,
+    old: HashMap<[u8; 32], std::sync::Arc<[u32]>>,
+    current_ids: usize,
+}
+
+/// Messages shorter than this are tokenized every time (cheaper than the
+/// lookup's lock).
+const CACHE_MIN_BYTES: usize = 512;
+/// Token ids held per generation (4 bytes each: 16 MiB a generation).
+const CACHE_IDS_PER_GENERATION: usize = 4 << 20;
+
+impl TokenCache {
+    fn new() -> Self {
+        Self {
+            inner: std::sync::Mutex::new(CacheGenerations::default()),
+        }
+    }
+
+    /// Appends the token ids of `text` (whose hash is `key`) to `out`.
+    fn encode(
+        &self,
+        tok: &Tokenizer,
+        text: &str,
+        key: &[u8; 32],
+        out: &mut Vec<u32>,
+    ) -> Result<(), crate::tokenize::TokenizeError> {
+        if text.len() < CACHE_MIN_BYTES {
+            out.extend(tok.encode(text)?);
+            return Ok(());
+        }
+        if let Ok(mut g) = self.inner.lock() {
+            if let Some(ids) = g.current.get(key) {
+                out.extend_from_slice(ids);
+                return Ok(());
+            }
+            if let Some(ids) = g.old.remove(key) {
+                out.extend_from_slice(&ids);
+                g.current_ids += ids.len();
+                g.current.insert(*key, ids);
+                return Ok(());
+            }
+        }
+        let ids: std::sync::Arc<[u32]> = tok.encode(text)?.into();
+        out.extend_from_slice(&ids);
+        if let Ok(mut g) = self.inner.lock() {
+            g.current_ids += ids.len();
+            g.current.insert(*key, ids);
+            if g.current_ids > CACHE_IDS_PER_GENERATION {
+                g.old = std::mem::take(&mut g.current);
+                g.current_ids = 0;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads `inputs` and writes the scrubbed trace at `args.output`.
@@ -268,6 +336,7 @@ pub fn ingest(
     let mut matched = 0usize;
 
     let mut pending: Vec<Pending> = Vec::new();
+    let cache = TokenCache::new();
     for (index, input) in inputs.iter().enumerate() {
         let file = input.name();
         let opts = Options {
@@ -278,6 +347,7 @@ pub fn ingest(
             input: index,
             log: &args.log,
             batch: &batch,
+            cache: &cache,
         };
         chat::run_ordered(
             |hand| read_lines(input, hand),
@@ -929,8 +999,9 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
         } => {
             let mut h: ConvHash = [0; 16];
             for (i, text) in rendered.iter().enumerate() {
-                ids.extend(opts.tok.encode(text)?);
-                h = chain(keys, &h, &message_hash(keys, text));
+                let m = message_hash(keys, text);
+                opts.cache.encode(opts.tok, text, &m, &mut ids)?;
+                h = chain(keys, &h, &m);
                 if Some(i) == *last_assistant {
                     resends = Some(h);
                 }
@@ -1190,6 +1261,7 @@ mod tests {
         let keys = Keys::new(Some("test"));
         let log = LogArgs::default();
         let batch = HashMap::new();
+        let cache = TokenCache::new();
         let opts = Options {
             tok,
             keys: &keys,
@@ -1198,6 +1270,7 @@ mod tests {
             input: 0,
             log: &log,
             batch: &batch,
+            cache: &cache,
         };
         f(&opts)
     }
