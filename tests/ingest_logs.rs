@@ -601,3 +601,25 @@ fn keep_text_is_refused_and_fields_can_be_named() {
         [(12, 3, Some(0), None), (20, 4, Some(1), Some(3_000_000))]
     );
 }
+
+#[test]
+fn a_real_server_capture_links_streamed_turns() {
+    // Captured from llama.cpp (datasets/logs/capture_llama_server.py): the
+    // replies are the server's own bytes, resent as history, streamed or not.
+    let dir = tempfile::tempdir().unwrap();
+    let t = ingest(
+        &["logs/llama_server_capture.jsonl"],
+        &out(&dir, "t.parquet"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(t.records.len(), 10);
+    assert_eq!(t.metadata.rows_dropped["failed_request"], 1);
+    assert_eq!(stat(&t, "turns_linked_by_history"), 6);
+    assert_eq!(stat(&t, "usage_compared"), 9);
+    let stats = llm_replay::trace::inspect::compute(&t);
+    assert_eq!(stats.sessions, 4);
+    assert_eq!(stats.multi_turn_sessions, 3);
+    // Input counts are the server's own (BOS and chat template included).
+    assert_eq!(t.records[0].input_tokens, 770);
+}

@@ -111,6 +111,12 @@ struct Stats {
     output_from_max_tokens: u64,
     usage_compared: u64,
     usage_disagree_over_10pct: u64,
+    /// Mean of (server's prompt count - tokenizer's count) over the rows
+    /// compared: the chat template's tokens, when the tokenizer is the
+    /// model's.
+    usage_minus_tokenized_mean: Option<f64>,
+    #[serde(skip)]
+    usage_minus_tokenized_sum: i64,
     cached_prompt_tokens: u64,
     reasoning_tokens: u64,
     lines_not_utf8: u64,
@@ -380,6 +386,10 @@ pub fn ingest(
                 stats.reasoning_tokens += facts.reasoning;
                 if let Some((server, ours)) = facts.compared {
                     stats.usage_compared += 1;
+                    stats.usage_minus_tokenized_sum = stats
+                        .usage_minus_tokenized_sum
+                        .saturating_add(i64::try_from(server).unwrap_or(i64::MAX))
+                        .saturating_sub(i64::try_from(ours).unwrap_or(i64::MAX));
                     let diff = server.abs_diff(ours) as f64;
                     if diff > DISAGREE * server.max(1) as f64 {
                         stats.usage_disagree_over_10pct += 1;
@@ -390,6 +400,8 @@ pub fn ingest(
         )?;
     }
     stats.batch_outputs_unmatched = batch_total.saturating_sub(matched) as u64;
+    stats.usage_minus_tokenized_mean = (stats.usage_compared > 0)
+        .then(|| stats.usage_minus_tokenized_sum as f64 / stats.usage_compared as f64);
 
     let timed = pending.iter().filter(|p| p.start_us.is_some()).count();
     if timed != 0 && timed != pending.len() {
