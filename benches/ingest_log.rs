@@ -22,93 +22,9 @@ use llm_replay::cli::{Cli, Command};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-const WORDS: &[&str] = &[
-    "the",
-    "of",
-    "and",
-    "to",
-    "a",
-    "in",
-    "is",
-    "you",
-    "that",
-    "it",
-    "for",
-    "on",
-    "with",
-    "as",
-    "are",
-    "this",
-    "be",
-    "can",
-    "or",
-    "by",
-    "your",
-    "from",
-    "if",
-    "use",
-    "will",
-    "not",
-    "have",
-    "data",
-    "code",
-    "function",
-    "example",
-    "time",
-    "user",
-    "value",
-    "file",
-    "system",
-    "model",
-    "customer",
-    "order",
-    "refund",
-    "invoice",
-    "shipping",
-    "account",
-    "payment",
-    "error",
-    "request",
-    "response",
-    "server",
-    "database",
-    "query",
-    "summary",
-    "explain",
-    "because",
-    "however",
-    "important",
-    "information",
-    "following",
-    "different",
-    "café",
-    "naïve",
-];
+mod support;
 
-fn text(rng: &mut StdRng, words: usize) -> String {
-    let mut out = String::with_capacity(words * 6);
-    for i in 0..words {
-        if i > 0 {
-            out.push(if rng.random_range(0..14) == 0 {
-                '\n'
-            } else {
-                ' '
-            });
-        }
-        let u: f64 = rng.random();
-        let k = ((WORDS.len() as f64).powf(u) - 1.0) as usize;
-        out.push_str(WORDS[k.min(WORDS.len() - 1)]);
-        if rng.random_range(0..12) == 0 {
-            out.push('.');
-        }
-    }
-    out
-}
-
-fn length(rng: &mut StdRng, median: f64) -> usize {
-    let z: f64 = (0..4).map(|_| rng.random::<f64>()).sum::<f64>() - 2.0;
-    (median * (z * 1.1).exp()).clamp(3.0, 4000.0) as usize
-}
+use support::{length, reset_peak, show, status_mib, text};
 
 fn msg(role: &str, content: &str) -> String {
     format!(
@@ -192,21 +108,6 @@ fn generate(path: &Path, bytes: u64, seed: u64) -> std::io::Result<(u64, u64)> {
     }
     w.flush()?;
     Ok((written, lines))
-}
-
-fn status_mib(key: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-fn reset_peak() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-fn show(v: Option<f64>) -> String {
-    v.map_or_else(|| "n/a".to_owned(), |m| format!("{m:.0} MiB"))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

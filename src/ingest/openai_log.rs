@@ -946,6 +946,7 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
     }
     let mut reply_hash = None;
     let mut reply_tokens = None;
+    let mut unanswered = false;
     if batch_line {
         let id = match top.get("custom_id") {
             Some(Value::String(s)) => s.clone(),
@@ -960,19 +961,8 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
             reply.failed |= r.failed;
             reply_hash = r.reply;
             reply_tokens = r.reply_tokens;
-        } else if !opts.batch.is_empty() {
-            note_fields(
-                top,
-                nested_body,
-                &body_path,
-                &session,
-                &user,
-                &start,
-                &end,
-                facts,
-            );
-            collect_fingerprints(root, &start, &end, facts);
-            return Ok(Read::Drop("no_batch_output"));
+        } else {
+            unanswered = !opts.batch.is_empty();
         }
     }
     let status_failed = match top.get("status") {
@@ -995,6 +985,9 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
         facts,
     );
     collect_fingerprints(root, &start, &end, facts);
+    if unanswered {
+        return Ok(Read::Drop("no_batch_output"));
+    }
     if reply.failed || status_failed {
         return Ok(Read::Drop("failed_request"));
     }
@@ -1046,14 +1039,10 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
     let (output, source) = match usage.and_then(|u| u.completion) {
         Some(n) => (Some(n), OutputSource::Usage),
         None => match (&reply.rendered, reply_tokens) {
-            (Some(r), _) => {
-                let text = r
-                    .strip_prefix("<|assistant|>\n")
-                    .unwrap_or(r)
-                    .strip_suffix('\n')
-                    .unwrap_or(r);
-                (Some(opts.tok.count(text)? as u64), OutputSource::Tokenized)
-            }
+            (Some(r), _) => (
+                Some(opts.tok.count(extract::reply_text(r))? as u64),
+                OutputSource::Tokenized,
+            ),
             (None, Some(n)) => (Some(n), OutputSource::Tokenized),
             (None, None) => (body.max_tokens, OutputSource::MaxTokens),
         },
@@ -1243,12 +1232,7 @@ fn batch_result(
         if let Some(text) = &reply.rendered {
             r.reply = Some(message_hash(keys, text));
             if reply.usage.and_then(|u| u.completion).is_none() {
-                let inner = text
-                    .strip_prefix("<|assistant|>\n")
-                    .unwrap_or(text)
-                    .strip_suffix('\n')
-                    .unwrap_or(text);
-                r.reply_tokens = tok.count(inner).ok().map(|n| n as u64);
+                r.reply_tokens = tok.count(extract::reply_text(text)).ok().map(|n| n as u64);
             }
         }
     } else {

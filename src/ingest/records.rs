@@ -81,7 +81,8 @@ pub struct Fields<'a> {
     map: Map<String, Value>,
 }
 
-fn kind(v: &Value) -> &'static str {
+/// The JSON type of a value, for error messages (never the value itself).
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

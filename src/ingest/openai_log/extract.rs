@@ -73,17 +73,7 @@ pub const LABEL_KEYS: &[&str] = &[
     "stop_reason",
 ];
 
-/// The JSON type of a value, for messages (never the value itself).
-pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub use crate::ingest::records::kind;
 
 /// A field error: the field's path and what is wrong (no content).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -721,6 +711,13 @@ pub fn is_body(v: &Value) -> bool {
     ["messages", "prompt", "input"]
         .iter()
         .any(|k| m.get(*k).is_some_and(|x| !x.is_null()))
+}
+
+/// The text of a reply rendered by [`reply`] (without its role line), whose
+/// tokens are the output when the log has no usage.
+pub fn reply_text(rendered: &str) -> &str {
+    let body = rendered.strip_prefix("<|assistant|>\n").unwrap_or(rendered);
+    body.strip_suffix('\n').unwrap_or(body)
 }
 
 /// What a response says.
