@@ -687,7 +687,7 @@ fn parse_json(raw: RawLine, file: &str, facts: &mut LineFacts) -> Result<Value, 
 /// request body; `Err` for another type.
 fn find_id(
     root: &Value,
-    body: Option<&Value>,
+    body: Option<(&str, &Value)>,
     custom: Option<&str>,
     defaults: &[&'static str],
 ) -> Result<Option<(String, String)>, FieldError> {
@@ -699,13 +699,17 @@ fn find_id(
         }
         None => defaults,
     };
-    for (base, prefix) in [(Some(root), ""), (body, "request.")] {
-        let Some(base) = base else { continue };
+    let bases = [Some(("", root)), body];
+    for (prefix, base) in bases.into_iter().flatten() {
         for path in paths {
             let Some(v) = extract::lookup(base, path) else {
                 continue;
             };
-            let name = format!("{prefix}{path}");
+            let name = if prefix.is_empty() {
+                (*path).to_owned()
+            } else {
+                format!("{prefix}.{path}")
+            };
             return match v.as_ref() {
                 Value::String(s) if s.is_empty() => Ok(None),
                 Value::String(s) => Ok(Some((name, s.clone()))),
@@ -796,7 +800,13 @@ impl From<crate::tokenize::TokenizeError> for Fault {
 fn treatment_of(key: &str) -> Treatment {
     match key {
         "model" => Treatment::Kept,
-        "usage" | "prompt_tokens" | "completion_tokens" | "total_tokens" => Treatment::Counted,
+        "usage"
+        | "prompt_tokens"
+        | "completion_tokens"
+        | "total_tokens"
+        | "max_tokens"
+        | "max_completion_tokens"
+        | "max_output_tokens" => Treatment::Counted,
         "messages"
         | "prompt"
         | "input"
@@ -859,7 +869,7 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
         }
     };
     let body = extract::body(&body_value, &body_path)?;
-    let nested_body = (!body_path.is_empty()).then_some(body_value.as_ref());
+    let nested_body = (!body_path.is_empty()).then_some((body_path.as_str(), body_value.as_ref()));
 
     // Times.
     let start = if batch_line && log.time_field.is_none() {
@@ -974,16 +984,17 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
         .is_some_and(|c| c >= 400)
         || top.get("error").is_some_and(|e| !e.is_null() && e != "");
 
-    note_fields(
-        top,
-        nested_body,
-        &body_path,
-        &session,
-        &user,
-        &start,
-        &end,
-        facts,
-    );
+    let used: Vec<(&str, Treatment)> = [
+        session.as_ref().map(|s| (s.0.as_str(), Treatment::Hashed)),
+        user.as_ref().map(|u| (u.0.as_str(), Treatment::Hashed)),
+        start.as_ref().map(|t| (t.0.as_str(), Treatment::Offset)),
+        end.as_ref().map(|t| (t.0.as_str(), Treatment::Offset)),
+        latency_end.map(|(k, _)| (k, Treatment::Offset)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    note_fields(top, nested_body, &used, facts);
     collect_fingerprints(root, &start, &end, facts);
     if unanswered {
         return Ok(Read::Drop("no_batch_output"));
@@ -1084,27 +1095,14 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
 }
 
 /// The scrub report's view of one record: its top-level fields and its
-/// request body's, each with what was done with it.
-#[allow(clippy::too_many_arguments)]
+/// request body's (at its path), each with what was done with it; `used`
+/// names the fields read as ids and times.
 fn note_fields(
     top: &serde_json::Map<String, Value>,
-    body: Option<&Value>,
-    body_path: &str,
-    session: &Option<(String, String)>,
-    user: &Option<(String, String)>,
-    start: &Option<(String, i64, TimeForm)>,
-    end: &Option<(String, i64, TimeForm)>,
+    body: Option<(&str, &Value)>,
+    used: &[(&str, Treatment)],
     facts: &mut LineFacts,
 ) {
-    let used: Vec<(&str, Treatment)> = [
-        session.as_ref().map(|s| (s.0.as_str(), Treatment::Hashed)),
-        user.as_ref().map(|u| (u.0.as_str(), Treatment::Hashed)),
-        start.as_ref().map(|t| (t.0.as_str(), Treatment::Offset)),
-        end.as_ref().map(|t| (t.0.as_str(), Treatment::Offset)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
     let treat = |name: &str, leaf: &str| {
         used.iter()
             .find(|(u, _)| *u == name)
@@ -1113,15 +1111,17 @@ fn note_fields(
     for k in top.keys() {
         facts.fields.push((k.clone(), treat(k, k)));
     }
-    if let Some(Value::Object(b)) = body {
+    if let Some((path, Value::Object(b))) = body {
         for k in b.keys() {
-            let name = format!("{body_path}.{k}");
-            let t = treat(&format!("request.{k}"), k);
+            let name = format!("{path}.{k}");
+            let t = treat(&name, k);
             facts.fields.push((name, t));
         }
     }
-    for (name, t) in &used {
-        if name.contains('.') {
+    // Nested fields that were used (`metadata.session_id`) are listed on
+    // their own; their parent is dropped.
+    for (name, t) in used {
+        if !facts.fields.iter().any(|(n, _)| n == name) {
             facts.fields.push(((*name).to_owned(), *t));
         }
     }
