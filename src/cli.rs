@@ -165,6 +165,10 @@ pub struct LogArgs {
     /// metadata; by default only offsets from the first request are kept.
     #[arg(long)]
     pub keep_t0: bool,
+    /// Replace model names by keyed hashes (`model-<hex>`): fine-tuned
+    /// model names can carry an organisation's name.
+    #[arg(long)]
+    pub hash_model: bool,
 }
 
 /// Units of numeric log times.

@@ -623,3 +623,58 @@ fn a_real_server_capture_links_streamed_turns() {
     // Input counts are the server's own (BOS and chat template included).
     assert_eq!(t.records[0].input_tokens, 770);
 }
+
+#[test]
+fn model_names_can_be_hashed_and_anthropic_logs_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("anthropic.jsonl");
+    let system = words(1200, 3);
+    let lines: Vec<Value> = (0..3)
+        .map(|i| {
+            json!({
+                "timestamp": 1_700_000_000 + i,
+                "request": {
+                    "model": "ft:gpt-4o:acme-secret-org::abc123",
+                    "max_tokens": 50,
+                    "system": [{"type": "text", "text": system}],
+                    "messages": [{"role": "user", "content": words(100, 20 + i as usize)}],
+                },
+                "response": {"type": "message", "role": "assistant",
+                    "content": [{"type": "text", "text": "A reply."}],
+                    "usage": {"input_tokens": 120, "cache_read_input_tokens": 1100, "output_tokens": 4}},
+            })
+        })
+        .collect();
+    std::fs::write(
+        &input,
+        lines
+            .iter()
+            .map(|l| l.to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let path = out(&dir, "t.parquet");
+    let t = ingest_paths(&[input.display().to_string()], &path, &["--hash-model"]).unwrap();
+    // The prompt is the uncached input plus the cache reads.
+    assert!(
+        t.records
+            .iter()
+            .all(|r| r.input_tokens == 1220 && r.output_tokens == 4)
+    );
+    // The system prompt beside the messages is part of the prompt: the
+    // three requests share its leading blocks.
+    let first = t.records[0].prefix_block_ids.clone().unwrap();
+    assert!(
+        t.records
+            .iter()
+            .all(|r| r.prefix_block_ids.as_ref().unwrap()[..2] == first[..2])
+    );
+    let model = t.records[0].model.clone().unwrap();
+    assert!(
+        model.starts_with("model-") && !model.contains("acme"),
+        "{model}"
+    );
+    assert!(memchr::memmem::find(&std::fs::read(&path).unwrap(), b"acme-secret-org").is_none());
+    let report: Value = serde_json::from_str(&t.metadata.extra["scrub_report"]).unwrap();
+    assert_eq!(report["fields"]["request.model"][1], "hashed");
+}

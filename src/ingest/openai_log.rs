@@ -16,8 +16,10 @@
 //!   `custom_id` to the output files given with `--batch-output`
 //!   (`response.body.usage`). Batch requests have no arrival times.
 //!
-//! Chat Completions (`messages`), Completions (`prompt`, text or token ids)
-//! and Responses API (`input`, `instructions`) bodies are read.
+//! Chat Completions (`messages`), Completions (`prompt`, text or token ids),
+//! Responses API (`input`, `instructions`) and Anthropic Messages API
+//! (`system` beside `messages`, content blocks, cache-split `usage`) bodies
+//! are read.
 //!
 //! # What a row holds
 //!
@@ -50,7 +52,7 @@
 //!   gap from the previous request's end to this start (null where the end
 //!   is unknown or the two overlap).
 //! - `user_id`: a keyed hash of the end user (`--user-field`).
-//! - `model`: as logged. `request_kind`: `chat`, `completion` or
+//! - `model`: as logged, or with `--hash-model` a keyed hash. `request_kind`: `chat`, `completion` or
 //!   `responses`, with `+tools` when tools were offered.
 //!
 //! # Scrubbing
@@ -868,7 +870,19 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
             }
         }
     };
-    let body = extract::body(&body_value, &body_path)?;
+    // LiteLLM keeps `messages` at the top and the tools only in the proxied
+    // request.
+    let proxied_tools = if body_path.is_empty() {
+        [
+            "proxy_server_request.body.tools",
+            "proxy_server_request.tools",
+        ]
+        .iter()
+        .find_map(|p| extract::lookup(root, p))
+    } else {
+        None
+    };
+    let body = extract::body(&body_value, &body_path, proxied_tools.as_deref())?;
     let nested_body = (!body_path.is_empty()).then_some((body_path.as_str(), body_value.as_ref()));
 
     // Times.
@@ -984,7 +998,24 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
         .is_some_and(|c| c >= 400)
         || top.get("error").is_some_and(|e| !e.is_null() && e != "");
 
+    let model_path = match (&body.model, body_path.is_empty()) {
+        (Some(_), false) => format!("{body_path}.model"),
+        _ => "model".to_owned(),
+    };
+    let model = body.model.clone().or_else(|| match top.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
+        _ => None,
+    });
+    let model = match model {
+        Some(m) if log.hash_model => {
+            scrub::fingerprints(&m, &mut facts.fingerprints);
+            Some(format!("model-{}", Keys::hex(opts.keys.id64("model", &m))))
+        }
+        other => other,
+    };
     let used: Vec<(&str, Treatment)> = [
+        log.hash_model
+            .then_some((model_path.as_str(), Treatment::Hashed)),
         session.as_ref().map(|s| (s.0.as_str(), Treatment::Hashed)),
         user.as_ref().map(|u| (u.0.as_str(), Treatment::Hashed)),
         start.as_ref().map(|t| (t.0.as_str(), Treatment::Offset)),
@@ -1072,10 +1103,6 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
         (ApiKind::Responses, false) => "responses",
         (ApiKind::Responses, true) => "responses+tools",
     };
-    let model = body.model.or_else(|| match top.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
-        _ => None,
-    });
     Ok(Read::Row(Box::new(Pending {
         input: opts.input,
         line: 0,
@@ -1306,6 +1333,18 @@ mod tests {
             facts.fingerprints.len() >= 4,
             "content strings fingerprinted"
         );
+    }
+
+    #[test]
+    fn litellm_rows_take_their_tools_from_the_proxied_request() {
+        let line = r#"{"startTime": "2024-06-01 10:00:00", "model": "m", "messages": "[{\"role\": \"user\", \"content\": \"hi\"}]", "proxy_server_request": {"body": {"tools": [{"type": "function", "function": {"name": "lookup"}}]}}, "response": {"choices": [{"message": {"role": "assistant", "content": "ok"}}]}}"#;
+        let Outcome::Row(p, facts) = with_opts(|o| process(raw(line.as_bytes(), true), o)).unwrap()
+        else {
+            panic!("a row")
+        };
+        assert_eq!(p.kind, "chat+tools");
+        assert_eq!(facts.time_form, Some(TimeForm::NaiveUtc));
+        assert_eq!(p.output_tokens, 1);
     }
 
     #[test]

@@ -328,9 +328,27 @@ pub fn usage(v: &Value, path: &str) -> Result<Usage, FieldError> {
         }
         Ok(None)
     };
-    let _ = map;
+    // Anthropic's `input_tokens` leaves out the prompt tokens read from or
+    // written to its cache; the prompt is all three.
+    let anthropic = map.contains_key("cache_read_input_tokens")
+        || map.contains_key("cache_creation_input_tokens");
+    let prompt = if anthropic {
+        let parts = [
+            get(&["input_tokens"])?,
+            get(&["cache_read_input_tokens"])?,
+            get(&["cache_creation_input_tokens"])?,
+        ];
+        parts.iter().any(Option::is_some).then(|| {
+            parts
+                .iter()
+                .flatten()
+                .fold(0u64, |a, b| a.saturating_add(*b))
+        })
+    } else {
+        get(&["prompt_tokens", "input_tokens"])?
+    };
     Ok(Usage {
-        prompt: get(&["prompt_tokens", "input_tokens"])?,
+        prompt,
         completion: get(&["completion_tokens", "output_tokens"])?,
         cached: get(&[
             "prompt_tokens_details.cached_tokens",
@@ -428,6 +446,22 @@ fn render_content(v: Option<&Value>, path: &str, out: &mut String) -> Result<(),
                                     out.push_str(s);
                                 }
                             }
+                            // Anthropic: a tool call in an assistant
+                            // message, and its result in a user message.
+                            "tool_use" => {
+                                let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+                                out.push_str(name);
+                                out.push('(');
+                                if let Some(input) = p.get("input") {
+                                    out.push_str(&input.to_string());
+                                }
+                                out.push(')');
+                            }
+                            "tool_result" => render_content(
+                                p.get("content"),
+                                &format!("{path}[{i}].content"),
+                                out,
+                            )?,
                             "image_url" | "input_image" | "image" => out.push_str("<image>"),
                             "input_audio" | "audio" => out.push_str("<audio>"),
                             "file" | "input_file" => out.push_str("<file>"),
@@ -542,7 +576,9 @@ pub struct Body {
 }
 
 /// Reads a request body at `path` (`""` for the record itself).
-pub fn body(v: &Value, path: &str) -> Result<Body, FieldError> {
+/// `tools_elsewhere` are tool definitions the log keeps outside the body
+/// (LiteLLM's `proxy_server_request`), used when the body has none.
+pub fn body(v: &Value, path: &str, tools_elsewhere: Option<&Value>) -> Result<Body, FieldError> {
     let at = |f: &str| {
         if path.is_empty() {
             f.to_owned()
@@ -573,7 +609,15 @@ pub fn body(v: &Value, path: &str) -> Result<Body, FieldError> {
     let mut rendered = Vec::new();
     let tool_text = get("tools")
         .or_else(|| get("functions"))
+        .or_else(|| tools_elsewhere.map(Cow::Borrowed))
         .map(|t| format!("<|tools|>\n{}\n", t.as_ref()));
+    // Anthropic's Messages API keeps the system prompt beside the messages.
+    if let Some(system) = b.get("system").filter(|x| !x.is_null()) {
+        let mut text = String::from("<|system|>\n");
+        render_content(Some(system), &at("system"), &mut text)?;
+        text.push('\n');
+        rendered.push(text);
+    }
     let tools = tool_text.is_some();
     let mut last_assistant = None;
     let mut push_messages = |list: &Value, field: &str, rendered: &mut Vec<String>| {
@@ -787,6 +831,26 @@ pub fn reply(v: &Value, path: &str) -> Result<Reply, FieldError> {
     }
 }
 
+/// Folds a usage object into the reply's: stream chunks before the last
+/// carry `usage: null` or zeros on some servers, and Anthropic streams send
+/// the prompt count first and the output count last. A field's latest
+/// non-zero value wins.
+fn merge_usage(r: &mut Reply, new: Usage) {
+    let Some(old) = r.usage.as_mut() else {
+        r.usage = Some(new);
+        return;
+    };
+    let pick = |old: &mut Option<u64>, new: Option<u64>| {
+        if new.is_some_and(|n| n > 0) || old.is_none() {
+            *old = new.or(*old);
+        }
+    };
+    pick(&mut old.prompt, new.prompt);
+    pick(&mut old.completion, new.completion);
+    pick(&mut old.cached, new.cached);
+    pick(&mut old.reasoning, new.reasoning);
+}
+
 /// Stream deltas gathered over the chunks of one response.
 #[derive(Default)]
 struct StreamAcc {
@@ -842,12 +906,7 @@ fn one_object(v: &Value, path: &str, r: &mut Reply, acc: &mut StreamAcc) -> Resu
         return one_object(body, &format!("{path}.body"), r, acc);
     }
     if let Some(u) = m.get("usage").filter(|u| !u.is_null()) {
-        let u = usage(u, &format!("{path}.usage"))?;
-        // Stream chunks before the last carry `usage: null`, or zeros on
-        // some servers; the last non-empty one wins.
-        if u.prompt.unwrap_or(0) > 0 || u.completion.unwrap_or(0) > 0 || r.usage.is_none() {
-            r.usage = Some(u);
-        }
+        merge_usage(r, usage(u, &format!("{path}.usage"))?);
     }
     if let Some(Value::Array(choices)) = m.get("choices") {
         // The first choice is the reply that a resent history carries.
@@ -893,6 +952,26 @@ fn one_object(v: &Value, path: &str, r: &mut Reply, acc: &mut StreamAcc) -> Resu
                 acc.text.push_str(s);
             }
         }
+    }
+    // Anthropic: the reply is the message itself, its content a list of
+    // blocks; streamed, `content_block_delta` events carry the text.
+    if m.get("type").and_then(Value::as_str) == Some("message") && m.contains_key("content") {
+        let (rendered, _) = render_message(v, path)?;
+        r.rendered = Some(rendered);
+    }
+    match m.get("type").and_then(Value::as_str) {
+        Some("message_start") => {
+            if let Some(u) = m.get("message").and_then(|x| x.get("usage")) {
+                merge_usage(r, usage(u, &format!("{path}.message.usage"))?);
+            }
+        }
+        Some("content_block_delta") => {
+            acc.any = true;
+            if let Some(Value::String(t)) = m.get("delta").and_then(|d| d.get("text")) {
+                acc.text.push_str(t);
+            }
+        }
+        _ => {}
     }
     // Responses API: `output` items of type message with output_text parts.
     if let Some(Value::Array(items)) = m.get("output") {
@@ -1026,7 +1105,7 @@ mod tests {
                 {"role": "tool", "tool_call_id": "c1", "content": "42"}
             ]
         });
-        let body = body(&b, "request").unwrap();
+        let body = body(&b, "request", None).unwrap();
         assert_eq!(body.max_tokens, Some(7));
         assert!(body.tools && body.stream);
         let Prompt::Messages {
@@ -1047,6 +1126,7 @@ mod tests {
         let e = super::body(
             &json!({"messages": [{"role": "user", "content": 5}]}),
             "request",
+            None,
         )
         .unwrap_err();
         assert_eq!(e.field, "request.messages[0].content");
@@ -1077,6 +1157,48 @@ mod tests {
         assert!(s.usage.is_none());
         let err = reply(&json!({"error": {"message": "rate limited"}}), "response").unwrap();
         assert!(err.failed);
+    }
+
+    #[test]
+    fn anthropic_bodies_replies_and_usage() {
+        let b = json!({"model": "claude", "max_tokens": 100, "system": [{"type": "text", "text": "Be brief."}],
+            "messages": [{"role": "user", "content": "Weather?"},
+                         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "weather", "input": {"city": "Oslo"}}]},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "4 C"}]}]});
+        let body = body(&b, "", None).unwrap();
+        let Prompt::Messages {
+            rendered,
+            last_assistant,
+        } = body.prompt
+        else {
+            panic!("messages")
+        };
+        assert_eq!(rendered[0], "<|system|>\nBe brief.\n");
+        assert_eq!(rendered[2], "<|assistant|>\nweather({\"city\":\"Oslo\"})\n");
+        assert_eq!(rendered[3], "<|user|>\n4 C\n");
+        assert_eq!(last_assistant, Some(2));
+        let resp = json!({"id": "msg_1", "type": "message", "role": "assistant",
+            "content": [{"type": "text", "text": "Cold."}],
+            "usage": {"input_tokens": 20, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5, "output_tokens": 3}});
+        let r = reply(&resp, "response").unwrap();
+        assert_eq!(r.rendered.as_deref(), Some("<|assistant|>\nCold.\n"));
+        let u = r.usage.unwrap();
+        assert_eq!(
+            (u.prompt, u.completion, u.cached),
+            (Some(125), Some(3), Some(100))
+        );
+        let events = json!([
+            {"type": "message_start", "message": {"usage": {"input_tokens": 20, "cache_read_input_tokens": 0, "output_tokens": 1}}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Co"}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ld."}},
+            {"type": "message_delta", "usage": {"output_tokens": 3}}
+        ]);
+        let s = reply(&events, "response").unwrap();
+        assert_eq!(s.rendered, r.rendered);
+        assert_eq!(
+            s.usage.map(|u| (u.prompt, u.completion)),
+            Some((Some(20), Some(3)))
+        );
     }
 
     #[test]
