@@ -107,12 +107,14 @@ pub enum IngestError {
         complete: u64,
     },
     /// An input file could not be read.
-    #[error("{file}: {source}")]
+    // Not `source`: that would make it the error's source as well, and
+    // `{:#}` would print it twice.
+    #[error("{file}: {error}")]
     Io {
         /// Input file.
         file: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A flag combination or value that cannot work for this format.
     #[error("{0}")]
@@ -405,7 +407,7 @@ impl Input {
         const BUF: usize = 1 << 20;
         let io = |source| IngestError::Io {
             file: self.name(),
-            source,
+            error: source,
         };
         let raw: Box<dyn std::io::Read + Send> = match self {
             Input::Stdin => Box::new(std::io::stdin()),
@@ -436,7 +438,7 @@ impl Input {
             }),
             Input::File(p) => InputFile::describe(p).map_err(|source| IngestError::Io {
                 file: self.name(),
-                source,
+                error: source,
             }),
         }
     }

@@ -126,12 +126,13 @@ pub enum PromptError {
         repairs: usize,
     },
     /// Re-tokenizing a prompt failed.
-    #[error("request {request_id:?}: re-tokenizing the synthetic prompt: {source}")]
+    #[error("request {request_id:?}: re-tokenizing the synthetic prompt: {error}")]
     Retokenize {
         /// The record's request id.
         request_id: String,
-        /// What the tokenizer said.
-        source: TokenizeError,
+        /// What the tokenizer said (not a `source`: `{:#}` would print it
+        /// twice).
+        error: TokenizeError,
     },
     /// The tokenizer failed while its vocabulary was scanned, or while a
     /// prompt was counted.
@@ -367,9 +368,9 @@ impl PromptSynth {
         let mut repairs = 0;
         loop {
             let prompt = self.render(&picks);
-            let got = encode(&prompt.text).map_err(|source| PromptError::Retokenize {
+            let got = encode(&prompt.text).map_err(|error| PromptError::Retokenize {
                 request_id: request_id.to_owned(),
-                source,
+                error,
             })?;
             let Some(at) = first_difference(&prompt.ids, &got) else {
                 if prompt.ids.len() == want {

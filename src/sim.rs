@@ -123,12 +123,12 @@ impl Default for SimConfig {
 #[derive(Debug, Error)]
 pub enum SimError {
     /// Binding the address failed.
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}: {error}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
+        /// The error (not a `source`: `{:#}` would print it twice).
+        error: std::io::Error,
     },
     /// A parameter out of range.
     #[error("{0}")]
@@ -233,10 +233,10 @@ pub async fn start(cfg: SimConfig, bind: SocketAddr) -> Result<SimServer, SimErr
     }
     let listener = tokio::net::TcpListener::bind(bind)
         .await
-        .map_err(|source| SimError::Bind { addr: bind, source })?;
+        .map_err(|error| SimError::Bind { addr: bind, error })?;
     let addr = listener
         .local_addr()
-        .map_err(|source| SimError::Bind { addr: bind, source })?;
+        .map_err(|error| SimError::Bind { addr: bind, error })?;
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     let gauges = Arc::new(EngineGauges::default());
     let stop = CancellationToken::new();

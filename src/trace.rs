@@ -60,12 +60,13 @@ pub struct TraceRecord {
 #[derive(Debug, Error)]
 pub enum TraceError {
     /// The file could not be opened, read or written.
-    #[error("{path}: {source}")]
+    // Not `source`: `{:#}` would print the I/O error twice.
+    #[error("{path}: {error}")]
     Io {
         /// The trace file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Parquet or Arrow refused the file.
     #[error("{path}: {message}")]

@@ -678,3 +678,13 @@ fn model_names_can_be_hashed_and_anthropic_logs_read() {
     let report: Value = serde_json::from_str(&t.metadata.extra["scrub_report"]).unwrap();
     assert_eq!(report["fields"]["request.model"][1], "hashed");
 }
+
+#[test]
+fn a_missing_log_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = ingest(&["logs/no_such_log.jsonl"], &out(&dir, "t.parquet"), &[]).unwrap_err();
+    assert!(
+        e.ends_with("no_such_log.jsonl: No such file or directory (os error 2)"),
+        "{e}"
+    );
+}

@@ -146,7 +146,7 @@ fn csv_error(file: &str, e: &csv::Error) -> IngestError {
     match e.kind() {
         csv::ErrorKind::Io(io) => IngestError::Io {
             file: file.to_owned(),
-            source: std::io::Error::new(io.kind(), io.to_string()),
+            error: std::io::Error::new(io.kind(), io.to_string()),
         },
         _ => InputError::new(file, Position::Line(line), "csv", e.to_string()).into(),
     }

@@ -476,7 +476,7 @@ pub(super) fn read_lines(
     let mut reader = input.open()?;
     let io = |source| IngestError::Io {
         file: file.clone(),
-        source,
+        error: source,
     };
     let (mut line, mut rows, mut any_bytes) = (0u64, 0u64, false);
     let mut buf = Vec::new();

@@ -47,7 +47,7 @@ impl Lines {
             .read_until(b'\n', &mut self.buf)
             .map_err(|source| IngestError::Io {
                 file: self.file.clone(),
-                source,
+                error: source,
             })?;
         if n == 0 {
             return Ok(None);

@@ -155,7 +155,7 @@ fn scan_array(
             Err(source) => {
                 return Err(IngestError::Io {
                     file: file.to_owned(),
-                    source,
+                    error: source,
                 });
             }
         };

@@ -38,7 +38,7 @@ pub fn read_trace(path: &Path) -> Result<Trace, TraceError> {
     };
     let file = File::open(path).map_err(|source| TraceError::Io {
         path: shown.clone(),
-        source,
+        error: source,
     })?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_err(&e))?;
     let kv: Vec<(String, String)> = builder

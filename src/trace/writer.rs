@@ -128,7 +128,7 @@ impl TraceWriter {
         let partial = partial_path(path);
         let file = File::create(&partial).map_err(|source| TraceError::Io {
             path: partial.display().to_string(),
-            source,
+            error: source,
         })?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
@@ -244,7 +244,7 @@ impl TraceWriter {
         })?;
         std::fs::rename(&self.partial, &self.path).map_err(|source| TraceError::Io {
             path: self.path.display().to_string(),
-            source,
+            error: source,
         })?;
         Ok(metadata)
     }
