@@ -204,8 +204,8 @@ impl ScrubReport {
 /// bytes. A string is found in a haystack when some 8-byte window matches
 /// and the full-length hash agrees.
 ///
-/// Held as one flat vector (24 bytes a string), sorted and de-duplicated
-/// whenever it doubles: a log resends the same history on every turn.
+/// Held as one flat vector (16 bytes a string), sorted and de-duplicated
+/// whenever it grows by half: a log resends the same history on every turn.
 #[derive(Default)]
 pub struct LeakCheck {
     entries: Vec<Fingerprint>,
@@ -223,8 +223,21 @@ fn filter_index(head: u64) -> usize {
     (head.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_BITS)) as usize
 }
 
-/// Fingerprint of one content string.
-pub type Fingerprint = (u64, u32, u64);
+/// Fingerprint of one content string: its first 8 bytes, and its length
+/// (24 bits) above 40 bits of the hash of all its bytes. 16 bytes a string.
+pub type Fingerprint = (u64, u64);
+
+/// Longest string fingerprinted whole (its first 32 bytes always are).
+const MAX_WHOLE: usize = (1 << 24) - 1;
+const HASH_BITS: u32 = 40;
+
+fn pack(len: usize, full: u64) -> u64 {
+    ((len as u64) << HASH_BITS) | (full & ((1 << HASH_BITS) - 1))
+}
+
+fn unpack_len(packed: u64) -> usize {
+    (packed >> HASH_BITS) as usize
+}
 
 fn head(bytes: &[u8]) -> u64 {
     let mut b = [0u8; 8];
@@ -239,31 +252,39 @@ fn full(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// The fingerprints of `s`: the whole string, and its first 32 bytes when
-/// it is longer (a cut copy of a long message is a leak too). Strings under
-/// 8 bytes (or longer than 4 GiB) have none.
+/// The fingerprints of `s`: the whole string (up to 16 MiB), and its first
+/// 32 bytes when it is longer (a cut copy of a long message is a leak too).
+/// Strings under 8 bytes have none.
 pub fn fingerprints(s: &str, out: &mut Vec<Fingerprint>) {
     let b = s.as_bytes();
     if b.len() < 8 {
         return;
     }
-    if let Ok(len) = u32::try_from(b.len()) {
-        out.push((head(b), len, full(b)));
+    if b.len() <= MAX_WHOLE {
+        out.push((head(b), pack(b.len(), full(b))));
     }
     if b.len() > 32 {
         let mut cut = 32;
         while !s.is_char_boundary(cut) {
             cut -= 1;
         }
-        out.push((head(b), cut as u32, full(&b[..cut])));
+        out.push((head(b), pack(cut, full(&b[..cut]))));
     }
 }
 
 impl LeakCheck {
     /// Adds fingerprints.
     pub fn add(&mut self, fps: impl IntoIterator<Item = Fingerprint>) {
-        self.entries.extend(fps);
-        if self.entries.len() >= 2 * self.sorted.max(1 << 16) {
+        for fp in fps {
+            if self.entries.len() == self.entries.capacity() {
+                // Grow by a quarter, not the default doubling: this is the
+                // largest allocation of a log ingest.
+                self.entries
+                    .reserve_exact((self.entries.len() / 4).max(1024));
+            }
+            self.entries.push(fp);
+        }
+        if self.entries.len() >= self.sorted.max(1 << 16) * 3 / 2 {
             self.compact();
         }
     }
@@ -307,13 +328,14 @@ impl LeakCheck {
             }
             let from = self.entries.partition_point(|e| e.0 < h);
             let cands = self.entries[from..].iter().take_while(|e| e.0 == h);
-            for &(_, len, f) in cands {
-                let end = p + len as usize;
-                if end <= hay.len() && full(&hay[p..end]) == f {
+            for &(_, packed) in cands {
+                let len = unpack_len(packed);
+                let end = p + len;
+                if end <= hay.len() && pack(len, full(&hay[p..end])) == packed {
                     let m = &hay[p..end];
                     let excused = allowed.iter().any(|a| memchr::memmem::find(a, m).is_some());
                     if !excused {
-                        found.push((p, len));
+                        found.push((p, len as u32));
                     }
                 }
             }
