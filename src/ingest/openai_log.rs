@@ -174,10 +174,9 @@ struct LineFacts {
     batch_matched: bool,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Where a row's `output_tokens` came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OutputSource {
-    #[default]
-    None,
     Usage,
     Tokenized,
     MaxTokens,
@@ -444,7 +443,6 @@ pub fn ingest(
             OutputSource::Usage => stats.output_from_usage += 1,
             OutputSource::Tokenized => stats.output_tokenized += 1,
             OutputSource::MaxTokens => stats.output_from_max_tokens += 1,
-            OutputSource::None => {}
         }
         sink.offer(record)?;
     }
