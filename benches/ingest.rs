@@ -14,15 +14,13 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use clap::Parser;
-use llm_replay::cli::{Cli, Command};
 use llm_replay::tokenize::{Tokenizer, TokenizerSpec};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 mod support;
 
-use support::{length, reset_peak, show, status_mib, text};
+use support::{Measured, length, run_ingest, show, text};
 
 /// Writes a ShareGPT file of at least `bytes` bytes, pretty-printed as the
 /// public file is.
@@ -92,27 +90,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let input = dir.path().join(format!("sharegpt_{mb}mb.json"));
         let bytes = generate(&input, mb << 20, 42 + i as u64)?;
         let output = dir.path().join(format!("trace_{mb}mb.parquet"));
-        let cli = Cli::try_parse_from([
-            "llm-replay".as_ref(),
-            "ingest".as_ref(),
+        let Measured {
+            summary,
+            secs,
+            before,
+            peak,
+        } = run_ingest(&[
             "sharegpt".as_ref(),
             input.as_os_str(),
             "-o".as_ref(),
             output.as_os_str(),
         ])?;
-        let Command::Ingest(args) = cli.command else {
-            return Err("not an ingest command".into());
-        };
-        let peak_reset = reset_peak();
-        let before = status_mib("VmRSS:");
-        let t = Instant::now();
-        let summary = llm_replay::ingest::run(&args)?;
-        let secs = t.elapsed().as_secs_f64();
-        let peak = if peak_reset {
-            status_mib("VmHWM:")
-        } else {
-            None
-        };
         let m = &summary.metadata;
         let mib = bytes as f64 / f64::from(1 << 20);
         println!(

@@ -17,14 +17,12 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use clap::Parser;
-use llm_replay::cli::{Cli, Command};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 mod support;
 
-use support::{length, reset_peak, show, status_mib, text};
+use support::{Measured, length, run_ingest, show, text};
 
 fn msg(role: &str, content: &str) -> String {
     format!(
@@ -126,9 +124,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (bytes, lines) = generate(&input, mb << 20, 7 + i as u64)?;
         let gen_secs = t.elapsed().as_secs_f64();
         let output = dir.path().join(format!("trace_{mb}mb.parquet"));
-        let cli = Cli::try_parse_from([
-            "llm-replay".as_ref(),
-            "ingest".as_ref(),
+        let Measured {
+            summary,
+            secs,
+            before,
+            peak,
+        } = run_ingest(&[
             "openai-log".as_ref(),
             input.as_os_str(),
             "-o".as_ref(),
@@ -136,19 +137,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--salt".as_ref(),
             "bench".as_ref(),
         ])?;
-        let Command::Ingest(args) = cli.command else {
-            return Err("not an ingest command".into());
-        };
-        let peak_reset = reset_peak();
-        let before = status_mib("VmRSS:");
-        let t = Instant::now();
-        let summary = llm_replay::ingest::run(&args)?;
-        let secs = t.elapsed().as_secs_f64();
-        let peak = if peak_reset {
-            status_mib("VmHWM:")
-        } else {
-            None
-        };
         let m = &summary.metadata;
         let mib = bytes as f64 / f64::from(1 << 20);
         let trace_mib = std::fs::metadata(&output)?.len() as f64 / f64::from(1 << 20);

@@ -274,3 +274,45 @@ pub fn reset_peak() -> bool {
 pub fn show(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_owned(), |m| format!("{m:.0} MiB"))
 }
+
+/// One ingest run with the wall time and memory it took.
+pub struct Measured {
+    /// What the ingest reports.
+    pub summary: llm_replay::ingest::IngestSummary,
+    /// Wall seconds.
+    pub secs: f64,
+    /// RSS before the run.
+    pub before: Option<f64>,
+    /// Peak RSS during the run (`None` where it cannot be reset).
+    pub peak: Option<f64>,
+}
+
+/// Runs `llm-replay ingest ARGS...` in-process, timing it and resetting
+/// the peak-RSS mark first so that the peak is this run's own.
+pub fn run_ingest(args: &[&std::ffi::OsStr]) -> Result<Measured, Box<dyn std::error::Error>> {
+    use clap::Parser;
+    let argv = ["llm-replay".as_ref(), "ingest".as_ref()]
+        .into_iter()
+        .chain(args.iter().copied());
+    let llm_replay::cli::Command::Ingest(args) =
+        llm_replay::cli::Cli::try_parse_from(argv)?.command
+    else {
+        return Err("not an ingest command".into());
+    };
+    let peak_reset = reset_peak();
+    let before = status_mib("VmRSS:");
+    let t = std::time::Instant::now();
+    let summary = llm_replay::ingest::run(&args)?;
+    let secs = t.elapsed().as_secs_f64();
+    let peak = if peak_reset {
+        status_mib("VmHWM:")
+    } else {
+        None
+    };
+    Ok(Measured {
+        summary,
+        secs,
+        before,
+        peak,
+    })
+}
