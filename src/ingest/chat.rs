@@ -81,22 +81,29 @@ pub fn count_parts<S: AsRef<str>>(
 /// content from the start of the prompt up to the end of that block (what a
 /// prefix cache can reuse). A trailing partial block gets no id.
 pub fn prefix_block_ids(ids: &[u32], block: usize) -> Vec<u64> {
+    chained_block_ids(ids, block, blake3::Hasher::new)
+}
+
+/// [`prefix_block_ids`] with the hasher each block starts from made by
+/// `hasher` (production logs use a keyed one).
+pub fn chained_block_ids(
+    ids: &[u32],
+    block: usize,
+    hasher: impl Fn() -> blake3::Hasher,
+) -> Vec<u64> {
     if block == 0 {
         return Vec::new();
     }
     let mut out = Vec::with_capacity(ids.len() / block);
     let mut prev = [0u8; 8];
     for chunk in ids.chunks_exact(block) {
-        let mut h = blake3::Hasher::new();
+        let mut h = hasher();
         h.update(&prev);
         for id in chunk {
             h.update(&id.to_le_bytes());
         }
-        let digest = h.finalize();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest.as_bytes()[..8]);
-        prev = first;
-        out.push(u64::from_le_bytes(first));
+        prev.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        out.push(u64::from_le_bytes(prev));
     }
     out
 }

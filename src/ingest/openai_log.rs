@@ -753,16 +753,9 @@ fn process(raw: RawLine, opts: &Options<'_>) -> Result<Outcome, IngestError> {
         Ok(v) => v,
         Err(outcome) => return Ok(outcome),
     };
-    match read_request(&root, opts, &mut facts) {
+    match read_request(&root, line, opts, &mut facts) {
         Ok(outcome) => Ok(match outcome {
-            Read::Row(p) => Outcome::Row(
-                Box::new(Pending {
-                    input: opts.input,
-                    line,
-                    ..*p
-                }),
-                facts,
-            ),
+            Read::Row(p) => Outcome::Row(p, facts),
             Read::Drop(reason) => Outcome::Drop(reason, facts),
         }),
         Err(Fault::Field(e)) => {
@@ -823,7 +816,12 @@ fn treatment_of(key: &str) -> Treatment {
     }
 }
 
-fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Result<Read, Fault> {
+fn read_request(
+    root: &Value,
+    line: u64,
+    opts: &Options<'_>,
+    facts: &mut LineFacts,
+) -> Result<Read, Fault> {
     let log = opts.log;
     let Value::Object(top) = root else {
         return Err(FieldError::new("json", "expected a JSON object").into());
@@ -1103,7 +1101,7 @@ fn read_request(root: &Value, opts: &Options<'_>, facts: &mut LineFacts) -> Resu
     };
     Ok(Read::Row(Box::new(Pending {
         input: opts.input,
-        line: 0,
+        line,
         start_us: start.map(|t| t.1),
         end_us: end.map(|t| t.1).or(latency_end.map(|t| t.1)),
         input_tokens,

@@ -30,11 +30,17 @@ impl Keys {
     /// A keyed hash of `value` in the domain `domain` (ids of one kind never
     /// equal ids of another).
     pub fn hash(&self, domain: &str, value: &[u8]) -> [u8; 32] {
+        let mut h = self.hasher(domain);
+        h.update(value);
+        *h.finalize().as_bytes()
+    }
+
+    /// A keyed hasher that has taken in `domain`.
+    fn hasher(&self, domain: &str) -> blake3::Hasher {
         let mut h = blake3::Hasher::new_keyed(&self.key);
         h.update(domain.as_bytes());
         h.update(&[0]);
-        h.update(value);
-        *h.finalize().as_bytes()
+        h
     }
 
     /// An id's keyed hash, as a number (written as [`Self::hex`]).
@@ -53,23 +59,7 @@ impl Keys {
     /// Chained keyed hashes of the full `block`-token blocks of `ids`:
     /// block `i`'s hash covers blocks `0..=i`.
     pub fn blocks(&self, ids: &[u32], block: usize) -> Vec<u64> {
-        if block == 0 {
-            return Vec::new();
-        }
-        let mut out = Vec::with_capacity(ids.len() / block);
-        let mut prev = [0u8; 8];
-        let mut buf = Vec::with_capacity(8 + block * 4);
-        for chunk in ids.chunks_exact(block) {
-            buf.clear();
-            buf.extend_from_slice(&prev);
-            for id in chunk {
-                buf.extend_from_slice(&id.to_le_bytes());
-            }
-            let h = self.hash("block", &buf);
-            prev.copy_from_slice(&h[..8]);
-            out.push(u64::from_le_bytes(prev));
-        }
-        out
+        crate::ingest::chat::chained_block_ids(ids, block, || self.hasher("block"))
     }
 }
 
