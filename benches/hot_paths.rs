@@ -68,7 +68,7 @@ fn row(i: i64) -> ResultRow {
         usage_prompt_tokens: Some(128),
         usage_completion_tokens: Some(16),
         status_code: Some(200),
-        outcome: "ok".into(),
+        outcome: llm_replay::record::Outcome::Ok,
         ..ResultRow::default()
     }
 }

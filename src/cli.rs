@@ -1,10 +1,16 @@
 //! The command line: clap derive, help from doc comments, a `ValueEnum` for
 //! every closed set. Flag names are a contract with users' scripts.
+//!
+//! This is the only module that knows clap. `commands` turns these structs
+//! into the library's typed configs; value parsers here reject values out of
+//! range with the flag named, before any work starts.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::sim::SimConfig;
 use crate::tokenize::TokenizerSpec;
 
 /// Trace-replay, open-loop traffic simulator for LLM inference endpoints.
@@ -30,10 +36,10 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Replay a trace at a series of offered loads, find the knee and the
     /// capacity under SLOs.
-    Sweep(crate::sweep::SweepArgs),
+    Sweep(SweepArgs),
     /// Recompute summaries from results files or sweep directories, as text,
     /// JSON or a self-contained HTML report with plots.
-    Report(crate::report::ReportArgs),
+    Report(ReportArgs),
     /// Run the embedded simulated OpenAI-compatible endpoint on its own.
     Sim(SimArgs),
 }
@@ -231,6 +237,208 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// Declares a `ValueEnum` for the command line that mirrors a library enum
+/// variant for variant, so the library itself never depends on clap.
+macro_rules! flag_enum {
+    ($(#[$meta:meta])* $name:ident => $target:ty { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl From<$name> for $target {
+            fn from(v: $name) -> Self {
+                match v {
+                    $($name::$variant => <$target>::$variant),+
+                }
+            }
+        }
+    };
+}
+
+flag_enum! {
+    /// APIs of `--api`.
+    ApiArg => crate::client::Api {
+        /// `/v1/completions`: the prompt as text or token ids.
+        Completions,
+        /// `/v1/chat/completions`: the prompt as one user message.
+        Chat,
+    }
+}
+
+flag_enum! {
+    /// What `--prompts` sends.
+    PromptsArg => crate::prompt::PromptMode {
+        /// Synthetic text with exactly `input_tokens` tokens.
+        Synthetic,
+        /// The same synthetic prompt as token ids (completions API only).
+        Tokens,
+        /// The trace's `prompt_text` as it was (needs `ingest --keep-text`).
+        Original,
+    }
+}
+
+flag_enum! {
+    /// What a request over `--max-in-flight` does.
+    OnCapArg => crate::replay::dispatch::CapPolicy {
+        /// Wait for a slot; the wait is recorded as `queue_wait_us` and is
+        /// part of the send lag.
+        Wait,
+        /// Do not send; record the request as `dropped`.
+        Drop,
+    }
+}
+
+flag_enum! {
+    /// Order of trace rows for `--rate`.
+    OrderArg => crate::schedule::Order {
+        /// The trace's order, looping.
+        Sequential,
+        /// A seeded shuffle of the trace, reshuffled on every loop.
+        Shuffle,
+    }
+}
+
+flag_enum! {
+    /// Spacing of a `--rates A..B` range.
+    SpacingArg => crate::sweep::Spacing {
+        /// Equal steps.
+        Linear,
+        /// Equal ratios.
+        Geometric,
+    }
+}
+
+/// A positive, finite number (rates, speedups, shapes).
+fn positive(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be a positive number, got {s}"))
+    }
+}
+
+/// Requests per second: positive, and at least one request a day so a run
+/// never waits for days without a word.
+fn rate(s: &str) -> Result<f64, String> {
+    let v = positive(s)?;
+    if v < 1.0 / 86_400.0 {
+        return Err(format!(
+            "{s} requests per second is less than one a day: the first gap alone would outlast any run"
+        ));
+    }
+    if v > 10_000_000.0 {
+        return Err(format!(
+            "{s} requests per second is beyond what one client can send"
+        ));
+    }
+    Ok(v)
+}
+
+/// A speedup: recorded times are divided by it.
+fn speedup(s: &str) -> Result<f64, String> {
+    let v = positive(s)?;
+    if !(1e-3..=1e6).contains(&v) {
+        return Err(format!(
+            "{s} is outside 0.001..=1000000 (0.5 replays at half speed, 2 twice as fast)"
+        ));
+    }
+    Ok(v)
+}
+
+/// A share in [0, 1]; also accepts a percentage such as `5%`.
+fn share(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, scale) = match t.strip_suffix('%') {
+        Some(n) => (n, 100.0),
+        None => (t, 1.0),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a share (0.05 or 5%)"))?;
+    let v = v / scale;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "must be a share between 0 and 1 (or 0% and 100%), got {s}"
+        ))
+    }
+}
+
+/// A duration longer than zero (`500ms`, `10s`, `5m`).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+    if d.is_zero() {
+        Err("must be longer than zero".into())
+    } else {
+        Ok(d)
+    }
+}
+
+/// A duration, zero allowed.
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// A count of at least one.
+fn count(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}
+
+/// A count of at least one, as a `usize`.
+fn count_usize(s: &str) -> Result<usize, String> {
+    count(s).and_then(|n| usize::try_from(n).map_err(|_| format!("{s} is too large")))
+}
+
+/// A byte size: `8MiB`, `64KiB`, `1048576`.
+fn byte_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 8MiB, 64KiB, 1048576)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}: use KiB, MiB or GiB")),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s} is too large"))?;
+    if v < 1024 {
+        return Err(format!("{s} is below 1 KiB: no real response line fits"));
+    }
+    Ok(v)
+}
+
+/// An `http://` or `https://` URL with a host.
+fn http_url(s: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{s:?}: only http:// and https:// URLs are supported"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{s:?} has no host"));
+    }
+    Ok(s.trim().to_owned())
+}
+
 /// Where requests go and how they are built (shared by `replay` and
 /// `sweep`).
 #[derive(Debug, Clone, Args)]
@@ -238,34 +446,42 @@ pub struct InspectArgs {
 pub struct TargetArgs {
     /// Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8000).
     /// Without it, an embedded simulated endpoint is started on 127.0.0.1.
-    #[arg(long)]
+    /// Credentials go in -H or the key variable, never in the URL.
+    #[arg(long, value_parser = http_url)]
     pub url: Option<String>,
     /// API to call.
     #[arg(long, value_enum, default_value = "completions")]
-    pub api: crate::client::Api,
+    pub api: ApiArg,
     /// Model name; default: the first model of /v1/models.
     #[arg(long)]
     pub model: Option<String>,
-    /// Extra request header, `Name: value` (repeatable).
+    /// Extra request header, `Name: value` (repeatable). An Authorization
+    /// header given here is sent as is, instead of the key variable's.
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
-    /// Environment variable holding the API key (sent as a Bearer token,
-    /// never printed or written).
+    /// Environment variable holding the API key, sent as a Bearer token
+    /// when no -H Authorization is given; never printed or written.
     #[arg(long, default_value = "OPENAI_API_KEY")]
     pub api_key_env: String,
     /// Use HTTP/2 (prior knowledge) instead of an HTTP/1.1 keep-alive pool.
     #[arg(long)]
     pub http2: bool,
     /// Connection timeout.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub connect_timeout: std::time::Duration,
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    pub connect_timeout: Duration,
     /// Give up on a request with no first token after this long (outcome
-    /// timeout).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub ttft_timeout: Option<std::time::Duration>,
-    /// Give up on a whole request after this long (outcome timeout).
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub request_timeout: std::time::Duration,
+    /// timeout; what it measured is kept).
+    #[arg(long, value_parser = positive_duration)]
+    pub ttft_timeout: Option<Duration>,
+    /// Give up on a whole request after this long (outcome timeout; what
+    /// it measured is kept).
+    #[arg(long, default_value = "10m", value_parser = positive_duration)]
+    pub request_timeout: Duration,
+    /// Longest response line (SSE event) or whole response body a request
+    /// may receive; beyond it the request ends as `stream_error`, so a
+    /// runaway server cannot exhaust the client's memory.
+    #[arg(long, default_value = "8MiB", value_parser = byte_size)]
+    pub max_response_bytes: usize,
     /// Send non-streaming requests (no TTFT or inter-token latency).
     #[arg(long)]
     pub no_stream: bool,
@@ -277,7 +493,7 @@ pub struct TargetArgs {
     /// `input_tokens` tokens, the same as token ids (completions only), or
     /// the trace's original text (`ingest --keep-text`).
     #[arg(long, value_enum, default_value = "synthetic")]
-    pub prompts: crate::prompt::PromptMode,
+    pub prompts: PromptsArg,
     /// Tokenizer for synthetic prompts: o200k_base, cl100k_base or a
     /// tokenizer.json path. Default: the trace's tokenizer when it is an
     /// embedded one, else o200k_base. Use the served model's tokenizer.json
@@ -286,19 +502,23 @@ pub struct TargetArgs {
     pub tokenizer: Option<TokenizerSpec>,
     /// Cap on requests in flight; requests over it wait or are dropped
     /// (`--on-cap`), and either way are recorded.
-    #[arg(long)]
+    #[arg(long, value_parser = count_usize)]
     pub max_in_flight: Option<usize>,
     /// What a request over `--max-in-flight` does.
     #[arg(long, value_enum, default_value = "wait")]
-    pub on_cap: crate::replay::dispatch::CapPolicy,
+    pub on_cap: OnCapArg,
     /// Read this Prometheus endpoint (e.g. http://127.0.0.1:8000/metrics)
     /// every second during the run into server_metrics.parquet beside the
     /// results; `report` plots it on the run's timeline.
-    #[arg(long)]
+    #[arg(long, value_parser = http_url)]
     pub scrape: Option<String>,
+    /// Skip the check before t=0 that the server answers /v1/models, accepts
+    /// the credentials and serves the model.
+    #[arg(long)]
+    pub no_preflight: bool,
     /// Options of the embedded simulated endpoint (used without --url).
     #[command(flatten)]
-    pub sim: crate::sim::SimConfig,
+    pub sim: SimFlags,
 }
 
 /// How requests are scheduled.
@@ -306,38 +526,39 @@ pub struct TargetArgs {
 #[command(next_help_heading = "Schedule")]
 pub struct ScheduleArgs {
     /// Send at this many requests per second (instead of the recorded
-    /// times).
-    #[arg(long)]
+    /// times). For a trace with sessions, this counts session starts.
+    #[arg(long, value_parser = rate, allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Inter-arrival process for --rate.
     #[arg(long, value_enum, default_value = "poisson")]
     pub arrivals: ArrivalsArg,
     /// Gamma shape for `--arrivals gamma` (1 = Poisson, < 1 burstier).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = positive, allow_negative_numbers = true)]
     pub burstiness: f64,
     /// Order of trace rows for --rate.
     #[arg(long, value_enum, default_value = "sequential")]
-    pub order: crate::schedule::Order,
+    pub order: OrderArg,
     /// Stop scheduling after this long (loops the trace to fill it with
-    /// --rate).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub duration: Option<std::time::Duration>,
+    /// --rate). The schedule is generated as the run goes, so any length
+    /// costs no memory up front.
+    #[arg(long, value_parser = positive_duration)]
+    pub duration: Option<Duration>,
     /// Stop after this many requests.
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub requests: Option<u64>,
     /// Recorded times are divided by this (2 = twice as fast).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = speedup, allow_negative_numbers = true)]
     pub speedup: f64,
     /// Start of the window of trace time to replay.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub start: Option<std::time::Duration>,
+    #[arg(long, value_parser = duration)]
+    pub start: Option<Duration>,
     /// End of the window of trace time to replay.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub end: Option<std::time::Duration>,
+    #[arg(long, value_parser = positive_duration)]
+    pub end: Option<Duration>,
     /// Spread requests that share one recorded timestamp evenly over this
     /// much trace time (for quantized traces such as Mooncake's, e.g. 1s).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub spread: Option<std::time::Duration>,
+    #[arg(long, value_parser = positive_duration)]
+    pub spread: Option<Duration>,
     /// Seed of every random choice (arrival gaps, shuffles, prompts);
     /// written into the results.
     #[arg(long, default_value_t = 0)]
@@ -355,38 +576,239 @@ pub enum ArrivalsArg {
     Constant,
 }
 
+/// How a run ends and what it may write (shared by `replay` and `sweep`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Ending a run")]
+pub struct EndArgs {
+    /// After a stop (Ctrl-C, SIGTERM, SIGHUP, the end of the schedule with
+    /// requests still out), how long in-flight requests may finish before
+    /// they are cancelled, keeping what each measured. A second Ctrl-C
+    /// cancels them at once.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub grace: Duration,
+    /// Exit with code 3 when more than this share of requests failed
+    /// (`0.05` or `5%`); by default only when every request failed.
+    #[arg(long, default_value = "1", value_parser = share)]
+    pub max_error_rate: f64,
+    /// Overwrite output files that exist (never the run's own inputs).
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// `llm-replay replay TRACE`.
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
     /// The trace to replay (Parquet, from `ingest`).
     pub trace: PathBuf,
     /// Results file (Parquet); default: a new results-<time>.parquet in the
-    /// current folder. Never overwritten.
+    /// current folder. Never overwritten without --force.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// Also write the summary as JSON here.
+    /// Also write the summary as JSON here (checked before the run starts).
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
     /// Goodput objectives, e.g. `ttft=500ms,tpot=50ms,e2e=10s`.
     #[arg(long)]
-    pub slo: Option<crate::report::Slo>,
-    /// On Ctrl-C, how long in-flight requests may finish before they are
-    /// cancelled.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub grace: std::time::Duration,
+    pub slo: Option<crate::record::summary::Slo>,
     /// p99 send lag above which the summary says the generator, not the
     /// server, was the bottleneck.
-    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
-    pub max_send_lag: std::time::Duration,
+    #[arg(long, default_value = "10ms", value_parser = positive_duration)]
+    pub max_send_lag: Duration,
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Stopping and outputs.
+    #[command(flatten)]
+    pub end: EndArgs,
     /// The target.
     #[command(flatten)]
     pub target: TargetArgs,
     /// The schedule.
     #[command(flatten)]
     pub schedule: ScheduleArgs,
+}
+
+/// `llm-replay sweep TRACE --out-dir DIR`.
+#[derive(Debug, Clone, Args)]
+pub struct SweepArgs {
+    /// The trace (Parquet, from `ingest`).
+    pub trace: PathBuf,
+    /// Output directory (created; existing steps are kept with --resume).
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Offered rates: a list `1,2,4,8` or a range `2..32` (with --steps).
+    #[arg(long, conflicts_with_all = ["speedups", "auto"])]
+    pub rates: Option<String>,
+    /// Steps of a `--rates A..B` range.
+    #[arg(long, default_value_t = 6, value_parser = count_usize)]
+    pub steps: usize,
+    /// Spacing of a `--rates A..B` range.
+    #[arg(long, value_enum, default_value = "geometric")]
+    pub spacing: SpacingArg,
+    /// Find the load where throughput stops growing with a short probe,
+    /// then sweep from low load to it.
+    #[arg(long, conflicts_with = "speedups")]
+    pub auto: bool,
+    /// For a recorded trace: speedups that keep its shape (burstiness,
+    /// sessions) and multiply its load, e.g. `1,2,4`.
+    #[arg(long)]
+    pub speedups: Option<String>,
+    /// How long each rate step schedules requests.
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
+    pub step_duration: Duration,
+    /// Objectives, e.g. `ttft=500ms,tpot=50ms`; with them the sweep
+    /// searches for the SLO capacity.
+    #[arg(long)]
+    pub slo: Option<crate::record::summary::Slo>,
+    /// Share of requests (failures counted) that must meet the SLO.
+    #[arg(long, default_value = "0.99", value_parser = share)]
+    pub goodput: f64,
+    /// Extra steps of the capacity search between the last passing and the
+    /// first failing rate.
+    #[arg(long, default_value_t = 3)]
+    pub search_steps: usize,
+    /// Requests scheduled in the first part of each step are marked warmup
+    /// and left out of its summary.
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    pub warmup: Duration,
+    /// Requests scheduled in the last part of each step are marked
+    /// cooldown and left out of its summary.
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    pub cooldown: Duration,
+    /// Keep the steps already complete in --out-dir and run the rest (the
+    /// trace and target must be the ones they were run with).
+    #[arg(long)]
+    pub resume: bool,
+    /// No live progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Stopping and outputs.
+    #[command(flatten)]
+    pub end: EndArgs,
+    /// The target.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Arrival process, order and seed of rate steps (`--rate`,
+    /// `--duration` and `--speedup` are set per step by the sweep).
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+}
+
+/// Output formats of `report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Plain text.
+    Text,
+    /// JSON.
+    Json,
+    /// One self-contained HTML file with SVG plots.
+    Html,
+}
+
+/// `llm-replay report INPUT...`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// A results file, a sweep directory, or two of them to compare.
+    #[arg(required = true, num_args = 1..=2)]
+    pub inputs: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// Write here instead of standard output (required for html). Never
+    /// overwritten without --force, never one of the inputs.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Overwrite -o if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Recompute goodput under these objectives (default: a sweep's own).
+    #[arg(long)]
+    pub slo: Option<crate::record::summary::Slo>,
+}
+
+/// Options of the embedded simulated endpoint; defaults are
+/// [`crate::sim::SimConfig::default`]'s.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Embedded simulator")]
+pub struct SimFlags {
+    /// Model name served.
+    #[arg(id = "sim_model", long = "sim-model", default_value_t = SimConfig::default().model)]
+    pub model: String,
+    /// Most sequences decoded together (continuous batching).
+    #[arg(id = "sim_max_batch", long = "sim-max-batch", default_value_t = SimConfig::default().max_batch, value_parser = count_usize)]
+    pub max_batch: usize,
+    /// KV-cache budget in tokens; a sequence reserves prompt + max_tokens,
+    /// and new requests wait while it is full.
+    #[arg(id = "sim_kv_tokens", long = "sim-kv-tokens", default_value_t = SimConfig::default().kv_tokens, value_parser = count)]
+    pub kv_tokens: u64,
+    /// Prefill cost per prompt token, µs.
+    #[arg(id = "sim_prefill_us", long = "sim-prefill-us", default_value_t = SimConfig::default().prefill_us_per_token, value_parser = non_negative)]
+    pub prefill_us_per_token: f64,
+    /// Fixed cost of one decode step, µs.
+    #[arg(id = "sim_decode_base_us", long = "sim-decode-base-us", default_value_t = SimConfig::default().decode_base_us, value_parser = non_negative)]
+    pub decode_base_us: f64,
+    /// Extra cost of one decode step per running sequence, µs.
+    #[arg(id = "sim_decode_per_seq_us", long = "sim-decode-per-seq-us", default_value_t = SimConfig::default().decode_per_seq_us, value_parser = non_negative)]
+    pub decode_per_seq_us: f64,
+    /// No model time at all (to benchmark the client).
+    #[arg(id = "sim_zero_delay", long = "sim-zero-delay")]
+    pub zero_delay: bool,
+    /// Seed of fault draws.
+    #[arg(id = "sim_seed", long = "sim-seed", default_value_t = SimConfig::default().seed)]
+    pub seed: u64,
+    /// Share of requests answered 429 Too Many Requests.
+    #[arg(id = "sim_fail_429", long = "sim-fail-429", default_value_t = SimConfig::default().fail_429, value_parser = share)]
+    pub fail_429: f64,
+    /// Share of requests answered 500.
+    #[arg(id = "sim_fail_500", long = "sim-fail-500", default_value_t = SimConfig::default().fail_500, value_parser = share)]
+    pub fail_500: f64,
+    /// Share of requests that stall before their first token.
+    #[arg(id = "sim_stall", long = "sim-stall", default_value_t = SimConfig::default().stall, value_parser = share)]
+    pub stall: f64,
+    /// How long a stall lasts.
+    #[arg(id = "sim_stall_time", long = "sim-stall-time", default_value_t = SimConfig::default().stall_time.into())]
+    pub stall_time: humantime::Duration,
+    /// Share of streams cut mid-response (connection dropped).
+    #[arg(id = "sim_disconnect", long = "sim-disconnect", default_value_t = SimConfig::default().disconnect, value_parser = share)]
+    pub disconnect: f64,
+    /// Share of streams with a garbled (invalid JSON) event mid-response.
+    #[arg(id = "sim_garble", long = "sim-garble", default_value_t = SimConfig::default().garble, value_parser = share)]
+    pub garble: f64,
+}
+
+impl From<SimFlags> for SimConfig {
+    fn from(f: SimFlags) -> Self {
+        Self {
+            model: f.model,
+            max_batch: f.max_batch,
+            kv_tokens: f.kv_tokens,
+            prefill_us_per_token: f.prefill_us_per_token,
+            decode_base_us: f.decode_base_us,
+            decode_per_seq_us: f.decode_per_seq_us,
+            zero_delay: f.zero_delay,
+            seed: f.seed,
+            fail_429: f.fail_429,
+            fail_500: f.fail_500,
+            stall: f.stall,
+            stall_time: f.stall_time.into(),
+            disconnect: f.disconnect,
+            garble: f.garble,
+            ..SimConfig::default()
+        }
+    }
+}
+
+/// A number of zero or more.
+fn non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be zero or more, got {s}"))
+    }
 }
 
 /// `llm-replay sim`.
@@ -397,7 +819,7 @@ pub struct SimArgs {
     pub bind: std::net::SocketAddr,
     /// Simulator options.
     #[command(flatten)]
-    pub sim: crate::sim::SimConfig,
+    pub sim: SimFlags,
 }
 
 #[cfg(test)]
@@ -409,5 +831,69 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_flag_and_the_value() {
+        for (argv, needle) in [
+            (
+                &["replay", "t.parquet", "--rate", "-1"][..],
+                "must be a positive number",
+            ),
+            (
+                &["replay", "t.parquet", "--rate", "1e-9"],
+                "less than one a day",
+            ),
+            (
+                &["replay", "t.parquet", "--speedup", "1e-12"],
+                "outside 0.001",
+            ),
+            (
+                &["replay", "t.parquet", "--duration", "0s"],
+                "longer than zero",
+            ),
+            (&["replay", "t.parquet", "--requests", "0"], "at least 1"),
+            (
+                &["replay", "t.parquet", "--max-in-flight", "0"],
+                "at least 1",
+            ),
+            (
+                &["replay", "t.parquet", "--scrape", "not-a-url"],
+                "not a URL",
+            ),
+            (&["replay", "t.parquet", "--url", "ftp://x"], "only http"),
+            (
+                &["replay", "t.parquet", "--max-error-rate", "2"],
+                "between 0 and 1",
+            ),
+            (
+                &["replay", "t.parquet", "--max-response-bytes", "10"],
+                "below 1 KiB",
+            ),
+        ] {
+            let mut full = vec!["llm-replay"];
+            full.extend_from_slice(argv);
+            let err = Cli::try_parse_from(&full).expect_err(needle).to_string();
+            assert!(err.contains(needle), "{argv:?}: {err}");
+            assert!(
+                err.contains(argv[2]),
+                "{argv:?} does not name its flag: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn shares_take_fractions_and_percentages() {
+        assert_eq!(share("0.05"), Ok(0.05));
+        assert_eq!(share("5%"), Ok(0.05));
+        assert!(share("101%").is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(byte_size("8MiB"), Ok(8 << 20));
+        assert_eq!(byte_size("64KiB"), Ok(64 << 10));
+        assert_eq!(byte_size("4096"), Ok(4096));
+        assert!(byte_size("8XB").is_err());
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use sse::{SseEvent, SseParser, parse_chunk};
 
 /// Which OpenAI API to call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
     /// `/v1/completions`: the prompt as text or token ids.

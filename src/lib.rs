@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod ingest;
 pub mod prompt;
 pub mod record;
@@ -30,54 +31,6 @@ pub mod sweep;
 pub mod tokenize;
 pub mod trace;
 
-use std::process::ExitCode;
-
-use cli::{Cli, Command};
-
-/// Exit code of a run that failed (bad input, unusable flags, I/O errors).
-pub const EXIT_FAILURE: u8 = 1;
-
-/// Runs one command line to completion.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Ingest(args) => {
-            let summary = ingest::run(&args)?;
-            if args.json {
-                stdout(format_args!("{}\n", serde_json::to_string_pretty(&summary.metadata)?));
-            } else {
-                stdout(format_args!("{summary}"));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Inspect(args) => trace::inspect::run(&args),
-        Command::Replay(args) => runtime()?.block_on(replay::command(args)),
-        Command::Sweep(args) => runtime()?.block_on(sweep::command(args)),
-        Command::Report(args) => report::command(&args),
-        Command::Sim(args) => runtime()?.block_on(async move {
-            let server = sim::start(args.sim, args.bind).await?;
-            eprintln!(
-                "simulated endpoint on {} (OpenAI-compatible: /v1/models, /v1/completions, /v1/chat/completions, /metrics); Ctrl-C stops it",
-                server.url()
-            );
-            tokio::signal::ctrl_c().await?;
-            server.shutdown().await;
-            Ok(ExitCode::SUCCESS)
-        }),
-    }
-}
-
-/// Writes to standard output. Unlike `print!`, a reader that went away
-/// (`| head`) ends the output quietly instead of panicking.
-pub fn stdout(text: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_fmt(text).and_then(|()| out.flush());
-}
-
-/// The multi-threaded runtime for the commands that do network I/O.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("llm-replay")
-        .build()
-}
+pub use commands::{
+    EXIT_FAILURE, EXIT_INVARIANTS, EXIT_REQUESTS_FAILED, EXIT_USAGE, UsageError, run, stdout,
+};

@@ -6,7 +6,19 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = llm_replay::cli::Cli::parse();
+    let cli = match llm_replay::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version go to stdout with success; usage errors get
+            // their own code, apart from `inspect`'s broken invariants.
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(llm_replay::EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -15,7 +27,14 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("Error: {err:#}");
-            ExitCode::from(llm_replay::EXIT_FAILURE)
+            if let Some(hint) = llm_replay::commands::hint_for(&err) {
+                eprintln!("{hint}");
+            }
+            if err.chain().any(|e| e.is::<llm_replay::UsageError>()) {
+                ExitCode::from(llm_replay::EXIT_USAGE)
+            } else {
+                ExitCode::from(llm_replay::EXIT_FAILURE)
+            }
         }
     }
 }

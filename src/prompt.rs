@@ -32,7 +32,7 @@ use crate::trace::TraceRecord;
 use words::{Word, WordPool};
 
 /// What to send as the prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PromptMode {
     /// Synthetic text with exactly `input_tokens` tokens.

@@ -4,16 +4,44 @@
 //!
 //! The hot path only builds a plain [`ResultRow`] and sends it over a
 //! channel; the recorder thread owns the [`ResultsWriter`] and the running
-//! [`crate::report::summary::SummaryBuilder`].
+//! [`crate::record::summary::SummaryBuilder`].
 
 pub mod reader;
 pub mod schema;
+pub mod server_metrics;
+pub mod summary;
+pub mod sweep_table;
 pub mod writer;
 
 pub use reader::read_results;
 pub use writer::ResultsWriter;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::client::Outcome;
+
+/// Every outcome, in the order the docs list them.
+pub const OUTCOMES: [Outcome; 7] = [
+    Outcome::Ok,
+    Outcome::HttpError,
+    Outcome::Timeout,
+    Outcome::ConnectError,
+    Outcome::StreamError,
+    Outcome::Cancelled,
+    Outcome::Dropped,
+];
+
+/// The outcome named `name` in an `outcome` column, if it is one.
+pub fn parse_outcome(name: &str) -> Option<Outcome> {
+    OUTCOMES.into_iter().find(|o| o.as_str() == name)
+}
+
+impl Default for Outcome {
+    /// A row not yet filled in: it has not left.
+    fn default() -> Self {
+        Outcome::Dropped
+    }
+}
 
 /// Phase of a run a request belongs to (sweeps mark warm-up and cool-down;
 /// summaries use only the steady phase).
@@ -92,9 +120,10 @@ pub struct ResultRow {
     pub usage_completion_tokens: Option<i32>,
     /// HTTP status, when a response arrived.
     pub status_code: Option<i32>,
-    /// `ok`, `http_error`, `timeout`, `connect_error`, `stream_error`,
-    /// `cancelled` or `dropped`.
-    pub outcome: String,
+    /// How it ended; the `outcome` column holds its name (`ok`,
+    /// `http_error`, `timeout`, `connect_error`, `stream_error`, `cancelled`
+    /// or `dropped`).
+    pub outcome: Outcome,
     /// Error text, trimmed.
     pub error: Option<String>,
     /// Run phase.
@@ -123,6 +152,6 @@ impl ResultRow {
 
     /// Whether the request succeeded.
     pub fn is_ok(&self) -> bool {
-        self.outcome == "ok"
+        self.outcome == Outcome::Ok
     }
 }

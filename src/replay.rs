@@ -1,18 +1,22 @@
 //! Open-loop replay: every scheduled request leaves at its time however slow
-//! the server is, and becomes exactly one result row.
+//! the server is, and every request that was due becomes exactly one result
+//! row.
 //!
 //! Threads and tasks of a run:
-//! - a *producer* thread builds request bodies (prompt synthesis and its
-//!   re-tokenizing check) ahead of time, into a bounded channel;
+//! - a *producer* thread walks the schedule (generated as it goes, so its
+//!   memory does not depend on the run's length) and builds request bodies
+//!   (prompt synthesis and its re-tokenizing check) ahead of time, into a
+//!   bounded channel;
 //! - a *dispatcher* thread paces to each absolute deadline with the OS's
 //!   high-resolution sleep ([`pacer::ThreadPacer`]) and spawns the request
 //!   onto the main runtime; it never waits for a response;
 //! - request tasks send, stream, time, and hand a plain row to
 //! - the *recorder* thread, which owns the results file and the summary.
 //!
-//! One shutdown path: Ctrl-C (or the end of the schedule) stops dispatch;
-//! requests not yet sent become `cancelled` rows; in-flight requests get
-//! `--grace` to finish, then are cancelled; the recorder closes the file
+//! One shutdown path ([`Shutdown`]) for a signal, the end of the schedule and
+//! a fatal error: dispatch stops; requests not yet due are not rows, they are
+//! counted as never reached; in-flight requests get `--grace` to finish, then
+//! are cancelled keeping what each measured; the recorder closes the file
 //! last.
 
 pub mod dispatch;
@@ -21,9 +25,9 @@ pub mod recorder;
 pub mod scrape;
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -33,60 +37,86 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cli::{ArrivalsArg, ReplayArgs, ScheduleArgs, TargetArgs};
 use crate::client::{Api, Endpoint, EndpointConfig, Prompt, RequestSpec, Timeouts};
 use crate::prompt::{PromptMode, PromptSynth};
 use crate::record::ResultsWriter;
-use crate::report::summary::{FidelityLimits, Slo, SummaryBuilder};
-use crate::schedule::{self, Arrivals, Limit, ScheduleSpec, ScheduledRequest};
+use crate::record::summary::{FidelityLimits, Slo, SummaryBuilder};
+use crate::schedule::{self, Remaining, ScheduleSpec, ScheduledRequest};
+use crate::sim::SimConfig;
 use crate::tokenize::{Tokenizer, TokenizerSpec};
 use crate::trace::{InputFile, Trace, TraceRecord};
 use dispatch::{CapPolicy, Counters, Phases, Prepared, RunClock, Shared};
-pub use recorder::Recorded;
+pub use recorder::{Recorded, RunEnd};
 
 /// Version of the results format written by this build.
 pub const RESULTS_VERSION: u32 = 1;
 
-/// Turns the schedule flags into a [`ScheduleSpec`]: `--rate` gives a rate
-/// schedule; otherwise the recorded times (which the trace must have).
-pub fn schedule_spec(args: &ScheduleArgs) -> anyhow::Result<ScheduleSpec> {
-    let us = |d: Option<Duration>| d.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    let spec = match args.rate {
-        Some(rate) => ScheduleSpec::Rate {
-            rate,
-            arrivals: match args.arrivals {
-                ArrivalsArg::Poisson => Arrivals::Poisson,
-                ArrivalsArg::Gamma => Arrivals::Gamma {
-                    shape: args.burstiness,
-                },
-                ArrivalsArg::Constant => Arrivals::Constant,
+/// Where requests go and how they are built: the validated form of the
+/// target flags.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Base URL of the server; `None` starts the embedded simulator.
+    pub url: Option<String>,
+    /// API called.
+    pub api: Api,
+    /// Model name; `None` takes the first model the server lists.
+    pub model: Option<String>,
+    /// Extra headers, sent as given (an Authorization here wins over the
+    /// key variable).
+    pub headers: Vec<(String, String)>,
+    /// Environment variable holding the API key.
+    pub api_key_env: String,
+    /// HTTP/2 with prior knowledge.
+    pub http2: bool,
+    /// Per-request timeouts.
+    pub timeouts: Timeouts,
+    /// Longest response line or body a request may receive.
+    pub max_response_bytes: usize,
+    /// Streaming requests.
+    pub stream: bool,
+    /// Ask vLLM/SGLang to produce exactly `max_tokens`.
+    pub force_output_len: bool,
+    /// What is sent as the prompt.
+    pub prompts: PromptMode,
+    /// Tokenizer of synthetic prompts; `None`: the trace's embedded one,
+    /// else o200k_base.
+    pub tokenizer: Option<TokenizerSpec>,
+    /// In-flight cap and what a request over it does.
+    pub cap: Option<(usize, CapPolicy)>,
+    /// Prometheus endpoint read every second.
+    pub scrape: Option<String>,
+    /// Check the server, credentials and model before t=0.
+    pub preflight: bool,
+    /// The embedded simulator's parameters (used without `url`).
+    pub sim: SimConfig,
+}
+
+impl Default for TargetConfig {
+    /// The embedded simulator, completions API, synthetic streaming prompts.
+    fn default() -> Self {
+        Self {
+            url: None,
+            api: Api::Completions,
+            model: None,
+            headers: Vec::new(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            http2: false,
+            timeouts: Timeouts {
+                connect: Duration::from_secs(10),
+                ttft: None,
+                request: Some(Duration::from_secs(600)),
             },
-            order: args.order,
-            limit: Limit {
-                duration_ns: args
-                    .duration
-                    .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-                requests: args.requests,
-            },
-            seed: args.seed,
-        },
-        None => {
-            if args.duration.is_some() {
-                bail!(
-                    "--duration applies to --rate schedules; for recorded times use --start/--end"
-                );
-            }
-            ScheduleSpec::Recorded {
-                speedup: args.speedup,
-                start_us: us(args.start),
-                end_us: us(args.end),
-                spread_us: us(args.spread),
-                requests: args.requests,
-            }
+            max_response_bytes: 8 << 20,
+            stream: true,
+            force_output_len: false,
+            prompts: PromptMode::Synthetic,
+            tokenizer: None,
+            cap: None,
+            scrape: None,
+            preflight: true,
+            sim: SimConfig::default(),
         }
-    };
-    spec.validate()?;
-    Ok(spec)
+    }
 }
 
 /// A connected target: the endpoint, the model, and how bodies are built.
@@ -97,18 +127,20 @@ pub struct Target {
     cap: Option<(usize, CapPolicy)>,
     scrape: Option<String>,
     config_json: serde_json::Value,
+    seed: u64,
     /// Keeps the embedded simulator alive while the target is.
     sim: Option<crate::sim::SimServer>,
 }
 
 impl Target {
-    /// Connects to `args.url` (or starts the embedded simulator), picks the
-    /// model, and loads the prompt tokenizer.
-    pub async fn connect(args: &TargetArgs, trace: &Trace, seed: u64) -> anyhow::Result<Self> {
-        if args.prompts == PromptMode::Tokens && args.api == Api::Chat {
+    /// Connects to `cfg.url` (or starts the embedded simulator), checks it
+    /// serves the model (unless `cfg.preflight` is off), and loads the prompt
+    /// tokenizer. `seed` seeds the prompts and is written into the results.
+    pub async fn connect(cfg: &TargetConfig, trace: &Trace, seed: u64) -> anyhow::Result<Self> {
+        if cfg.prompts == PromptMode::Tokens && cfg.api == Api::Chat {
             bail!("--prompts tokens needs --api completions (chat takes text only)");
         }
-        if args.prompts == PromptMode::Original
+        if cfg.prompts == PromptMode::Original
             && let Some(r) = trace.records.iter().find(|r| r.prompt_text.is_none())
         {
             bail!(
@@ -116,56 +148,33 @@ impl Target {
                 r.request_id
             );
         }
-        let (base_url, sim) = match &args.url {
+        let (base_url, sim) = match &cfg.url {
             Some(url) => (url.clone(), None),
             None => {
                 let bind = "127.0.0.1:0".parse().context("loopback address")?;
-                let server = crate::sim::start(args.sim.clone(), bind)
+                let server = crate::sim::start(cfg.sim.clone(), bind)
                     .await
                     .context("starting the embedded simulated endpoint")?;
                 (server.url(), Some(server))
             }
         };
-        let mut headers = Vec::new();
-        for h in &args.headers {
-            let (name, value) = h
-                .split_once(':')
-                .with_context(|| format!("--header {h:?}: expected `Name: value`"))?;
-            headers.push((name.trim().to_owned(), value.trim().to_owned()));
-        }
-        let api_key = std::env::var(&args.api_key_env)
+        let api_key = std::env::var(&cfg.api_key_env)
             .ok()
             .filter(|k| !k.is_empty());
         let endpoint = Endpoint::new(EndpointConfig {
             base_url,
-            api: args.api,
-            headers: headers.clone(),
+            api: cfg.api,
+            headers: cfg.headers.clone(),
             api_key,
-            http2: args.http2,
-            connect_timeout: args.connect_timeout,
+            http2: cfg.http2,
+            connect_timeout: cfg.timeouts.connect,
             pool_max_idle_per_host: 4_096,
         })?;
-        let model = match &args.model {
-            Some(m) => m.clone(),
-            None => endpoint
-                .list_models()
-                .await
-                .with_context(|| {
-                    format!(
-                        "asking {} for its models (or pass --model)",
-                        endpoint.display_url()
-                    )
-                })?
-                .into_iter()
-                .next()
-                .with_context(|| {
-                    format!("{} lists no models: pass --model", endpoint.display_url())
-                })?,
-        };
-        let synth = match args.prompts {
+        let model = pick_model(&endpoint, cfg).await?;
+        let synth = match cfg.prompts {
             PromptMode::Original => None,
             PromptMode::Synthetic | PromptMode::Tokens => {
-                let spec = prompt_tokenizer(args.tokenizer.as_ref(), trace);
+                let spec = prompt_tokenizer(cfg.tokenizer.as_ref(), trace);
                 let tokenizer = Tokenizer::load(&spec)?;
                 let block = trace.metadata.prefix_block_size.unwrap_or(512);
                 Some(Arc::new(PromptSynth::new(tokenizer, block, seed)?))
@@ -174,40 +183,39 @@ impl Target {
         let config_json = json!({
             "url": endpoint.display_url(),
             "embedded_simulator": sim.is_some(),
-            "api": args.api,
+            "api": cfg.api,
             "model": model,
-            "headers": headers.iter().map(|(n, _)| format!("{n}: <redacted>")).collect::<Vec<_>>(),
-            "api_key_env": args.api_key_env,
-            "http2": args.http2,
-            "connect_timeout": humantime::format_duration(args.connect_timeout).to_string(),
-            "ttft_timeout": args.ttft_timeout.map(|d| humantime::format_duration(d).to_string()),
-            "request_timeout": humantime::format_duration(args.request_timeout).to_string(),
-            "stream": !args.no_stream,
-            "force_output_len": args.force_output_len,
-            "prompts": format!("{:?}", args.prompts).to_lowercase(),
+            "headers": cfg.headers.iter().map(|(n, _)| format!("{n}: <redacted>")).collect::<Vec<_>>(),
+            "api_key_env": cfg.api_key_env,
+            "http2": cfg.http2,
+            "connect_timeout": humantime::format_duration(cfg.timeouts.connect).to_string(),
+            "ttft_timeout": cfg.timeouts.ttft.map(|d| humantime::format_duration(d).to_string()),
+            "request_timeout": cfg.timeouts.request.map(|d| humantime::format_duration(d).to_string()),
+            "max_response_bytes": cfg.max_response_bytes,
+            "stream": cfg.stream,
+            "force_output_len": cfg.force_output_len,
+            "prompts": cfg.prompts,
             "tokenizer": synth.as_ref().map(|s: &Arc<PromptSynth>| s.tokenizer().name()),
-            "max_in_flight": args.max_in_flight,
-            "on_cap": args.on_cap,
-            "sim": sim.is_some().then(|| format!("{:?}", args.sim)),
+            "max_in_flight": cfg.cap.map(|(n, _)| n),
+            "on_cap": cfg.cap.map(|(_, p)| p),
+            "preflight": cfg.preflight,
+            "sim": sim.is_some().then(|| serde_json::to_value(&cfg.sim).unwrap_or_default()),
         });
         Ok(Self {
             endpoint: Arc::new(endpoint),
             builder: Arc::new(RequestBuilder {
                 model,
-                api: args.api,
-                stream: !args.no_stream,
-                force_output_len: args.force_output_len,
-                prompts: args.prompts,
+                api: cfg.api,
+                stream: cfg.stream,
+                force_output_len: cfg.force_output_len,
+                prompts: cfg.prompts,
                 synth,
             }),
-            timeouts: Timeouts {
-                connect: args.connect_timeout,
-                ttft: args.ttft_timeout,
-                request: Some(args.request_timeout),
-            },
-            cap: args.max_in_flight.map(|n| (n, args.on_cap)),
-            scrape: args.scrape.clone(),
+            timeouts: cfg.timeouts.clone(),
+            cap: cfg.cap,
+            scrape: cfg.scrape.clone(),
             config_json,
+            seed,
             sim,
         })
     }
@@ -225,6 +233,41 @@ impl Target {
     /// Model name sent in every request.
     pub fn model(&self) -> &str {
         &self.builder.model
+    }
+}
+
+/// The model to send: `--model` (checked against the server's list when
+/// preflight is on), else the first model the server lists.
+async fn pick_model(endpoint: &Endpoint, cfg: &TargetConfig) -> anyhow::Result<String> {
+    if let (Some(m), false) = (&cfg.model, cfg.preflight) {
+        return Ok(m.clone());
+    }
+    let models = endpoint.list_models().await.with_context(|| {
+        format!(
+            "checking {} before the run (GET /v1/models; --no-preflight skips this{})",
+            endpoint.display_url(),
+            if cfg.model.is_none() {
+                ", with --model"
+            } else {
+                ""
+            }
+        )
+    })?;
+    match &cfg.model {
+        Some(m) if models.iter().any(|x| x == m) => Ok(m.clone()),
+        Some(m) => bail!(
+            "{} does not serve model {m:?}; it lists: {} (fix --model, or --no-preflight to send it anyway)",
+            endpoint.display_url(),
+            if models.is_empty() {
+                "nothing".to_owned()
+            } else {
+                models.join(", ")
+            }
+        ),
+        None => models
+            .into_iter()
+            .next()
+            .with_context(|| format!("{} lists no models: pass --model", endpoint.display_url())),
     }
 }
 
@@ -308,12 +351,73 @@ fn prompt_tokenizer(flag: Option<&TokenizerSpec>, trace: &Trace) -> TokenizerSpe
     }
 }
 
+/// One shutdown path for every way a run can end early: a signal, a fatal
+/// error, or the caller. [`Shutdown::stop`] ends dispatch and gives
+/// in-flight requests the grace period; [`Shutdown::stop_now`] (a second
+/// Ctrl-C, a fatal error) cancels them at once. Either way the recorder
+/// writes every row that was due and closes the file.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    stop: CancellationToken,
+    now: CancellationToken,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl Shutdown {
+    /// A shutdown that has not been asked for.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stops dispatch; in-flight requests get the grace period. The first
+    /// reason given is the one recorded.
+    pub fn stop(&self, reason: &str) {
+        if let Ok(mut r) = self.reason.lock()
+            && r.is_none()
+        {
+            *r = Some(reason.to_owned());
+        }
+        self.stop.cancel();
+    }
+
+    /// Stops dispatch and cancels in-flight requests now.
+    pub fn stop_now(&self, reason: &str) {
+        self.stop(reason);
+        self.now.cancel();
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Why the run was stopped, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Resolves when a stop is asked for.
+    pub async fn stopped(&self) {
+        self.stop.cancelled().await;
+    }
+
+    /// The token fired by [`Self::stop`] (for the dispatcher thread).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Resolves when in-flight requests must be cancelled at once.
+    pub async fn stopped_now(&self) {
+        self.now.cancelled().await;
+    }
+}
+
 /// One run's options beyond the target.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// The schedule.
     pub schedule: ScheduleSpec,
-    /// Results file (created new).
+    /// Results file (created new; the caller checks and clears the path).
     pub output: PathBuf,
     /// Goodput objectives.
     pub slo: Option<Slo>,
@@ -329,22 +433,20 @@ pub struct RunOptions {
     pub extra_metadata: Vec<(String, String)>,
 }
 
-/// Replays `trace` against `target` under `opts`. `stop` ends dispatch early
-/// (Ctrl-C); the results are complete either way.
+/// Replays `trace` against `target` under `opts` until the schedule ends
+/// or `shutdown` stops it; the results hold a row for every request that
+/// was due either way.
 pub async fn run(
     trace: Arc<Trace>,
     target: &Target,
     opts: RunOptions,
-    stop: CancellationToken,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<Recorded> {
-    let sched = schedule::build(&opts.schedule, &trace.records)?;
+    let schedule = schedule::plan(&opts.schedule, &trace.records)?;
+    let planned = schedule.remaining();
     let target_rate = match opts.schedule {
         ScheduleSpec::Rate { rate, .. } => Some(rate),
         ScheduleSpec::Recorded { .. } => None,
-    };
-    let seed = match opts.schedule {
-        ScheduleSpec::Rate { seed, .. } => seed,
-        ScheduleSpec::Recorded { .. } => 0,
     };
     let trace_file = InputFile::describe(&trace.path)
         .with_context(|| format!("hashing {}", trace.path.display()))?;
@@ -358,7 +460,8 @@ pub async fn run(
             "llm_replay.tool_version".to_owned(),
             env!("CARGO_PKG_VERSION").to_owned(),
         ),
-        ("llm_replay.seed".to_owned(), seed.to_string()),
+        // Seeds the arrival process (rate schedules) and the prompts (all).
+        ("llm_replay.seed".to_owned(), target.seed.to_string()),
         ("llm_replay.trace_file".to_owned(), trace_file.name.clone()),
         (
             "llm_replay.trace_sha256".to_owned(),
@@ -369,16 +472,18 @@ pub async fn run(
             trace.records.len().to_string(),
         ),
         ("llm_replay.target_url".to_owned(), target.display_url()),
+        ("llm_replay.model".to_owned(), target.model().to_owned()),
         ("llm_replay.started_at".to_owned(), started_at.to_rfc3339()),
         (
-            "llm_replay.requests_scheduled".to_owned(),
-            sched.len().to_string(),
+            "llm_replay.requests_planned".to_owned(),
+            planned.requests.to_string(),
         ),
         (
             "llm_replay.config".to_owned(),
             json!({
                 "target": target.config_json,
                 "schedule": opts.schedule,
+                "seed": target.seed,
                 "slo": opts.slo.map(|s| s.to_string()),
                 "grace": humantime::format_duration(opts.grace).to_string(),
             })
@@ -389,37 +494,49 @@ pub async fn run(
     let writer = ResultsWriter::create(&opts.output, &kv)?;
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
     let summary = SummaryBuilder::new(opts.slo, opts.limits, target_rate, true);
-    let recorder = recorder::Recorder::start(writer, opts.output.clone(), rows_rx, summary)?;
+    let end = Arc::new(Mutex::new(RunEnd::default()));
+    let recorder = recorder::Recorder::start(
+        writer,
+        opts.output.clone(),
+        rows_rx,
+        summary,
+        end.clone(),
+        shutdown.clone(),
+    )?;
 
     // The producer runs ahead of the dispatcher by up to this many requests.
     let (prep_tx, prep_rx) = std::sync::mpsc::sync_channel::<Prepared>(4_096);
     let producer = {
         let trace = trace.clone();
-        let stop = stop.clone();
+        let stop = shutdown.stop_token();
         let builder = target.builder.clone();
         std::thread::Builder::new()
             .name("llm-replay-prompts".into())
-            .spawn(move || {
-                for s in sched {
+            .spawn(move || -> Remaining {
+                let mut schedule = schedule;
+                while let Some(s) = schedule.next() {
                     let Some(record) = trace.records.get(s.trace_index as usize) else {
                         continue;
                     };
-                    let prepared = if stop.is_cancelled() {
-                        // Dispatch has stopped: these become cancelled rows;
-                        // building their prompts would be wasted work.
-                        Prepared {
-                            sched: s,
-                            request_id: record.request_id.clone(),
-                            input_tokens: record.input_tokens,
-                            output_tokens_expected: record.output_tokens,
-                            request: Err("cancelled".into()),
+                    // After a stop, requests not yet handed over are never
+                    // reached: counted, not built.
+                    let unsent = |schedule: &schedule::Schedule| {
+                        let rest = schedule.remaining();
+                        Remaining {
+                            requests: rest.requests + 1,
+                            exact: rest.exact,
                         }
-                    } else {
-                        builder.prepare(record, s)
                     };
-                    if prep_tx.send(prepared).is_err() {
-                        break;
+                    if stop.is_cancelled() {
+                        return unsent(&schedule);
                     }
+                    if prep_tx.send(builder.prepare(record, s)).is_err() {
+                        return unsent(&schedule);
+                    }
+                }
+                Remaining {
+                    requests: 0,
+                    exact: true,
                 }
             })?
     };
@@ -446,12 +563,12 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let dispatcher = {
         let shared = shared.clone();
-        let stop = stop.clone();
+        let stop = shutdown.stop_token();
         let tasks = tasks.clone();
         let handle = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("llm-replay-dispatch".into())
-            .spawn(move || -> anyhow::Result<u64> {
+            .spawn(move || -> anyhow::Result<dispatch::Dispatched> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -473,34 +590,38 @@ pub async fn run(
         .await
         .context("joining the dispatcher")?
         .map_err(|_| anyhow::anyhow!("the dispatcher thread panicked"))??;
-    tracing::debug!(dispatched, "dispatch finished");
+    tracing::debug!(?dispatched, "dispatch finished");
     tasks.close();
-    if stop.is_cancelled() {
-        if tokio::time::timeout(opts.grace, tasks.wait())
-            .await
-            .is_err()
-        {
-            cancel.cancel();
-            tasks.wait().await;
-        }
-    } else {
-        // The schedule ended: in-flight requests finish (each is bounded by
-        // --request-timeout), unless the user stops the run meanwhile.
+    // In-flight requests finish (each bounded by --request-timeout) unless
+    // the run is stopped; after a stop they get the grace period, and a
+    // second stop (or the grace running out) cancels them.
+    if !shutdown.is_stopped() {
         tokio::select! {
             () = tasks.wait() => {}
-            () = stop.cancelled() => {
-                if tokio::time::timeout(opts.grace, tasks.wait()).await.is_err() {
-                    cancel.cancel();
-                    tasks.wait().await;
-                }
-            }
+            () = shutdown.stopped() => {}
         }
+    }
+    if shutdown.is_stopped() {
+        tokio::select! {
+            () = tasks.wait() => {}
+            () = tokio::time::sleep(opts.grace) => cancel.cancel(),
+            () = shutdown.stopped_now() => cancel.cancel(),
+        }
+        tasks.wait().await;
     }
     if let Some(p) = progress {
         p.abort();
         eprintln!();
     }
-    let _ = producer.join();
+    let produced = tokio::task::spawn_blocking(move || producer.join())
+        .await
+        .context("joining the prompt producer")?
+        .map_err(|_| anyhow::anyhow!("the prompt producer thread panicked"))?;
+    if let Ok(mut e) = end.lock() {
+        e.not_reached = produced.requests + dispatched.not_reached;
+        e.not_reached_exact = produced.exact;
+        e.stopped_by = shutdown.reason();
+    }
     drop(shared);
     let recorded = tokio::task::spawn_blocking(move || recorder.join())
         .await
@@ -508,8 +629,9 @@ pub async fn run(
     if let Some(task) = scraper {
         scrape_stop.cancel();
         let (samples, failures) = task.await.context("joining the metrics scraper")?;
-        let path = scrape::path_for(&opts.output);
-        scrape::write(&path, &samples).with_context(|| format!("writing {}", path.display()))?;
+        let path = crate::record::server_metrics::path_for(&opts.output);
+        crate::record::server_metrics::write(&path, &samples)
+            .with_context(|| format!("writing {}", path.display()))?;
         eprintln!(
             "server metrics {} ({} samples{})",
             path.display(),
@@ -569,63 +691,4 @@ pub fn default_output() -> PathBuf {
         n += 1;
     }
     path
-}
-
-/// Runs `llm-replay replay`.
-pub async fn command(args: ReplayArgs) -> anyhow::Result<std::process::ExitCode> {
-    let trace = Arc::new(crate::trace::read_trace(&args.trace)?);
-    let spec = schedule_spec(&args.schedule)?;
-    let target = Target::connect(&args.target, &trace, args.schedule.seed).await?;
-    let output = args.output.clone().unwrap_or_else(default_output);
-    let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nstopping: no new requests; in-flight requests get the grace period");
-            on_signal.cancel();
-        }
-    });
-    eprintln!(
-        "replaying {} ({} rows) against {}{}, model {}",
-        args.trace.display(),
-        trace.records.len(),
-        target.display_url(),
-        if target.is_embedded() {
-            " (embedded simulator)"
-        } else {
-            ""
-        },
-        target.model()
-    );
-    let opts = RunOptions {
-        schedule: spec,
-        output,
-        slo: args.slo,
-        grace: args.grace,
-        limits: FidelityLimits {
-            max_p99_lag_ms: args.max_send_lag.as_secs_f64() * 1e3,
-            ..FidelityLimits::default()
-        },
-        phases: Phases::default(),
-        progress: !args.quiet,
-        extra_metadata: Vec::new(),
-    };
-    let recorded = run(trace, &target, opts, stop).await?;
-    crate::stdout(format_args!("{}", recorded.summary));
-    crate::stdout(format_args!(
-        "results       {} ({} rows)\n",
-        recorded.path.display(),
-        recorded.rows
-    ));
-    if let Some(path) = &args.summary_json {
-        write_json(path, &recorded.summary)?;
-        crate::stdout(format_args!("summary json  {}\n", path.display()));
-    }
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
-/// Writes `value` as pretty JSON to `path`.
-pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }

@@ -4,49 +4,21 @@
 //! files are never trusted: a killed run has none, and the rows are the
 //! record.
 
-pub mod summary;
+pub mod capacity;
 pub mod svg;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-pub use summary::{Slo, Summary, SummaryBuilder, summarize};
+pub use crate::record::summary::{self, Slo, Summary, SummaryBuilder, summarize};
 
+use crate::record::sweep_table::{SweepMode, SweepStep};
 use crate::record::{ResultRow, read_results};
-use crate::sweep::{Capacity, SweepStep, knee, render_table};
+use capacity::{Capacity, knee, render_table, slo_capacity};
 use svg::{Chart, Series, escape};
-
-/// Output formats of `report`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    /// Plain text.
-    Text,
-    /// JSON.
-    Json,
-    /// One self-contained HTML file with SVG plots.
-    Html,
-}
-
-/// `llm-replay report INPUT...`.
-#[derive(Debug, Clone, Args)]
-pub struct ReportArgs {
-    /// A results file, a sweep directory, or two of them to compare.
-    #[arg(required = true, num_args = 1..=2)]
-    pub inputs: Vec<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: ReportFormat,
-    /// Write here instead of standard output (required for html).
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
-    /// Recompute goodput under these objectives (default: a sweep's own).
-    #[arg(long)]
-    pub slo: Option<Slo>,
-}
 
 /// One run, recomputed.
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +30,7 @@ pub struct RunReport {
     #[serde(skip)]
     rows: Vec<ResultRow>,
     #[serde(skip)]
-    server_metrics: Vec<crate::replay::scrape::Sample>,
+    server_metrics: Vec<crate::record::server_metrics::Sample>,
 }
 
 /// A sweep, recomputed.
@@ -104,9 +76,9 @@ pub fn load_run(path: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
             .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
             .and_then(|c| c["slo"].as_str().and_then(|s| s.parse().ok()))
     });
-    let metrics_path = crate::replay::scrape::path_for(path);
+    let metrics_path = crate::record::server_metrics::path_for(path);
     let server_metrics = if metrics_path.exists() {
-        crate::replay::scrape::read(&metrics_path)?
+        crate::record::server_metrics::read(&metrics_path)?
     } else {
         Vec::new()
     };
@@ -133,12 +105,15 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
         let Some((mode, load)) = name.split_once('=') else {
             continue;
         };
+        let Some(mode) = SweepMode::parse(mode) else {
+            continue;
+        };
         let Ok(load) = load.parse::<f64>() else {
             continue;
         };
         let path = entry.path().join("results.parquet");
         if path.exists() {
-            found.push((mode.to_owned(), load, path, name));
+            found.push((mode, load, path, name));
         }
     }
     if found.is_empty() {
@@ -152,7 +127,11 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
     let mut latencies = Vec::new();
     for (i, (mode, load, path, name)) in found.into_iter().enumerate() {
         let results = read_results(&path)?;
-        let s = summarize(&results.rows, slo, (mode == "rate").then_some(load));
+        let s = summarize(
+            &results.rows,
+            slo,
+            (mode == SweepMode::Rate).then_some(load),
+        );
         let ok = || {
             results
                 .rows
@@ -168,8 +147,8 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
                 .collect(),
         ));
         steps.push(SweepStep::from_summary(
-            u32::try_from(i).unwrap_or(u32::MAX),
-            &mode,
+            i32::try_from(i).unwrap_or(i32::MAX),
+            mode,
             load,
             &s,
             format!("{name}/results.parquet"),
@@ -180,11 +159,7 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
         let target = capacity.goodput_target.unwrap_or(0.99);
         capacity.slo = Some(slo.to_string());
         capacity.goodput_target = Some(target);
-        capacity.slo_capacity_rate = steps
-            .iter()
-            .filter(|s| s.goodput_fraction.is_some_and(|g| g >= target))
-            .map(|s| s.offered_rate)
-            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+        capacity.slo_capacity_rate = slo_capacity(&steps, target);
     }
     Ok(SweepReport {
         dir: dir.display().to_string(),
@@ -194,39 +169,13 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
     })
 }
 
-fn load(path: &Path, slo: Option<Slo>) -> anyhow::Result<Input> {
+/// Loads a results file or, for a directory, a sweep.
+pub fn load(path: &Path, slo: Option<Slo>) -> anyhow::Result<Input> {
     if path.is_dir() {
         Ok(Input::Sweep(load_sweep(path, slo)?))
     } else {
         Ok(Input::Run(Box::new(load_run(path, slo)?)))
     }
-}
-
-/// Runs `llm-replay report`.
-pub fn command(args: &ReportArgs) -> anyhow::Result<std::process::ExitCode> {
-    let inputs: Vec<Input> = args
-        .inputs
-        .iter()
-        .map(|p| load(p, args.slo))
-        .collect::<anyhow::Result<_>>()?;
-    let text = match args.format {
-        ReportFormat::Text => render_text(&inputs),
-        ReportFormat::Json => serde_json::to_string_pretty(&inputs)? + "\n",
-        ReportFormat::Html => {
-            if args.output.is_none() {
-                bail!("--format html needs -o FILE.html");
-            }
-            render_html(&inputs)
-        }
-    };
-    match &args.output {
-        Some(path) => {
-            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-            crate::stdout(format_args!("report        {}\n", path.display()));
-        }
-        None => crate::stdout(format_args!("{text}")),
-    }
-    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// The text report (side by side deltas for two runs).
@@ -403,7 +352,10 @@ fn cdf(name: &str, mut values: Vec<f64>) -> Series {
 
 /// Queue and cache gauges of vLLM, SGLang, llama.cpp and the simulator, on
 /// the run's timeline (label sets summed).
-fn server_chart(rows: &[ResultRow], samples: &[crate::replay::scrape::Sample]) -> Option<Chart> {
+fn server_chart(
+    rows: &[ResultRow],
+    samples: &[crate::record::server_metrics::Sample],
+) -> Option<Chart> {
     let t0 = rows.iter().map(|r| r.scheduled_at_us).min()?;
     let wanted = [
         "running",

@@ -1,6 +1,7 @@
-//! Schedules: when each request leaves, computed as data before t=0 from the
-//! trace and a seed. Generation is a pure function of its inputs, so a run
-//! can be reproduced from the seed written into its results.
+//! Schedules: when each request leaves, a pure function of the trace, the
+//! spec and a seed, so a run can be reproduced from the seed written into
+//! its results. Rate schedules are generated as the run walks them
+//! ([`plan`]), so their memory does not grow with `--duration`.
 //!
 //! Offsets are nanoseconds from the start of the run: tokio's 1 ms timer
 //! would bunch requests at high rates, so the dispatcher paces to these
@@ -33,7 +34,7 @@ pub enum Arrivals {
 }
 
 /// Which trace rows a rate schedule takes, in what order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
     /// The trace's order, looping.
@@ -164,7 +165,8 @@ impl ScheduleSpec {
     }
 }
 
-/// Builds the schedule of `trace` under `spec`.
+/// Builds the whole schedule of `trace` under `spec` (for tests and small
+/// schedules; a run walks [`plan`] instead).
 ///
 /// Invariants: offsets are non-decreasing; every `trace_index` is a valid
 /// row; for `Recorded`, offsets are the rows' offsets (relative to the
@@ -174,6 +176,14 @@ pub fn build(
     spec: &ScheduleSpec,
     trace: &[TraceRecord],
 ) -> Result<Vec<ScheduledRequest>, ScheduleError> {
+    Ok(plan(spec, trace)?.collect())
+}
+
+/// The schedule of `trace` under `spec`, generated as it is walked: a rate
+/// schedule holds only its generator state, so memory does not depend on
+/// `--duration` (a recorded one holds one entry per trace row in the
+/// window). The same spec and trace give the same sequence as [`build`].
+pub fn plan(spec: &ScheduleSpec, trace: &[TraceRecord]) -> Result<Schedule, ScheduleError> {
     spec.validate()?;
     if trace.is_empty() {
         return Err(ScheduleError::Empty("the trace has no rows".into()));
@@ -185,16 +195,77 @@ pub fn build(
             end_us,
             spread_us,
             requests,
-        } => recorded(trace, *speedup, *start_us, *end_us, *spread_us, *requests),
+        } => {
+            let rows = recorded(trace, *speedup, *start_us, *end_us, *spread_us, *requests)?;
+            Ok(Schedule::Recorded(rows.into_iter()))
+        }
         ScheduleSpec::Rate {
             rate,
             arrivals,
             order,
             limit,
             seed,
-        } => Ok(rate_schedule(
-            trace, *rate, *arrivals, *order, *limit, *seed,
-        )),
+        } => Ok(Schedule::Rate(Box::new(RateSchedule::new(
+            trace.len(),
+            *rate,
+            *arrivals,
+            *order,
+            *limit,
+            *seed,
+        )))),
+    }
+}
+
+/// A schedule being walked, in offset order.
+#[derive(Debug)]
+pub enum Schedule {
+    /// The trace's own times, computed up front (one entry per row).
+    Recorded(std::vec::IntoIter<ScheduledRequest>),
+    /// An arrival process, generated lazily.
+    Rate(Box<RateSchedule>),
+}
+
+/// How many requests a schedule still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Remaining {
+    /// The count (an estimate from the rate when not `exact`).
+    pub requests: u64,
+    /// Whether `requests` is exact.
+    pub exact: bool,
+}
+
+impl Schedule {
+    /// What is left after the requests taken so far, without generating it:
+    /// exact for recorded times and count-limited rates, else the rate times
+    /// the time left.
+    pub fn remaining(&self) -> Remaining {
+        match self {
+            Self::Recorded(rows) => Remaining {
+                requests: rows.len() as u64,
+                exact: true,
+            },
+            Self::Rate(r) => r.remaining(),
+        }
+    }
+
+    /// The offset of the last request (exact for recorded times; for a
+    /// rate schedule the duration limit, or the expected span of its count).
+    pub fn span_hint_ns(&self) -> u64 {
+        match self {
+            Self::Recorded(rows) => rows.as_slice().last().map_or(0, |r| r.offset_ns),
+            Self::Rate(r) => r.span_hint_ns(),
+        }
+    }
+}
+
+impl Iterator for Schedule {
+    type Item = ScheduledRequest;
+
+    fn next(&mut self) -> Option<ScheduledRequest> {
+        match self {
+            Self::Recorded(rows) => rows.next(),
+            Self::Rate(r) => r.next(),
+        }
     }
 }
 
@@ -255,65 +326,181 @@ fn recorded(
     Ok(out)
 }
 
-fn rate_schedule(
-    trace: &[TraceRecord],
+/// Inter-arrival gaps of a rate schedule, nanoseconds.
+#[derive(Debug)]
+enum Gaps {
+    Constant(f64),
+    Poisson(Exp<f64>),
+    Gamma(Gamma<f64>),
+}
+
+impl Gaps {
+    fn new(rate: f64, arrivals: Arrivals) -> Self {
+        let mean_gap_ns = 1e9 / rate;
+        match arrivals {
+            Arrivals::Constant => Self::Constant(mean_gap_ns),
+            Arrivals::Poisson => Exp::new(rate).map_or(Self::Constant(mean_gap_ns), Self::Poisson),
+            Arrivals::Gamma { shape } => Gamma::new(shape, 1.0 / (rate * shape))
+                .map_or(Self::Constant(mean_gap_ns), Self::Gamma),
+        }
+    }
+
+    fn next_ns(&self, rng: &mut StdRng) -> f64 {
+        match self {
+            Self::Constant(g) => *g,
+            Self::Poisson(exp) => exp.sample(rng) * 1e9,
+            Self::Gamma(gamma) => gamma.sample(rng) * 1e9,
+        }
+    }
+}
+
+/// A rate schedule's generator: the state of its arrival process and of
+/// its walk over the trace rows.
+#[derive(Debug)]
+pub struct RateSchedule {
     rate: f64,
-    arrivals: Arrivals,
+    gaps: Gaps,
+    rng: StdRng,
+    /// A second stream for shuffles, so the gaps are the same whatever the
+    /// order.
+    shuffle_rng: StdRng,
     order: Order,
     limit: Limit,
-    seed: u64,
-) -> Vec<ScheduledRequest> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    // A second stream for shuffles, so the gaps are the same whatever the
-    // order.
-    let mut shuffle_rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
-    let mean_gap_ns = 1e9 / rate;
-    let gaps: Box<dyn FnMut(&mut StdRng) -> f64> = match arrivals {
-        Arrivals::Constant => Box::new(move |_| mean_gap_ns),
-        Arrivals::Poisson => match Exp::new(rate) {
-            Ok(exp) => Box::new(move |rng: &mut StdRng| exp.sample(rng) * 1e9),
-            Err(_) => Box::new(move |_| mean_gap_ns),
-        },
-        Arrivals::Gamma { shape } => match Gamma::new(shape, 1.0 / (rate * shape)) {
-            Ok(gamma) => Box::new(move |rng: &mut StdRng| gamma.sample(rng) * 1e9),
-            Err(_) => Box::new(move |_| mean_gap_ns),
-        },
-    };
-    let mut gaps = gaps;
-    let one_pass = limit.duration_ns.is_none() && limit.requests.is_none();
-    let mut order_buf: Vec<u32> = (0..trace.len())
-        .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
-        .collect();
-    let mut out = Vec::new();
-    // The first request leaves at t=0, as in vLLM's and GuideLLM's
-    // generators; gaps follow.
-    let mut t_ns = 0.0f64;
-    let mut repeat = 0u32;
-    'outer: loop {
+    one_pass: bool,
+    rows: Vec<u32>,
+    /// Next position in `rows`.
+    pos: usize,
+    repeat: u32,
+    t_ns: f64,
+    taken: u64,
+    done: bool,
+}
+
+impl RateSchedule {
+    fn new(
+        rows: usize,
+        rate: f64,
+        arrivals: Arrivals,
+        order: Order,
+        limit: Limit,
+        seed: u64,
+    ) -> Self {
+        let mut s = Self {
+            rate,
+            gaps: Gaps::new(rate, arrivals),
+            rng: StdRng::seed_from_u64(seed),
+            shuffle_rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
+            order,
+            limit,
+            one_pass: limit.duration_ns.is_none() && limit.requests.is_none(),
+            rows: (0..rows)
+                .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+                .collect(),
+            pos: 0,
+            repeat: 0,
+            // The first request leaves at t=0, as in vLLM's and GuideLLM's
+            // generators; gaps follow.
+            t_ns: 0.0,
+            taken: 0,
+            done: false,
+        };
         if order == Order::Shuffle {
-            order_buf.shuffle(&mut shuffle_rng);
+            s.rows.shuffle(&mut s.shuffle_rng);
         }
-        for &index in &order_buf {
-            if limit.requests.is_some_and(|n| out.len() as u64 >= n) {
-                break 'outer;
-            }
-            let offset_ns = t_ns.round() as u64;
-            if limit.duration_ns.is_some_and(|d| offset_ns >= d) {
-                break 'outer;
-            }
-            out.push(ScheduledRequest {
-                offset_ns,
-                trace_index: index,
-                repeat,
-            });
-            t_ns += gaps(&mut rng);
-        }
-        if one_pass {
-            break;
-        }
-        repeat = repeat.saturating_add(1);
+        s
     }
-    out
+
+    fn remaining(&self) -> Remaining {
+        if self.done {
+            return Remaining {
+                requests: 0,
+                exact: true,
+            };
+        }
+        let by_count = self.limit.requests.map(|n| n.saturating_sub(self.taken));
+        let by_time = self.limit.duration_ns.map(|d| {
+            let left_s = (d as f64 - self.t_ns).max(0.0) / 1e9;
+            (left_s * self.rate).ceil() as u64
+        });
+        let one_pass = self
+            .one_pass
+            .then(|| (self.rows.len() - self.pos.min(self.rows.len())) as u64);
+        match (by_count, by_time, one_pass) {
+            (_, _, Some(n)) => Remaining {
+                requests: n,
+                exact: true,
+            },
+            (Some(c), None, _) => Remaining {
+                requests: c,
+                exact: true,
+            },
+            (Some(c), Some(t), _) => Remaining {
+                requests: c.min(t),
+                exact: false,
+            },
+            (None, Some(t), _) => Remaining {
+                requests: t,
+                exact: false,
+            },
+            (None, None, None) => Remaining {
+                requests: 0,
+                exact: true,
+            },
+        }
+    }
+
+    fn span_hint_ns(&self) -> u64 {
+        let gap = 1e9 / self.rate;
+        let by_count = self
+            .limit
+            .requests
+            .map(|n| (n.saturating_sub(1) as f64 * gap) as u64);
+        match (self.limit.duration_ns, by_count) {
+            (Some(d), Some(c)) => d.min(c),
+            (Some(d), None) => d,
+            (None, Some(c)) => c,
+            (None, None) => (self.rows.len().saturating_sub(1) as f64 * gap) as u64,
+        }
+    }
+}
+
+impl Iterator for RateSchedule {
+    type Item = ScheduledRequest;
+
+    fn next(&mut self) -> Option<ScheduledRequest> {
+        if self.done {
+            return None;
+        }
+        if self.pos >= self.rows.len() {
+            if self.one_pass {
+                self.done = true;
+                return None;
+            }
+            self.pos = 0;
+            self.repeat = self.repeat.saturating_add(1);
+            if self.order == Order::Shuffle {
+                self.rows.shuffle(&mut self.shuffle_rng);
+            }
+        }
+        if self.limit.requests.is_some_and(|n| self.taken >= n) {
+            self.done = true;
+            return None;
+        }
+        let offset_ns = self.t_ns.round() as u64;
+        if self.limit.duration_ns.is_some_and(|d| offset_ns >= d) {
+            self.done = true;
+            return None;
+        }
+        let index = *self.rows.get(self.pos)?;
+        self.pos += 1;
+        self.taken += 1;
+        self.t_ns += self.gaps.next_ns(&mut self.rng);
+        Some(ScheduledRequest {
+            offset_ns,
+            trace_index: index,
+            repeat: self.repeat,
+        })
+    }
 }
 
 #[cfg(test)]

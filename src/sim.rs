@@ -33,67 +33,39 @@ use engine::{EngineGauges, EngineParams, Job};
 
 /// Simulator parameters. Defaults model a small GPU serving a small model:
 /// about 50k prefill tokens/s and 100-150 decode tokens/s per sequence.
-#[derive(Debug, Clone, clap::Args, serde::Serialize)]
-#[command(next_help_heading = "Embedded simulator")]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SimConfig {
     /// Model name served.
-    #[arg(id = "sim_model", long = "sim-model", default_value = "llm-replay-sim")]
     pub model: String,
     /// Most sequences decoded together (continuous batching).
-    #[arg(id = "sim_max_batch", long = "sim-max-batch", default_value_t = 64)]
     pub max_batch: usize,
     /// KV-cache budget in tokens; a sequence reserves prompt + max_tokens,
     /// and new requests wait while it is full.
-    #[arg(
-        id = "sim_kv_tokens",
-        long = "sim-kv-tokens",
-        default_value_t = 262_144
-    )]
     pub kv_tokens: u64,
     /// Prefill cost per prompt token, µs.
-    #[arg(id = "sim_prefill_us", long = "sim-prefill-us", default_value_t = 20.0)]
     pub prefill_us_per_token: f64,
     /// Fixed cost of one decode step, µs.
-    #[arg(
-        id = "sim_decode_base_us",
-        long = "sim-decode-base-us",
-        default_value_t = 6_000.0
-    )]
     pub decode_base_us: f64,
     /// Extra cost of one decode step per running sequence, µs.
-    #[arg(
-        id = "sim_decode_per_seq_us",
-        long = "sim-decode-per-seq-us",
-        default_value_t = 100.0
-    )]
     pub decode_per_seq_us: f64,
     /// No model time at all (to benchmark the client).
-    #[arg(id = "sim_zero_delay", long = "sim-zero-delay")]
     pub zero_delay: bool,
     /// Seed of fault draws.
-    #[arg(id = "sim_seed", long = "sim-seed", default_value_t = 0)]
     pub seed: u64,
     /// Share of requests answered 429 Too Many Requests.
-    #[arg(id = "sim_fail_429", long = "sim-fail-429", default_value_t = 0.0)]
     pub fail_429: f64,
     /// Share of requests answered 500.
-    #[arg(id = "sim_fail_500", long = "sim-fail-500", default_value_t = 0.0)]
     pub fail_500: f64,
     /// Share of requests that stall before their first token.
-    #[arg(id = "sim_stall", long = "sim-stall", default_value_t = 0.0)]
     pub stall: f64,
     /// How long a stall lasts.
-    #[arg(id = "sim_stall_time", long = "sim-stall-time", default_value = "30s", value_parser = humantime::parse_duration)]
     #[serde(skip)]
     pub stall_time: Duration,
     /// Share of streams cut mid-response (connection dropped).
-    #[arg(id = "sim_disconnect", long = "sim-disconnect", default_value_t = 0.0)]
     pub disconnect: f64,
     /// Share of streams with a garbled (invalid JSON) event mid-response.
-    #[arg(id = "sim_garble", long = "sim-garble", default_value_t = 0.0)]
     pub garble: f64,
     /// Keep every X-Request-Id received (tests).
-    #[arg(skip)]
     pub record_request_ids: bool,
 }
 

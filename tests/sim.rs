@@ -5,14 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
-use llm_replay::cli::{Cli, Command};
 use llm_replay::client::{
     Api, Endpoint, EndpointConfig, Outcome, Prompt, RequestSpec, Timeouts, build_body,
 };
+use llm_replay::replay::{Shutdown, TargetConfig};
+use llm_replay::schedule::{Arrivals, Limit, Order, ScheduleSpec};
 use llm_replay::sim::{self, SimConfig};
 use llm_replay::trace::{TraceMetadata, TraceRecord, TraceWriter, read_trace};
-use tokio_util::sync::CancellationToken;
 
 fn fast_sim() -> SimConfig {
     SimConfig {
@@ -205,43 +204,41 @@ async fn a_replay_with_faults_has_one_right_row_per_request() {
     ];
     write_trace(&trace_path, &ids);
     let out = dir.path().join("r.parquet");
-    let argv = [
-        "llm-replay",
-        "replay",
-        trace_path.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--ttft-timeout",
-        "1s",
-        "--sim-stall-time",
-        "5s",
-        "--sim-decode-base-us",
-        "500",
-        "--requests",
-        "8",
-        "--slo",
-        "ttft=1s",
-        "-q",
-    ];
-    let Command::Replay(args) = Cli::try_parse_from(argv).unwrap().command else {
-        unreachable!()
+    let target_cfg = TargetConfig {
+        timeouts: Timeouts {
+            connect: Duration::from_secs(10),
+            ttft: Some(Duration::from_secs(1)),
+            request: Some(Duration::from_secs(600)),
+        },
+        sim: SimConfig {
+            stall_time: Duration::from_secs(5),
+            decode_base_us: 500.0,
+            ..SimConfig::default()
+        },
+        ..TargetConfig::default()
     };
     let trace = Arc::new(read_trace(&trace_path).unwrap());
-    let target = llm_replay::replay::Target::connect(&args.target, &trace, 0)
+    let target = llm_replay::replay::Target::connect(&target_cfg, &trace, 0)
         .await
         .unwrap();
     assert!(target.is_embedded());
     let opts = llm_replay::replay::RunOptions {
-        schedule: llm_replay::replay::schedule_spec(&args.schedule).unwrap(),
+        schedule: ScheduleSpec::Recorded {
+            speedup: 1.0,
+            start_us: None,
+            end_us: None,
+            spread_us: None,
+            requests: Some(8),
+        },
         output: out.clone(),
-        slo: args.slo,
+        slo: Some("ttft=1s".parse().unwrap()),
         grace: Duration::from_secs(5),
         limits: Default::default(),
         phases: Default::default(),
         progress: false,
         extra_metadata: vec![],
     };
-    let recorded = llm_replay::replay::run(trace, &target, opts, CancellationToken::new())
+    let recorded = llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await
         .unwrap();
     assert_eq!(recorded.rows, 8);
@@ -254,7 +251,7 @@ async fn a_replay_with_faults_has_one_right_row_per_request() {
             .find(|r| r.request_id == id)
             .unwrap()
             .outcome
-            .clone()
+            .as_str()
     };
     for id in ["ok-1", "ok-2", "ok-3"] {
         assert_eq!(outcome(id), "ok");
@@ -300,31 +297,23 @@ async fn scraped_server_metrics_land_beside_the_results() {
     );
     let out = dir.path().join("results.parquet");
     let metrics_url = format!("{}/metrics", server.url());
-    let argv = [
-        "llm-replay",
-        "replay",
-        trace_path.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--url",
-        &server.url(),
-        "--rate",
-        "8",
-        "--arrivals",
-        "constant",
-        "--scrape",
-        &metrics_url,
-        "-q",
-    ];
-    let Command::Replay(args) = Cli::try_parse_from(argv).unwrap().command else {
-        unreachable!()
+    let target_cfg = TargetConfig {
+        url: Some(server.url()),
+        scrape: Some(metrics_url),
+        ..TargetConfig::default()
     };
     let trace = Arc::new(read_trace(&trace_path).unwrap());
-    let target = llm_replay::replay::Target::connect(&args.target, &trace, 0)
+    let target = llm_replay::replay::Target::connect(&target_cfg, &trace, 0)
         .await
         .unwrap();
     let opts = llm_replay::replay::RunOptions {
-        schedule: llm_replay::replay::schedule_spec(&args.schedule).unwrap(),
+        schedule: ScheduleSpec::Rate {
+            rate: 8.0,
+            arrivals: Arrivals::Constant,
+            order: Order::Sequential,
+            limit: Limit::default(),
+            seed: 0,
+        },
         output: out.clone(),
         slo: None,
         grace: Duration::from_secs(5),
@@ -333,11 +322,12 @@ async fn scraped_server_metrics_land_beside_the_results() {
         progress: false,
         extra_metadata: vec![],
     };
-    llm_replay::replay::run(trace, &target, opts, CancellationToken::new())
+    llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await
         .unwrap();
     let samples =
-        llm_replay::replay::scrape::read(&dir.path().join("server_metrics.parquet")).unwrap();
+        llm_replay::record::server_metrics::read(&dir.path().join("server_metrics.parquet"))
+            .unwrap();
     assert!(
         samples
             .iter()

@@ -4,6 +4,7 @@
 use clap::Parser;
 use llm_replay::cli::{Cli, Command};
 use llm_replay::record::read_results;
+use llm_replay::replay::Shutdown;
 
 async fn sweep(argv: &[&str]) {
     let mut full = vec!["llm-replay", "sweep"];
@@ -11,7 +12,10 @@ async fn sweep(argv: &[&str]) {
     let Command::Sweep(args) = Cli::try_parse_from(full).unwrap().command else {
         unreachable!()
     };
-    llm_replay::sweep::command(args).await.unwrap();
+    let plan = llm_replay::commands::sweep::plan(&args).unwrap();
+    llm_replay::sweep::run(&plan, &Shutdown::new())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,11 +76,12 @@ async fn a_sweep_writes_steps_tables_and_capacity_and_resumes() {
     else {
         unreachable!()
     };
-    let err = llm_replay::sweep::command(args)
+    let plan = llm_replay::commands::sweep::plan(&args).unwrap();
+    let err = llm_replay::sweep::run(&plan, &Shutdown::new())
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("--resume"), "{err}");
+    assert!(err.contains("--resume") && err.contains("--force"), "{err}");
 
     // With it, they are kept and only the new step runs.
     let mut argv = common.to_vec();
@@ -100,7 +105,6 @@ async fn a_sweep_writes_steps_tables_and_capacity_and_resumes() {
 
 #[test]
 fn sweep_refuses_per_run_load_flags() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let Command::Sweep(args) = Cli::try_parse_from([
         "llm-replay",
         "sweep",
@@ -117,8 +121,7 @@ fn sweep_refuses_per_run_load_flags() {
     else {
         unreachable!()
     };
-    let err = rt
-        .block_on(llm_replay::sweep::command(args))
+    let err = llm_replay::commands::sweep::plan(&args)
         .unwrap_err()
         .to_string();
     assert!(err.contains("not --rate"), "{err}");

@@ -165,7 +165,9 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
             usage_prompt_tokens: i32_at(&up, i),
             usage_completion_tokens: i32_at(&uc, i),
             status_code: i32_at(&status, i),
-            outcome: outcome.value(i).to_owned(),
+            outcome: super::parse_outcome(outcome.value(i)).ok_or_else(|| {
+                format!("row {}: outcome {:?} is not one of ok, http_error, timeout, connect_error, stream_error, cancelled, dropped", out.len(), outcome.value(i))
+            })?,
             error: str_at(&error, i),
             phase: phase_value
                 .as_deref()

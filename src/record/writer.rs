@@ -122,7 +122,7 @@ impl Builders {
         self.usage_completion_tokens
             .append_option(r.usage_completion_tokens);
         self.status_code.append_option(r.status_code);
-        self.outcome.append_value(&r.outcome);
+        self.outcome.append_value(r.outcome.as_str());
         self.error.append_option(r.error.as_deref());
         self.phase.append_value(r.phase.as_str());
         self.len += 1;
@@ -166,6 +166,8 @@ pub struct ResultsWriter {
     builders: Builders,
     rows: u64,
     rows_at_checkpoint: u64,
+    /// Size of the last provisional footer.
+    footer_bytes: u64,
     /// Key-value metadata of provisional footers (run configuration and the
     /// Arrow schema hint, so pyarrow restores the column types).
     footer_kv: Vec<KeyValue>,
@@ -224,6 +226,7 @@ impl ResultsWriter {
             builders: Builders::new(),
             rows: 0,
             rows_at_checkpoint: 0,
+            footer_bytes: 0,
             footer_kv,
             schema_descr,
             writer_version,
@@ -262,11 +265,12 @@ impl ResultsWriter {
     }
 
     /// Makes every row written so far durable in a readable file: closes a
-    /// row group and writes a provisional footer. A no-op when nothing new
-    /// was written.
-    pub fn checkpoint(&mut self) -> Result<(), WriteError> {
+    /// row group and writes a provisional footer. Returns the footer's size
+    /// in bytes (it grows with the row groups); a no-op returning the last
+    /// size when nothing new was written.
+    pub fn checkpoint(&mut self) -> Result<u64, WriteError> {
         if self.rows == self.rows_at_checkpoint {
-            return Ok(());
+            return Ok(self.footer_bytes);
         }
         self.write_batch()?;
         self.writer.flush().map_err(|e| self.err(e))?;
@@ -292,10 +296,12 @@ impl ResultsWriter {
         ParquetMetaDataWriter::new(&mut *file, &metadata)
             .finish()
             .map_err(|e| io(&e))?;
+        let footer_end = file.stream_position().map_err(|e| io(&e))?;
         // The next row group starts where this footer does.
         file.seek(SeekFrom::Start(data_end)).map_err(|e| io(&e))?;
         self.rows_at_checkpoint = self.rows;
-        Ok(())
+        self.footer_bytes = footer_end - data_end;
+        Ok(self.footer_bytes)
     }
 
     /// Writes the remaining rows, `final_metadata` (e.g. the summary) and
@@ -324,7 +330,7 @@ impl ResultsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Phase, read_results};
+    use crate::record::{Outcome, Phase, read_results};
 
     fn row(i: i64) -> ResultRow {
         ResultRow {
@@ -342,9 +348,9 @@ mod tests {
             output_tokens: 3,
             status_code: Some(200),
             outcome: if i % 5 == 0 {
-                "dropped".into()
+                Outcome::Dropped
             } else {
-                "ok".into()
+                Outcome::Ok
             },
             error: (i % 5 == 0).then(|| "over cap".to_owned()),
             phase: if i == 0 { Phase::Warmup } else { Phase::Steady },

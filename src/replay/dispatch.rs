@@ -5,7 +5,7 @@
 //! never waits for a response. An in-flight cap is a semaphore taken inside
 //! the request's task, so a request it delays still leaves the dispatcher on
 //! time (its wait is recorded as `queue_wait_us`), and one it drops is a row
-//! with outcome `dropped`. Every scheduled request becomes exactly one row.
+//! with outcome `dropped`. Every request that was due becomes exactly one row.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ impl Transport for Endpoint {
 }
 
 /// What to do when `--max-in-flight` requests are already out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum CapPolicy {
     /// Wait for a slot; the wait is recorded as `queue_wait_us` and is part
@@ -188,7 +188,7 @@ impl<T: Transport> Shared<T> {
     }
 
     fn emit(&self, row: ResultRow) {
-        if row.outcome != Outcome::Ok.as_str() {
+        if row.outcome != Outcome::Ok {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
         self.counters.done.fetch_add(1, Ordering::Relaxed);
@@ -196,14 +196,6 @@ impl<T: Transport> Shared<T> {
         // dropped), so this only fails if the recorder thread died, which the
         // run reports when it joins it.
         let _ = self.rows.send(row);
-    }
-
-    /// A row for a request that never left (dispatch stopped first).
-    pub fn cancelled_before_send(&self, p: &Prepared, why: &str) {
-        let mut row = self.base_row(p);
-        row.outcome = Outcome::Cancelled.as_str().to_owned();
-        row.error = Some(why.to_owned());
-        self.emit(row);
     }
 }
 
@@ -213,7 +205,7 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
     let (spec, body) = match p.request {
         Ok(r) => r,
         Err(why) => {
-            row.outcome = Outcome::Dropped.as_str().to_owned();
+            row.outcome = Outcome::Dropped;
             row.error = Some(why);
             shared.emit(row);
             return;
@@ -226,7 +218,7 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
             tokio::select! {
                 permit = sem.clone().acquire_owned() => permit.ok(),
                 () = shared.cancel.cancelled() => {
-                    row.outcome = Outcome::Cancelled.as_str().to_owned();
+                    row.outcome = Outcome::Cancelled;
                     row.error = Some("cancelled while waiting for an in-flight slot".into());
                     row.queue_wait_us = Some(signed_us(Instant::now(), queue_start));
                     shared.emit(row);
@@ -237,7 +229,7 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
         Some((sem, CapPolicy::Drop)) => match sem.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
-                row.outcome = Outcome::Dropped.as_str().to_owned();
+                row.outcome = Outcome::Dropped;
                 row.error = Some("--max-in-flight reached; dropped (--on-cap drop)".into());
                 shared.emit(row);
                 return;
@@ -268,7 +260,7 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
 fn fill_from_exchange(row: &mut ResultRow, ex: &Exchange, sent: Instant, clock: &RunClock) {
     let as_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
     row.status_code = ex.status_code.map(i32::from);
-    row.outcome = ex.outcome.as_str().to_owned();
+    row.outcome = ex.outcome;
     row.error = ex.error.clone();
     row.first_token_at_us = ex.first_token_at.map(|t| clock.unix_us(t));
     row.completed_at_us = ex.completed_at.map(|t| clock.unix_us(t));
@@ -287,13 +279,22 @@ fn fill_from_exchange(row: &mut ResultRow, ex: &Exchange, sent: Instant, clock: 
 }
 
 /// How long one pacer wait may last before dispatch checks for a stop, so
-/// Ctrl-C is honoured promptly even in a trace with long gaps.
+/// a stop is honoured promptly even in a trace with long gaps.
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
+/// What dispatch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dispatched {
+    /// Requests that left the dispatcher (each becomes a row).
+    pub dispatched: u64,
+    /// Requests still waiting for their time when dispatch stopped: not
+    /// rows, counted as never reached.
+    pub not_reached: u64,
+}
+
 /// Walks `prepared` (in schedule order), waits for each deadline with
-/// `pacer`, and spawns each request on `tasks`. After `stop` fires, every
-/// remaining request becomes a `cancelled` row. Returns how many requests
-/// were dispatched.
+/// `pacer`, and spawns each request on `tasks`. After `stop` fires, the
+/// remaining requests are counted (draining `prepared`) and not sent.
 pub async fn dispatch<T, P, I>(
     shared: Arc<Shared<T>>,
     prepared: I,
@@ -301,14 +302,15 @@ pub async fn dispatch<T, P, I>(
     stop: CancellationToken,
     tasks: TaskTracker,
     spawner: tokio::runtime::Handle,
-) -> u64
+) -> Dispatched
 where
     T: Transport,
     P: Pacer,
     I: IntoIterator<Item = Prepared>,
 {
-    let mut dispatched = 0u64;
-    for p in prepared {
+    let mut out = Dispatched::default();
+    let mut prepared = prepared.into_iter();
+    for p in prepared.by_ref() {
         let deadline = shared.clock.deadline(p.sched.offset_ns);
         while !stop.is_cancelled() {
             let now = Instant::now();
@@ -318,15 +320,14 @@ where
             pacer.wait_until(deadline.min(now + STOP_CHECK)).await;
         }
         if stop.is_cancelled() {
-            shared.cancelled_before_send(
-                &p,
-                "cancelled: dispatch stopped before this request's time",
-            );
-            continue;
+            out.not_reached += 1;
+            break;
         }
         let task = run_request(shared.clone(), p, deadline);
         tasks.spawn_on(task, &spawner);
-        dispatched += 1;
+        out.dispatched += 1;
     }
-    dispatched
+    // What the producer had already built (it stops at the next request).
+    out.not_reached += prepared.count() as u64;
+    out
 }

@@ -201,6 +201,51 @@ pub struct Summary {
     /// recomputed from rows has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientUsage>,
+    /// The first error of each kind (outcome and status), in the order
+    /// they first happened: `http_error 404` -> the server's message.
+    #[serde(default)]
+    pub first_errors: Vec<FirstError>,
+    /// Requests of the schedule not reached because the run was stopped
+    /// (not rows; live runs only).
+    #[serde(default)]
+    pub not_reached: u64,
+    /// Whether `not_reached` is exact (else estimated from the rate and
+    /// the time left).
+    #[serde(default)]
+    pub not_reached_exact: bool,
+    /// What stopped the run before its schedule ended (`SIGINT`,
+    /// `SIGTERM`, `SIGHUP`, `fatal: ...`); none when it ran to the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
+}
+
+/// The first error of one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstError {
+    /// The outcome (`http_error`, `timeout`, ...).
+    pub outcome: String,
+    /// The HTTP status, when a response arrived.
+    pub status_code: Option<i32>,
+    /// How many rows had this outcome and status.
+    pub count: u64,
+    /// The first row's error text (the server's message for HTTP errors).
+    pub error: String,
+}
+
+impl Summary {
+    /// Requests that did not succeed.
+    pub fn failed(&self) -> u64 {
+        self.requests - self.outcomes.get("ok").copied().unwrap_or(0)
+    }
+
+    /// The share of requests that did not succeed (0 with no requests).
+    pub fn failure_share(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.failed() as f64 / self.requests as f64
+        }
+    }
 }
 
 /// CPU and memory the llm-replay process used during a run.
@@ -296,7 +341,12 @@ pub struct SummaryBuilder {
     tpot: Metric,
     e2e: Metric,
     e2e_sched: Metric,
+    first_errors: Vec<FirstError>,
 }
+
+/// Kinds of error kept with their first message; more are only counted
+/// under their outcome.
+const MAX_ERROR_KINDS: usize = 16;
 
 impl SummaryBuilder {
     /// A builder; `target_rate` is the configured rate when the schedule
@@ -332,6 +382,7 @@ impl SummaryBuilder {
             tpot: Metric::new(),
             e2e: Metric::new(),
             e2e_sched: Metric::new(),
+            first_errors: Vec::new(),
         }
     }
 
@@ -341,7 +392,10 @@ impl SummaryBuilder {
             return;
         }
         self.requests += 1;
-        *self.outcomes.entry(row.outcome.clone()).or_insert(0) += 1;
+        *self
+            .outcomes
+            .entry(row.outcome.as_str().to_owned())
+            .or_insert(0) += 1;
         let min = |a: Option<i64>, b: i64| Some(a.map_or(b, |a| a.min(b)));
         let max = |a: Option<i64>, b: i64| Some(a.map_or(b, |a| a.max(b)));
         self.first_scheduled = min(self.first_scheduled, row.scheduled_at_us);
@@ -363,6 +417,7 @@ impl SummaryBuilder {
             self.met += 1;
         }
         if !row.is_ok() {
+            self.note_error(row);
             return;
         }
         self.ok += 1;
@@ -384,6 +439,24 @@ impl SummaryBuilder {
         }
         for &gap in &row.itl_us {
             self.itl.record(gap as f64);
+        }
+    }
+
+    fn note_error(&mut self, row: &ResultRow) {
+        let outcome = row.outcome.as_str();
+        if let Some(e) = self
+            .first_errors
+            .iter_mut()
+            .find(|e| e.outcome == outcome && e.status_code == row.status_code)
+        {
+            e.count += 1;
+        } else if self.first_errors.len() < MAX_ERROR_KINDS {
+            self.first_errors.push(FirstError {
+                outcome: outcome.to_owned(),
+                status_code: row.status_code,
+                count: 1,
+                error: row.error.clone().unwrap_or_default(),
+            });
         }
     }
 
@@ -484,6 +557,10 @@ impl SummaryBuilder {
                 rate: per_s(self.met),
             }),
             client: None,
+            first_errors: self.first_errors.clone(),
+            not_reached: 0,
+            not_reached_exact: true,
+            stopped_by: None,
         }
     }
 }
@@ -523,6 +600,36 @@ impl fmt::Display for Summary {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         writeln!(f, "outcomes      {}", outcomes.join(", "))?;
+        if let Some(why) = &self.stopped_by {
+            writeln!(
+                f,
+                "stopped       by {why}: {}{} later requests of the schedule were never sent (not rows)",
+                if self.not_reached_exact { "" } else { "about " },
+                self.not_reached
+            )?;
+        }
+        for e in &self.first_errors {
+            let status = e.status_code.map(|s| format!(" {s}")).unwrap_or_default();
+            writeln!(
+                f,
+                "error         {}{status} x{}: {}",
+                e.outcome,
+                e.count,
+                if e.error.is_empty() {
+                    "(no message)"
+                } else {
+                    &e.error
+                }
+            )?;
+        }
+        let ok = self.outcomes.get("ok").copied().unwrap_or(0);
+        if self.requests > 0 && ok == 0 {
+            writeln!(
+                f,
+                "result        every request failed: no latency or throughput to report"
+            )?;
+            return writeln!(f, "fidelity      {}", fi.verdict);
+        }
         writeln!(
             f,
             "rate          target {:.2} req/s, scheduled {:.2} req/s, achieved {:.2} req/s ({:+.2}%)",
@@ -598,7 +705,7 @@ mod tests {
             e2e_us: (outcome == "ok").then_some(e2e_ms * 1000),
             completed_at_us: Some(sched + e2e_ms * 1000),
             output_tokens: tokens,
-            outcome: outcome.into(),
+            outcome: crate::record::parse_outcome(outcome).unwrap(),
             ..ResultRow::default()
         }
     }

@@ -1,0 +1,208 @@
+//! `llm-replay replay`: flags -> [`TargetConfig`], [`ScheduleSpec`] and
+//! [`RunOptions`] -> one [`replay::run`] -> summary, results path, exit code.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use super::{Output, UsageError, claim_outputs, run_exit_code, stdout, watch_signals};
+use crate::cli::{ArrivalsArg, ReplayArgs, ScheduleArgs, TargetArgs};
+use crate::client::Timeouts;
+use crate::record::summary::FidelityLimits;
+use crate::replay::dispatch::Phases;
+use crate::replay::{self, RunOptions, Shutdown, TargetConfig};
+use crate::schedule::{Arrivals, Limit, ScheduleSpec};
+
+/// The target flags as a [`TargetConfig`].
+pub fn target_config(args: &TargetArgs) -> anyhow::Result<TargetConfig> {
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            bail!(UsageError(format!(
+                "--header {:?}: expected `Name: value`",
+                super::clip(h, 80)
+            )));
+        };
+        let name = name.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            bail!(UsageError(format!(
+                "--header {:?}: the name before ':' must be one word",
+                super::clip(name, 80)
+            )));
+        }
+        headers.push((name.to_owned(), value.trim().to_owned()));
+    }
+    Ok(TargetConfig {
+        url: args.url.clone(),
+        api: args.api.into(),
+        model: args.model.clone(),
+        headers,
+        api_key_env: args.api_key_env.clone(),
+        http2: args.http2,
+        timeouts: Timeouts {
+            connect: args.connect_timeout,
+            ttft: args.ttft_timeout,
+            request: Some(args.request_timeout),
+        },
+        max_response_bytes: args.max_response_bytes,
+        stream: !args.no_stream,
+        force_output_len: args.force_output_len,
+        prompts: args.prompts.into(),
+        tokenizer: args.tokenizer.clone(),
+        cap: args.max_in_flight.map(|n| (n, args.on_cap.into())),
+        scrape: args.scrape.clone(),
+        preflight: !args.no_preflight,
+        sim: args.sim.clone().into(),
+    })
+}
+
+/// Microseconds of an optional duration.
+pub fn us(d: Option<Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The arrival process of `--arrivals` and `--burstiness`.
+pub fn arrivals(args: &ScheduleArgs) -> Arrivals {
+    match args.arrivals {
+        ArrivalsArg::Poisson => Arrivals::Poisson,
+        ArrivalsArg::Gamma => Arrivals::Gamma {
+            shape: args.burstiness,
+        },
+        ArrivalsArg::Constant => Arrivals::Constant,
+    }
+}
+
+/// The schedule flags as a [`ScheduleSpec`]: `--rate` gives a rate
+/// schedule; otherwise the recorded times (which the trace must have).
+pub fn schedule_spec(args: &ScheduleArgs) -> anyhow::Result<ScheduleSpec> {
+    let spec = match args.rate {
+        Some(rate) => {
+            if args.speedup != 1.0
+                || args.start.is_some()
+                || args.end.is_some()
+                || args.spread.is_some()
+            {
+                bail!(UsageError(
+                    "--speedup, --start, --end and --spread apply to recorded times; with --rate the trace's times are not used".into()
+                ));
+            }
+            ScheduleSpec::Rate {
+                rate,
+                arrivals: arrivals(args),
+                order: args.order.into(),
+                limit: Limit {
+                    duration_ns: args
+                        .duration
+                        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+                    requests: args.requests,
+                },
+                seed: args.seed,
+            }
+        }
+        None => {
+            if args.duration.is_some() {
+                bail!(UsageError(
+                    "--duration applies to --rate schedules; for recorded times use --start/--end"
+                        .into()
+                ));
+            }
+            ScheduleSpec::Recorded {
+                speedup: args.speedup,
+                start_us: us(args.start),
+                end_us: us(args.end),
+                spread_us: us(args.spread),
+                requests: args.requests,
+            }
+        }
+    };
+    spec.validate().map_err(|e| UsageError(e.to_string()))?;
+    Ok(spec)
+}
+
+/// Runs `llm-replay replay`.
+pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let schedule = schedule_spec(&args.schedule)?;
+    let target_cfg = target_config(&args.target)?;
+    let output = args.output.clone().unwrap_or_else(replay::default_output);
+    let metrics = crate::record::server_metrics::path_for(&output);
+    let mut outputs = vec![Output {
+        path: &output,
+        flag: "-o",
+    }];
+    if let Some(p) = &args.summary_json {
+        outputs.push(Output {
+            path: p,
+            flag: "--summary-json",
+        });
+    }
+    if target_cfg.scrape.is_some() {
+        outputs.push(Output {
+            path: &metrics,
+            flag: "--scrape (server metrics)",
+        });
+    }
+    let inputs: Vec<&Path> = std::iter::once(args.trace.as_path())
+        .chain(match &target_cfg.tokenizer {
+            Some(crate::tokenize::TokenizerSpec::HuggingFace(p)) => Some(p.as_path()),
+            _ => None,
+        })
+        .collect();
+    claim_outputs(&outputs, &inputs, args.end.force)?;
+
+    let trace = Arc::new(crate::trace::read_trace(&args.trace)?);
+    let target = replay::Target::connect(&target_cfg, &trace, args.schedule.seed).await?;
+    let planned = crate::schedule::plan(&schedule, &trace.records)?;
+    let remaining = planned.remaining();
+    eprintln!(
+        "replaying {} ({} rows) against {}{}, model {}: {}{} requests over {}",
+        args.trace.display(),
+        trace.records.len(),
+        target.display_url(),
+        if target.is_embedded() {
+            " (embedded simulator)"
+        } else {
+            ""
+        },
+        target.model(),
+        if remaining.exact { "" } else { "about " },
+        remaining.requests,
+        humantime::format_duration(Duration::from_secs(planned.span_hint_ns() / 1_000_000_000)),
+    );
+    drop(planned);
+    let shutdown = Shutdown::new();
+    watch_signals(shutdown.clone(), args.end.grace);
+    let opts = RunOptions {
+        schedule,
+        output,
+        slo: args.slo,
+        grace: args.end.grace,
+        limits: FidelityLimits {
+            max_p99_lag_ms: args.max_send_lag.as_secs_f64() * 1e3,
+            ..FidelityLimits::default()
+        },
+        phases: Phases::default(),
+        progress: !args.quiet,
+        extra_metadata: Vec::new(),
+    };
+    let recorded = replay::run(trace, &target, opts, &shutdown).await?;
+    stdout(format_args!("{}", recorded.summary));
+    stdout(format_args!(
+        "results       {} ({} rows)\n",
+        recorded.path.display(),
+        recorded.rows
+    ));
+    if let Some(path) = &args.summary_json {
+        let text = serde_json::to_string_pretty(&recorded.summary)?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        stdout(format_args!("summary json  {}\n", path.display()));
+    }
+    Ok(run_exit_code(
+        &[&recorded.summary],
+        args.end.max_error_rate,
+        recorded.summary.stopped_by.as_deref(),
+    ))
+}

@@ -1,0 +1,118 @@
+//! `llm-replay sweep`: flags -> [`SweepPlan`] -> one [`sweep::run`] -> the
+//! step table, knee and capacity, exit code.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use super::replay::{arrivals, target_config, us};
+use super::{UsageError, run_exit_code, stdout, watch_signals};
+use crate::cli::SweepArgs;
+use crate::replay::Shutdown;
+use crate::report::capacity::render_table;
+use crate::sweep::{self, Loads, StepSchedule, SweepPlan, parse_loads};
+
+/// The sweep flags as a [`SweepPlan`].
+pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
+    if args.schedule.rate.is_some()
+        || args.schedule.duration.is_some()
+        || args.schedule.speedup != 1.0
+    {
+        bail!(UsageError(
+            "sweep sets the load per step: use --rates, --speedups or --auto, and --step-duration (not --rate, --speedup or --duration)".into()
+        ));
+    }
+    if args.resume && args.end.force {
+        bail!(UsageError(
+            "--resume keeps finished steps and --force runs them again: give one".into()
+        ));
+    }
+    let usage = |e: anyhow::Error| UsageError(format!("{e:#}"));
+    let loads = if let Some(s) = &args.speedups {
+        Loads::Speedups(
+            parse_loads(s, args.steps, args.spacing.into())
+                .map_err(|e| usage(e.context("--speedups")))?,
+        )
+    } else if let Some(r) = &args.rates {
+        Loads::Rates(
+            parse_loads(r, args.steps, args.spacing.into())
+                .map_err(|e| usage(e.context("--rates")))?,
+        )
+    } else if args.auto {
+        Loads::Auto { steps: args.steps }
+    } else {
+        bail!(UsageError("give --rates, --speedups or --auto".into()));
+    };
+    if args.warmup + args.cooldown >= args.step_duration && !matches!(loads, Loads::Speedups(_)) {
+        bail!(UsageError(format!(
+            "--warmup {} and --cooldown {} leave nothing of --step-duration {} to summarise",
+            humantime::format_duration(args.warmup),
+            humantime::format_duration(args.cooldown),
+            humantime::format_duration(args.step_duration)
+        )));
+    }
+    Ok(SweepPlan {
+        trace: args.trace.clone(),
+        out_dir: args.out_dir.clone(),
+        loads,
+        step_duration: args.step_duration,
+        slo: args.slo,
+        goodput: args.goodput,
+        search_steps: args.search_steps,
+        warmup: args.warmup,
+        cooldown: args.cooldown,
+        resume: args.resume,
+        force: args.end.force,
+        grace: args.end.grace,
+        progress: !args.quiet,
+        target: target_config(&args.target)?,
+        schedule: StepSchedule {
+            arrivals: arrivals(&args.schedule),
+            order: args.schedule.order.into(),
+            seed: args.schedule.seed,
+            requests: args.schedule.requests,
+            start_us: us(args.schedule.start),
+            end_us: us(args.schedule.end),
+            spread_us: us(args.schedule.spread),
+        },
+    })
+}
+
+/// Runs `llm-replay sweep`.
+pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    let plan = plan(&args)?;
+    if plan.out_dir.is_file() {
+        bail!(UsageError(format!(
+            "--out-dir {}: is a file",
+            plan.out_dir.display()
+        )));
+    }
+    let shutdown = Shutdown::new();
+    watch_signals(shutdown.clone(), plan.grace);
+    let outcome = sweep::run(&plan, &shutdown).await?;
+    stdout(format_args!(
+        "{}",
+        render_table(&outcome.steps, &outcome.capacity)
+    ));
+    stdout(format_args!(
+        "results       {} (sweep.parquet, sweep.csv, capacity.json, <mode>=<load>/results.parquet)\n",
+        plan.out_dir.display()
+    ));
+    // Judged over every step: a sweep whose every request failed measured
+    // nothing, whatever its table says.
+    let summaries: Vec<crate::record::summary::Summary> = outcome
+        .steps
+        .iter()
+        .map(|s| crate::record::summary::Summary {
+            requests: u64::try_from(s.requests).unwrap_or(0),
+            outcomes: [("ok".to_owned(), u64::try_from(s.ok).unwrap_or(0))].into(),
+            ..Default::default()
+        })
+        .collect();
+    let refs: Vec<&crate::record::summary::Summary> = summaries.iter().collect();
+    Ok(run_exit_code(
+        &refs,
+        args.end.max_error_rate,
+        shutdown.reason().as_deref(),
+    ))
+}

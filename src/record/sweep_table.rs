@@ -1,0 +1,240 @@
+//! The sweep table: one row per step of a sweep, in `sweep.parquet` and
+//! `sweep.csv` (rewritten after every step). Counters are signed 64-bit
+//! integers so that `ok - requests` is a plain subtraction in pandas and
+//! DuckDB.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow::datatypes::{Field, Schema};
+use parquet::arrow::ArrowWriter;
+use serde::{Deserialize, Serialize};
+
+use super::summary::Summary;
+
+/// What a sweep varies from step to step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepMode {
+    /// The offered rate of a rate schedule (requests per second).
+    Rate,
+    /// The speedup of a recorded trace's own times.
+    Speedup,
+}
+
+impl SweepMode {
+    /// The name in directory names (`rate=4`), tables and metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rate => "rate",
+            Self::Speedup => "speedup",
+        }
+    }
+
+    /// The mode named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "rate" => Some(Self::Rate),
+            "speedup" => Some(Self::Speedup),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SweepMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One step of a sweep, as a row of `sweep.parquet` and `sweep.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepStep {
+    /// Step number in run order.
+    pub step: i32,
+    /// What the step varies.
+    pub mode: SweepMode,
+    /// The rate or speedup.
+    pub offered: f64,
+    /// Requests per second offered.
+    pub offered_rate: f64,
+    /// Requests per second sent.
+    pub achieved_rate: f64,
+    /// Rows summarised (steady phase).
+    pub requests: i64,
+    /// Successful requests.
+    pub ok: i64,
+    /// Requests that were not ok.
+    pub errors: i64,
+    /// Share meeting the SLO (failures counted), when one was given.
+    pub goodput_fraction: Option<f64>,
+    /// Requests per second meeting the SLO.
+    pub goodput_rate: Option<f64>,
+    /// Successful requests per second.
+    pub request_throughput: f64,
+    /// Output tokens per second.
+    pub output_token_throughput: f64,
+    /// TTFT from the schedule, p50 (ms).
+    pub ttft_p50_ms: f64,
+    /// p90.
+    pub ttft_p90_ms: f64,
+    /// p99.
+    pub ttft_p99_ms: f64,
+    /// TPOT p50 (ms).
+    pub tpot_p50_ms: f64,
+    /// p90.
+    pub tpot_p90_ms: f64,
+    /// p99.
+    pub tpot_p99_ms: f64,
+    /// ITL p50 (ms).
+    pub itl_p50_ms: f64,
+    /// p99.
+    pub itl_p99_ms: f64,
+    /// E2E from the schedule, p50 (ms).
+    pub e2e_p50_ms: f64,
+    /// p90.
+    pub e2e_p90_ms: f64,
+    /// p99.
+    pub e2e_p99_ms: f64,
+    /// p99 send lag (ms).
+    pub send_lag_p99_ms: f64,
+    /// The generator could not keep the schedule.
+    pub generator_bottleneck: bool,
+    /// Results file, relative to the sweep directory.
+    pub results_path: String,
+}
+
+impl SweepStep {
+    /// The row of a step from its summary.
+    pub fn from_summary(
+        step: i32,
+        mode: SweepMode,
+        offered: f64,
+        s: &Summary,
+        results_path: String,
+    ) -> Self {
+        let ok = s.outcomes.get("ok").copied().unwrap_or(0);
+        Self {
+            step,
+            mode,
+            offered,
+            offered_rate: s.fidelity.target_rate,
+            achieved_rate: s.fidelity.achieved_rate,
+            requests: i64::try_from(s.requests).unwrap_or(i64::MAX),
+            ok: i64::try_from(ok).unwrap_or(i64::MAX),
+            errors: i64::try_from(s.failed()).unwrap_or(i64::MAX),
+            goodput_fraction: s.goodput.as_ref().map(|g| g.fraction),
+            goodput_rate: s.goodput.as_ref().map(|g| g.rate),
+            request_throughput: s.request_throughput,
+            output_token_throughput: s.output_token_throughput,
+            ttft_p50_ms: s.ttft_from_schedule.p50_ms,
+            ttft_p90_ms: s.ttft_from_schedule.p90_ms,
+            ttft_p99_ms: s.ttft_from_schedule.p99_ms,
+            tpot_p50_ms: s.tpot.p50_ms,
+            tpot_p90_ms: s.tpot.p90_ms,
+            tpot_p99_ms: s.tpot.p99_ms,
+            itl_p50_ms: s.itl.p50_ms,
+            itl_p99_ms: s.itl.p99_ms,
+            e2e_p50_ms: s.e2e_from_schedule.p50_ms,
+            e2e_p90_ms: s.e2e_from_schedule.p90_ms,
+            e2e_p99_ms: s.e2e_from_schedule.p99_ms,
+            send_lag_p99_ms: s.fidelity.send_lag.p99_ms,
+            generator_bottleneck: s.fidelity.generator_bottleneck,
+            results_path,
+        }
+    }
+}
+
+/// Writes `sweep.parquet` and `sweep.csv` (rewritten after every step).
+pub fn write_tables(dir: &Path, steps: &[SweepStep]) -> anyhow::Result<()> {
+    let f64s = |f: fn(&SweepStep) -> f64| {
+        Arc::new(Float64Array::from(steps.iter().map(f).collect::<Vec<_>>())) as ArrayRef
+    };
+    let opt = |f: fn(&SweepStep) -> Option<f64>| {
+        Arc::new(Float64Array::from(steps.iter().map(f).collect::<Vec<_>>())) as ArrayRef
+    };
+    let i64s = |f: fn(&SweepStep) -> i64| {
+        Arc::new(Int64Array::from(steps.iter().map(f).collect::<Vec<_>>())) as ArrayRef
+    };
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        (
+            "step",
+            Arc::new(Int32Array::from(
+                steps.iter().map(|s| s.step).collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "mode",
+            Arc::new(StringArray::from(
+                steps.iter().map(|s| s.mode.as_str()).collect::<Vec<_>>(),
+            )),
+        ),
+        ("offered", f64s(|s| s.offered)),
+        ("offered_rate", f64s(|s| s.offered_rate)),
+        ("achieved_rate", f64s(|s| s.achieved_rate)),
+        ("requests", i64s(|s| s.requests)),
+        ("ok", i64s(|s| s.ok)),
+        ("errors", i64s(|s| s.errors)),
+        ("goodput_fraction", opt(|s| s.goodput_fraction)),
+        ("goodput_rate", opt(|s| s.goodput_rate)),
+        ("request_throughput", f64s(|s| s.request_throughput)),
+        (
+            "output_token_throughput",
+            f64s(|s| s.output_token_throughput),
+        ),
+        ("ttft_p50_ms", f64s(|s| s.ttft_p50_ms)),
+        ("ttft_p90_ms", f64s(|s| s.ttft_p90_ms)),
+        ("ttft_p99_ms", f64s(|s| s.ttft_p99_ms)),
+        ("tpot_p50_ms", f64s(|s| s.tpot_p50_ms)),
+        ("tpot_p90_ms", f64s(|s| s.tpot_p90_ms)),
+        ("tpot_p99_ms", f64s(|s| s.tpot_p99_ms)),
+        ("itl_p50_ms", f64s(|s| s.itl_p50_ms)),
+        ("itl_p99_ms", f64s(|s| s.itl_p99_ms)),
+        ("e2e_p50_ms", f64s(|s| s.e2e_p50_ms)),
+        ("e2e_p90_ms", f64s(|s| s.e2e_p90_ms)),
+        ("e2e_p99_ms", f64s(|s| s.e2e_p99_ms)),
+        ("send_lag_p99_ms", f64s(|s| s.send_lag_p99_ms)),
+        (
+            "generator_bottleneck",
+            Arc::new(BooleanArray::from(
+                steps
+                    .iter()
+                    .map(|s| s.generator_bottleneck)
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "results_path",
+            Arc::new(StringArray::from(
+                steps
+                    .iter()
+                    .map(|s| s.results_path.as_str())
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+    ];
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(name, a)| Field::new(*name, a.data_type().clone(), name.starts_with("goodput")))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )?;
+    let tmp = dir.join("sweep.parquet.partial");
+    let mut w = ArrowWriter::try_new(std::fs::File::create(&tmp)?, schema, None)?;
+    w.write(&batch)?;
+    w.close()?;
+    std::fs::rename(&tmp, dir.join("sweep.parquet"))?;
+    let mut csv = csv::Writer::from_path(dir.join("sweep.csv"))?;
+    for s in steps {
+        csv.serialize(s)?;
+    }
+    csv.flush()?;
+    Ok(())
+}

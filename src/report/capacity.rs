@@ -1,0 +1,161 @@
+//! Knee and capacity: one rule each, used by `sweep` as it runs and by
+//! `report` when it recomputes a sweep from its files.
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::sweep_table::{SweepMode, SweepStep};
+
+/// What the sweep concluded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Capacity {
+    /// Offered rate beyond which throughput stops growing (achieved
+    /// throughput falls below 90% of the offered rate), if reached.
+    pub knee_offered_rate: Option<f64>,
+    /// Highest offered rate at which the goodput target was met.
+    pub slo_capacity_rate: Option<f64>,
+    /// The SLO, as given.
+    pub slo: Option<String>,
+    /// The goodput target.
+    pub goodput_target: Option<f64>,
+    /// Rates the auto probe ran, with the throughput each achieved.
+    pub probe: Vec<(f64, f64)>,
+}
+
+/// The knee: the highest offered rate up to which each step's extra load
+/// still turned into at least half as much extra throughput. Marginal gains
+/// are used rather than throughput/offered ratios, because a short step's
+/// throughput is diluted by its drain tail at every load alike.
+/// Steps with no successful request say nothing about throughput: with no
+/// such step at all there is no knee.
+pub fn knee(steps: &[SweepStep]) -> Option<f64> {
+    if steps.iter().all(|s| s.ok == 0) {
+        return None;
+    }
+    let mut sorted: Vec<&SweepStep> = steps.iter().collect();
+    sorted.sort_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate));
+    sorted.windows(2).find_map(|w| {
+        let d_offered = w[1].offered_rate - w[0].offered_rate;
+        let d_tput = w[1].request_throughput - w[0].request_throughput;
+        (d_offered > 0.0 && d_tput < 0.5 * d_offered).then_some(w[0].offered_rate)
+    })
+}
+
+/// The highest offered rate whose goodput met `target`, if any step did.
+pub fn slo_capacity(steps: &[SweepStep], target: f64) -> Option<f64> {
+    steps
+        .iter()
+        .filter(|s| s.goodput_fraction.is_some_and(|g| g >= target))
+        .map(|s| s.offered_rate)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+}
+
+/// A load as written in directory names and tables: up to three decimals,
+/// no trailing zeros.
+pub fn fmt_load(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// The printed table.
+pub fn render_table(steps: &[SweepStep], capacity: &Capacity) -> String {
+    let mut out = format!(
+        "{:>9} {:>9} {:>9} {:>7} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>8}\n",
+        "offered",
+        "req/s",
+        "achieved",
+        "errors",
+        "goodput",
+        "TTFT p50",
+        "TTFT p99",
+        "TPOT p50",
+        "TPOT p99",
+        "E2E p99",
+        "lag p99"
+    );
+    let mut sorted: Vec<&SweepStep> = steps.iter().collect();
+    sorted.sort_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate));
+    for s in sorted {
+        out.push_str(&format!(
+            "{:>9} {:>9.2} {:>9.2} {:>7} {:>9} {:>8.0}ms {:>8.0}ms {:>7.1}ms {:>7.1}ms {:>8.0}ms {:>6.2}ms{}\n",
+            format!("{}={}", if s.mode == SweepMode::Rate { "r" } else { "x" }, fmt_load(s.offered)),
+            s.request_throughput,
+            s.achieved_rate,
+            s.errors,
+            s.goodput_fraction.map_or("-".to_owned(), |g| format!("{:.1}%", g * 100.0)),
+            s.ttft_p50_ms,
+            s.ttft_p99_ms,
+            s.tpot_p50_ms,
+            s.tpot_p99_ms,
+            s.e2e_p99_ms,
+            s.send_lag_p99_ms,
+            if s.generator_bottleneck { "  (generator-bound)" } else { "" }
+        ));
+    }
+    match capacity.knee_offered_rate {
+        Some(k) => out.push_str(&format!(
+            "knee          throughput stops following the offered load above {k:.2} req/s\n"
+        )),
+        None => {
+            out.push_str("knee          not reached: throughput kept up with every offered load\n")
+        }
+    }
+    if let Some(slo) = &capacity.slo {
+        match capacity.slo_capacity_rate {
+            Some(c) => out.push_str(&format!(
+                "capacity      {c:.2} req/s with {:.0}% of requests meeting {slo}\n",
+                capacity.goodput_target.unwrap_or(0.0) * 100.0
+            )),
+            None => out.push_str(&format!(
+                "capacity      no step met {slo} for enough requests\n"
+            )),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::summary::Summary;
+
+    fn step(rate: f64, tput: f64) -> SweepStep {
+        SweepStep::from_summary(
+            0,
+            SweepMode::Rate,
+            rate,
+            &Summary {
+                requests: 10,
+                outcomes: [("ok".to_owned(), 10)].into(),
+                request_throughput: tput,
+                fidelity: crate::record::summary::Fidelity {
+                    target_rate: rate,
+                    ..Default::default()
+                },
+                ..Summary::default()
+            },
+            String::new(),
+        )
+    }
+
+    #[test]
+    fn the_knee_is_the_last_load_throughput_followed() {
+        let steps = vec![
+            step(2.0, 1.6),
+            step(8.0, 6.2),
+            step(4.0, 3.1),
+            step(16.0, 8.0),
+        ];
+        assert_eq!(knee(&steps), Some(8.0));
+        assert_eq!(knee(&steps[..3]), None);
+    }
+
+    #[test]
+    fn steps_that_all_failed_have_no_knee() {
+        let mut steps = vec![step(2.0, 0.0), step(4.0, 0.0), step(8.0, 0.0)];
+        for s in &mut steps {
+            s.ok = 0;
+            s.errors = s.requests;
+        }
+        assert_eq!(knee(&steps), None);
+    }
+}
