@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli;
+mod edge;
 mod ingest_datasets;
 mod ingest_logs;
 mod ingest_sharegpt;
