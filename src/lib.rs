@@ -1,21 +1,27 @@
 //! llm-replay: a trace-replay, open-loop traffic simulator for LLM inference
 //! endpoints.
 //!
-//! The modules follow the pipeline, and data flows one way:
+//! The modules follow the pipeline, and imports run one way, down this
+//! list of layers (a module imports only those below it):
 //!
-//! - [`ingest`] turns datasets, public traces and production logs into
-//!   [`trace`] records, using [`tokenize`] for token counts;
-//! - [`trace`] is the one Parquet trace format (schema, writer, reader,
-//!   validator, inspection);
-//! - [`schedule`] computes, before t=0, when each request leaves;
-//! - [`prompt`] synthesises prompts with exact token counts and shared prefix
-//!   blocks;
-//! - [`client`] builds OpenAI-compatible requests and parses SSE streams;
-//! - [`replay`] is the open-loop dispatcher;
-//! - [`record`] owns the results Parquet writer and histograms;
-//! - [`report`] recomputes summaries from results files;
-//! - [`sweep`] runs a replay per offered load;
-//! - [`sim`] is the embedded simulated endpoint.
+//! - [`commands`]: the edge. One file per subcommand turns the flags of
+//!   [`cli`] (the only module that knows clap) into a typed config, calls one
+//!   library function, prints, and maps the outcome to an exit code; it
+//!   hooks signals to the one shutdown path and claims output paths;
+//! - [`sweep`]: one replay per offered load, over a [`sweep::SweepPlan`];
+//! - [`report`]: recomputes everything from the files [`record`] wrote;
+//!   knee and capacity have their one rule in [`report::capacity`];
+//! - [`replay`]: the open-loop engine (producer, dispatcher, request tasks,
+//!   recorder) and its [`replay::Shutdown`];
+//! - [`record`]: everything a run measures and writes, each with one schema:
+//!   results rows, the summary, server metrics, the sweep table;
+//! - [`prompt`], [`client`], [`sim`]: prompts with exact token counts and
+//!   shared prefix blocks; OpenAI-compatible requests and SSE parsing; the
+//!   embedded simulated endpoint;
+//! - [`schedule`]: when each request leaves, a pure seeded function,
+//!   generated lazily;
+//! - [`ingest`] -> [`trace`]: datasets, public traces and production logs
+//!   into the one Parquet trace format, with [`tokenize`] for token counts.
 
 pub mod cli;
 pub mod client;
