@@ -7,6 +7,7 @@
 //! [`crate::record::summary::SummaryBuilder`].
 
 pub mod reader;
+pub mod run_meta;
 pub mod schema;
 pub mod server_metrics;
 pub mod summary;

@@ -40,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use crate::client::{Api, Endpoint, EndpointConfig, Prompt, RequestSpec, Timeouts};
 use crate::prompt::{PromptMode, PromptSynth};
 use crate::record::ResultsWriter;
+use crate::record::run_meta::{RunConfig, key};
 use crate::record::summary::{FidelityLimits, Slo, SummaryBuilder};
 use crate::schedule::{self, Remaining, ScheduleSpec, ScheduledRequest};
 use crate::sim::SimConfig;
@@ -451,45 +452,30 @@ pub async fn run(
     let trace_file = InputFile::describe(&trace.path)
         .with_context(|| format!("hashing {}", trace.path.display()))?;
     let started_at = chrono::Utc::now();
-    let mut kv = vec![
-        (
-            "llm_replay.results_version".to_owned(),
-            RESULTS_VERSION.to_string(),
-        ),
-        (
-            "llm_replay.tool_version".to_owned(),
-            env!("CARGO_PKG_VERSION").to_owned(),
-        ),
+    let config = RunConfig {
+        target: target.config_json.clone(),
+        schedule: opts.schedule.clone(),
+        seed: target.seed,
+        slo: opts.slo.map(|s| s.to_string()),
+        grace: Some(humantime::format_duration(opts.grace).to_string()),
+    };
+    let mut kv: Vec<(String, String)> = [
+        (key::RESULTS_VERSION, RESULTS_VERSION.to_string()),
+        (key::TOOL_VERSION, env!("CARGO_PKG_VERSION").to_owned()),
         // Seeds the arrival process (rate schedules) and the prompts (all).
-        ("llm_replay.seed".to_owned(), target.seed.to_string()),
-        ("llm_replay.trace_file".to_owned(), trace_file.name.clone()),
-        (
-            "llm_replay.trace_sha256".to_owned(),
-            trace_file.sha256.clone(),
-        ),
-        (
-            "llm_replay.trace_rows".to_owned(),
-            trace.records.len().to_string(),
-        ),
-        ("llm_replay.target_url".to_owned(), target.display_url()),
-        ("llm_replay.model".to_owned(), target.model().to_owned()),
-        ("llm_replay.started_at".to_owned(), started_at.to_rfc3339()),
-        (
-            "llm_replay.requests_planned".to_owned(),
-            planned.requests.to_string(),
-        ),
-        (
-            "llm_replay.config".to_owned(),
-            json!({
-                "target": target.config_json,
-                "schedule": opts.schedule,
-                "seed": target.seed,
-                "slo": opts.slo.map(|s| s.to_string()),
-                "grace": humantime::format_duration(opts.grace).to_string(),
-            })
-            .to_string(),
-        ),
-    ];
+        (key::SEED, target.seed.to_string()),
+        (key::TRACE_FILE, trace_file.name.clone()),
+        (key::TRACE_SHA256, trace_file.sha256.clone()),
+        (key::TRACE_ROWS, trace.records.len().to_string()),
+        (key::TARGET_URL, target.display_url()),
+        (key::MODEL, target.model().to_owned()),
+        (key::STARTED_AT, started_at.to_rfc3339()),
+        (key::REQUESTS_SCHEDULED, planned.requests.to_string()),
+        (key::CONFIG, serde_json::to_string(&config)?),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
     kv.extend(opts.extra_metadata.iter().cloned());
     let writer = ResultsWriter::create(&opts.output, &kv)?;
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 pub use crate::record::summary::{self, Slo, Summary, SummaryBuilder, summarize};
 
+use crate::record::run_meta::RunConfig;
 use crate::record::sweep_table::{SweepMode, SweepStep};
 use crate::record::{ResultRow, read_results};
 use capacity::{Capacity, knee, render_table, slo_capacity};
@@ -64,17 +65,13 @@ pub enum Input {
 /// Loads one results file.
 pub fn load_run(path: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
     let results = read_results(path)?;
-    let target = results
-        .metadata
-        .get("llm_replay.config")
-        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
-        .and_then(|c| c["schedule"]["rate"].as_f64());
+    let config = RunConfig::from_metadata(&results.metadata);
+    let target = config.as_ref().and_then(|c| c.schedule.target_rate());
     let slo = slo.or_else(|| {
-        results
-            .metadata
-            .get("llm_replay.config")
-            .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
-            .and_then(|c| c["slo"].as_str().and_then(|s| s.parse().ok()))
+        config
+            .as_ref()
+            .and_then(|c| c.slo.as_deref())
+            .and_then(|s| s.parse().ok())
     });
     let metrics_path = crate::record::server_metrics::path_for(path);
     let server_metrics = if metrics_path.exists() {

@@ -11,13 +11,13 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand_distr::{Distribution, Exp, Gamma};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::trace::TraceRecord;
 
 /// The inter-arrival process of a rate schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Arrivals {
     /// Exponential gaps (a Poisson process).
@@ -34,7 +34,7 @@ pub enum Arrivals {
 }
 
 /// Which trace rows a rate schedule takes, in what order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
     /// The trace's order, looping.
@@ -45,7 +45,7 @@ pub enum Order {
 }
 
 /// When to stop a rate schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Limit {
     /// Stop before the first arrival at or past this many nanoseconds.
     pub duration_ns: Option<u64>,
@@ -54,7 +54,7 @@ pub struct Limit {
 }
 
 /// How to schedule a trace: validated, the only shape the dispatcher sees.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum ScheduleSpec {
     /// The trace's own arrival offsets, time-scaled.
@@ -120,6 +120,14 @@ pub enum ScheduleError {
 }
 
 impl ScheduleSpec {
+    /// The configured rate of a rate schedule (`None` for recorded times).
+    pub fn target_rate(&self) -> Option<f64> {
+        match self {
+            Self::Rate { rate, .. } => Some(*rate),
+            Self::Recorded { .. } => None,
+        }
+    }
+
     /// Checks parameters that the type does not.
     pub fn validate(&self) -> Result<(), ScheduleError> {
         let positive = |name: &str, v: f64| {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::record::read_results;
+use crate::record::run_meta::key;
 use crate::record::summary::{FidelityLimits, Slo, summarize};
 use crate::record::sweep_table::{self, SweepMode, SweepStep};
 use crate::replay::dispatch::Phases;
@@ -208,11 +209,11 @@ impl Sweeper<'_> {
     ) -> anyhow::Result<()> {
         let checks = [
             (
-                "llm_replay.trace_sha256",
+                key::TRACE_SHA256,
                 self.trace_sha256.as_str(),
                 "trace (SHA-256)",
             ),
-            ("llm_replay.model", self.target.model(), "model"),
+            (key::MODEL, self.target.model(), "model"),
         ];
         for (key, now, what) in checks {
             if let Some(then) = meta.get(key)
@@ -227,7 +228,7 @@ impl Sweeper<'_> {
         // The embedded simulator listens on a new port every run; only a
         // real target's URL must match.
         if !self.target.is_embedded()
-            && let Some(then) = meta.get("llm_replay.target_url")
+            && let Some(then) = meta.get(key::TARGET_URL)
             && *then != self.target.display_url()
         {
             bail!(
@@ -248,7 +249,7 @@ impl Sweeper<'_> {
         if path.exists() {
             let done = read_results(&path)
                 .ok()
-                .filter(|r| r.metadata.contains_key("llm_replay.summary"));
+                .filter(|r| r.metadata.contains_key(key::SUMMARY));
             match done {
                 Some(results) if self.plan.resume => {
                     self.check_kept(&path, &results.metadata)?;
@@ -303,9 +304,9 @@ impl Sweeper<'_> {
                 phases,
                 progress: self.plan.progress,
                 extra_metadata: vec![
-                    ("llm_replay.sweep_step".into(), step_no.to_string()),
-                    ("llm_replay.sweep_mode".into(), mode.as_str().to_owned()),
-                    ("llm_replay.sweep_offered".into(), load.to_string()),
+                    (key::SWEEP_STEP.into(), step_no.to_string()),
+                    (key::SWEEP_MODE.into(), mode.as_str().to_owned()),
+                    (key::SWEEP_OFFERED.into(), load.to_string()),
                 ],
             },
             self.shutdown,
@@ -454,7 +455,7 @@ async fn auto_probe(
                 limits: FidelityLimits::default(),
                 phases: Phases::default(),
                 progress: sw.plan.progress,
-                extra_metadata: vec![("llm_replay.sweep_probe".into(), rate.to_string())],
+                extra_metadata: vec![(key::SWEEP_PROBE.into(), rate.to_string())],
             },
             sw.shutdown,
         )

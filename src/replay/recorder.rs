@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::Shutdown;
+use crate::record::run_meta::key;
 use crate::record::summary::{ClientUsage, Summary, SummaryBuilder};
 use crate::record::{ResultRow, ResultsWriter};
 
@@ -139,13 +140,13 @@ impl Recorder {
                     });
                 }
                 let summary_json = serde_json::to_string(&summary)?;
-                let mut meta = vec![("llm_replay.summary".to_owned(), summary_json)];
+                let mut meta = vec![(key::SUMMARY.to_owned(), summary_json)];
                 meta.push((
-                    "llm_replay.requests_not_reached".to_owned(),
+                    key::REQUESTS_NOT_REACHED.to_owned(),
                     summary.not_reached.to_string(),
                 ));
                 if let Some(why) = &summary.stopped_by {
-                    meta.push(("llm_replay.stopped_by".to_owned(), why.clone()));
+                    meta.push((key::STOPPED_BY.to_owned(), why.clone()));
                 }
                 let rows = writer.close(&meta)?;
                 Ok(Recorded {
