@@ -153,6 +153,7 @@ const MAX_REPAIRS: usize = 8;
 /// request id with the same bytes never give the same words.
 const TAG_REQUEST: &[u8] = b"llm-replay/prompt/request/v1";
 const TAG_BLOCK: &[u8] = b"llm-replay/prompt/block/v1";
+const TAG_REPLY: &[u8] = b"llm-replay/prompt/reply/v1";
 
 /// splitmix64 (Steele, Lea and Flood, 2014): a few multiply-xorshifts per
 /// word, statistically plenty for choosing words and several times faster
@@ -199,6 +200,25 @@ fn first_difference(want: &[u32], got: &[u32]) -> Option<usize> {
         Some(i) => Some(i),
         None if want.len() == got.len() => None,
         None => Some(want.len().min(got.len())),
+    }
+}
+
+/// A session's synthetic conversation so far: the words of the last
+/// prompt sent, which the next turn repeats before its reply and new words.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    picks: Vec<u32>,
+}
+
+impl History {
+    /// Tokens of the conversation so far.
+    pub fn len(&self) -> usize {
+        self.picks.len()
+    }
+
+    /// Whether nothing was said yet.
+    pub fn is_empty(&self) -> bool {
+        self.picks.is_empty()
     }
 }
 
@@ -255,10 +275,70 @@ impl PromptSynth {
         record: &TraceRecord,
         repeat: u32,
     ) -> Result<SynthPrompt, PromptError> {
-        let picks = self.picks(record, repeat)?;
-        self.exact(&record.request_id, picks, |text| {
+        let mut picks = self.picks(record, repeat)?;
+        self.exact(&record.request_id, &mut picks, |text| {
             self.tokenizer.encode(text)
         })
+    }
+
+    /// The first turn of a session: the prompt [`Self::synthesize`] gives
+    /// (shared prefix blocks included), and the history it starts.
+    pub fn first_turn(
+        &self,
+        record: &TraceRecord,
+        repeat: u32,
+    ) -> Result<(SynthPrompt, History), PromptError> {
+        let mut picks = self.picks(record, repeat)?;
+        let prompt = self.exact(&record.request_id, &mut picks, |text| {
+            self.tokenizer.encode(text)
+        })?;
+        Ok((prompt, History { picks }))
+    }
+
+    /// A later turn of a session: the previous turn's prompt (`history`),
+    /// then `reply_tokens` words standing for the reply the server gave,
+    /// then new words so that the prompt has `record.input_tokens` tokens;
+    /// when the history is already that long (the server answered longer
+    /// than recorded), the history is kept whole and one new word is added.
+    /// Every token but the new ones repeats what the server saw or wrote
+    /// before, in order, so its prefix cache can serve them. Returns the
+    /// prompt, its history (to continue from), and how many of its tokens
+    /// repeat the session so far.
+    pub fn next_turn(
+        &self,
+        history: &History,
+        reply_tokens: usize,
+        record: &TraceRecord,
+        repeat: u32,
+    ) -> Result<(SynthPrompt, History, usize), PromptError> {
+        let want = usize::try_from(record.input_tokens).unwrap_or(0);
+        let mut picks = history.picks.clone();
+        let mut reply = SplitMix::new(seed_of(
+            TAG_REPLY,
+            self.seed,
+            repeat,
+            record.request_id.as_bytes(),
+        ));
+        self.draw(&mut reply, reply_tokens, &mut picks);
+        let repeated = picks.len();
+        if repeated >= MAX_INPUT_TOKENS {
+            return Err(PromptError::TooLong {
+                request_id: record.request_id.clone(),
+                input_tokens: i32::try_from(repeated).unwrap_or(i32::MAX),
+            });
+        }
+        let fresh = want.saturating_sub(repeated).max(1);
+        let mut rng = SplitMix::new(seed_of(
+            TAG_REQUEST,
+            self.seed,
+            repeat,
+            record.request_id.as_bytes(),
+        ));
+        self.draw(&mut rng, fresh, &mut picks);
+        let prompt = self.exact(&record.request_id, &mut picks, |text| {
+            self.tokenizer.encode(text)
+        })?;
+        Ok((prompt, History { picks }, repeated))
     }
 
     /// Re-tokenizes `prompt.text`; returns the count.
@@ -361,13 +441,13 @@ impl PromptSynth {
     fn exact(
         &self,
         request_id: &str,
-        mut picks: Vec<u32>,
+        picks: &mut [u32],
         encode: impl Fn(&str) -> Result<Vec<u32>, TokenizeError>,
     ) -> Result<SynthPrompt, PromptError> {
         let want = picks.len();
         let mut repairs = 0;
         loop {
-            let prompt = self.render(&picks);
+            let prompt = self.render(picks);
             let got = encode(&prompt.text).map_err(|error| PromptError::Retokenize {
                 request_id: request_id.to_owned(),
                 error,
@@ -650,7 +730,7 @@ mod tests {
             Ok(out)
         };
         let picks = s.picks(&rec("d", 60, None), 0).unwrap();
-        let fixed = s.exact("d", picks, merging).unwrap();
+        let fixed = s.exact("d", &mut picks.clone(), merging).unwrap();
         assert_eq!(fixed.ids.len(), 60);
         assert_eq!(merging(&fixed.text).unwrap(), fixed.ids);
         assert_eq!(fixed.ids[..10], p.ids[..10]);
@@ -667,7 +747,9 @@ mod tests {
             ids.push(0);
             Ok(ids)
         };
-        let err = s.exact("bad-row", picks, one_more).unwrap_err();
+        let err = s
+            .exact("bad-row", &mut picks.clone(), one_more)
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -773,5 +855,42 @@ mod tests {
     fn synthesiser_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<PromptSynth>();
+    }
+
+    fn turn(id: &str, input_tokens: i32) -> TraceRecord {
+        TraceRecord {
+            request_id: id.into(),
+            input_tokens,
+            output_tokens: 8,
+            ..TraceRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_later_turn_repeats_the_last_prompt_and_reply_then_adds_new_words() {
+        let s = &*O200K;
+        let (first, h1) = s.first_turn(&turn("s/0", 30), 0).unwrap();
+        assert_eq!(first.ids.len(), 30);
+        assert_eq!(h1.len(), 30);
+        // The server answered 8 tokens; the trace says turn 1 has 50.
+        let (second, h2, repeated) = s.next_turn(&h1, 8, &turn("s/1", 50), 0).unwrap();
+        assert_eq!(
+            second.ids.len(),
+            50,
+            "the recorded length when the reply matches"
+        );
+        assert_eq!(repeated, 38);
+        assert_eq!(
+            &second.ids[..30],
+            &first.ids[..],
+            "starts with the last prompt"
+        );
+        assert!(second.text.starts_with(&first.text));
+        assert_eq!(s.retokenized_len(&second).unwrap(), 50);
+        // A reply far longer than recorded: the history is kept whole.
+        let (third, _, repeated) = s.next_turn(&h2, 40, &turn("s/2", 60), 0).unwrap();
+        assert_eq!(repeated, 90);
+        assert_eq!(third.ids.len(), 91);
+        assert_eq!(&third.ids[..50], &second.ids[..]);
     }
 }

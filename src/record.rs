@@ -129,6 +129,16 @@ pub struct ResultRow {
     pub error: Option<String>,
     /// Run phase.
     pub phase: Phase,
+    /// The trace row's session (session replay only).
+    pub session_id: Option<String>,
+    /// Its turn in the session (session replay only).
+    pub turn_index: Option<i32>,
+    /// Think time applied before this turn (session replay only).
+    pub think_time_us: Option<i64>,
+    /// Prompt tokens sent under the prompt tokenizer (synthetic prompts).
+    pub prompt_tokens_sent: Option<i32>,
+    /// Prompt tokens repeating the session so far (session replay only).
+    pub history_tokens: Option<i32>,
 }
 
 impl ResultRow {

@@ -106,6 +106,12 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
     let status = column(batch, col::STATUS_CODE, &i32t)?;
     let error = column(batch, col::ERROR, &utf8)?;
     let phase = column(batch, col::PHASE, &utf8)?;
+    // Columns added after version 1's first release: absent in older files.
+    let session = column(batch, col::SESSION_ID, &utf8)?;
+    let turn = column(batch, col::TURN_INDEX, &i32t)?;
+    let think = column(batch, col::THINK_TIME_US, &i64t)?;
+    let sent_tokens = column(batch, col::PROMPT_TOKENS_SENT, &i32t)?;
+    let history = column(batch, col::HISTORY_TOKENS, &i32t)?;
 
     let i64_at = |a: &Option<Arc<dyn Array>>, i: usize| -> Option<i64> {
         a.as_ref().and_then(|a| {
@@ -173,6 +179,11 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
                 .as_deref()
                 .and_then(Phase::parse)
                 .unwrap_or_default(),
+            session_id: str_at(&session, i),
+            turn_index: i32_at(&turn, i),
+            think_time_us: i64_at(&think, i),
+            prompt_tokens_sent: i32_at(&sent_tokens, i),
+            history_tokens: i32_at(&history, i),
         });
     }
     Ok(())

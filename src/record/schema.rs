@@ -49,6 +49,16 @@ pub mod col {
     pub const ERROR: &str = "error";
     /// Run phase.
     pub const PHASE: &str = "phase";
+    /// Session of the trace row (session replay).
+    pub const SESSION_ID: &str = "session_id";
+    /// Turn in its session.
+    pub const TURN_INDEX: &str = "turn_index";
+    /// Think time applied before this turn.
+    pub const THINK_TIME_US: &str = "think_time_us";
+    /// Prompt tokens actually sent.
+    pub const PROMPT_TOKENS_SENT: &str = "prompt_tokens_sent";
+    /// Tokens of the prompt that repeat the conversation so far.
+    pub const HISTORY_TOKENS: &str = "history_tokens";
 }
 
 /// One documented column.
@@ -200,6 +210,36 @@ pub const COLUMNS: &[ColumnDoc] = &[
         "utf8 dictionary",
         false,
         "warmup, steady or cooldown (sweeps); summaries use steady rows",
+    ),
+    c(
+        col::SESSION_ID,
+        "utf8",
+        true,
+        "the trace row's session, in session replay (null replaying rows independently)",
+    ),
+    c(
+        col::TURN_INDEX,
+        "int32",
+        true,
+        "the row's turn in its session, in session replay",
+    ),
+    c(
+        col::THINK_TIME_US,
+        "int64",
+        true,
+        "think time applied after the previous turn's end (scaled), in session replay",
+    ),
+    c(
+        col::PROMPT_TOKENS_SENT,
+        "int32",
+        true,
+        "prompt tokens sent, under the prompt tokenizer (differs from input_tokens when a session's history grew otherwise than recorded)",
+    ),
+    c(
+        col::HISTORY_TOKENS,
+        "int32",
+        true,
+        "tokens of the prompt that repeat the session so far (earlier prompts and replies)",
     ),
 ];
 

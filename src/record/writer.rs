@@ -60,6 +60,11 @@ struct Builders {
     outcome: StringDictionaryBuilder<Int32Type>,
     error: StringBuilder,
     phase: StringDictionaryBuilder<Int32Type>,
+    session_id: StringBuilder,
+    turn_index: Int32Builder,
+    think_time_us: Int64Builder,
+    prompt_tokens_sent: Int32Builder,
+    history_tokens: Int32Builder,
     len: usize,
 }
 
@@ -95,6 +100,11 @@ impl Builders {
             outcome: StringDictionaryBuilder::new(),
             error: StringBuilder::new(),
             phase: StringDictionaryBuilder::new(),
+            session_id: StringBuilder::new(),
+            turn_index: Int32Builder::new(),
+            think_time_us: Int64Builder::new(),
+            prompt_tokens_sent: Int32Builder::new(),
+            history_tokens: Int32Builder::new(),
             len: 0,
         }
     }
@@ -125,6 +135,11 @@ impl Builders {
         self.outcome.append_value(r.outcome.as_str());
         self.error.append_option(r.error.as_deref());
         self.phase.append_value(r.phase.as_str());
+        self.session_id.append_option(r.session_id.as_deref());
+        self.turn_index.append_option(r.turn_index);
+        self.think_time_us.append_option(r.think_time_us);
+        self.prompt_tokens_sent.append_option(r.prompt_tokens_sent);
+        self.history_tokens.append_option(r.history_tokens);
         self.len += 1;
     }
 
@@ -152,6 +167,11 @@ impl Builders {
             Arc::new(self.outcome.finish()),
             Arc::new(self.error.finish()),
             Arc::new(self.phase.finish()),
+            Arc::new(self.session_id.finish()),
+            Arc::new(self.turn_index.finish()),
+            Arc::new(self.think_time_us.finish()),
+            Arc::new(self.prompt_tokens_sent.finish()),
+            Arc::new(self.history_tokens.finish()),
         ]
     }
 }
