@@ -576,6 +576,66 @@ pub enum ArrivalsArg {
     Constant,
 }
 
+/// How the trace's sessions are replayed (shared by `replay` and `sweep`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Sessions")]
+pub struct SessionArgs {
+    /// `auto`: when the trace has multi-turn sessions, replay them as
+    /// conversations: a session's first turn leaves at its scheduled time
+    /// (`--rate` then counts sessions per second, `--requests` sessions),
+    /// each later turn only after the previous reply, its prompt repeating
+    /// the conversation so far. `independent`: every row on its own at its
+    /// own time, as a trace without sessions.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub sessions: SessionsArg,
+    /// When a later turn leaves: `think` = its think time after the
+    /// previous reply ended; `recorded` = its recorded time in the session
+    /// (time-scaled), but not before the previous reply ended; `max` = the
+    /// later of the two.
+    #[arg(long, value_enum, default_value = "max")]
+    pub turn_timing: TurnTimingArg,
+    /// Think times are multiplied by this (0 sends each turn as soon as the
+    /// last reply ended).
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative)]
+    pub think_time_scale: f64,
+    /// Think time of turns the trace has none for (default: the median of
+    /// the trace's think times).
+    #[arg(long, value_parser = duration)]
+    pub think_time: Option<Duration>,
+}
+
+/// Values of `--sessions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionsArg {
+    /// Conversations when the trace has sessions.
+    Auto,
+    /// Every row on its own.
+    Independent,
+}
+
+flag_enum! {
+    /// Values of `--turn-timing`.
+    TurnTimingArg => crate::replay::session::TurnTiming {
+        /// Think time after the previous reply.
+        Think,
+        /// The recorded time, not before the previous reply.
+        Recorded,
+        /// The later of the two.
+        Max,
+    }
+}
+
+impl SessionArgs {
+    /// The session options, or `None` for `--sessions independent`.
+    pub fn options(&self) -> Option<crate::replay::session::SessionOptions> {
+        (self.sessions == SessionsArg::Auto).then(|| crate::replay::session::SessionOptions {
+            timing: self.turn_timing.into(),
+            think_time_scale: self.think_time_scale,
+            default_think_time: self.think_time,
+        })
+    }
+}
+
 /// How a run ends and what it may write (shared by `replay` and `sweep`).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Ending a run")]
@@ -626,6 +686,9 @@ pub struct ReplayArgs {
     /// The schedule.
     #[command(flatten)]
     pub schedule: ScheduleArgs,
+    /// Sessions.
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 /// `llm-replay sweep TRACE --out-dir DIR`.
@@ -692,6 +755,9 @@ pub struct SweepArgs {
     /// `--duration` and `--speedup` are set per step by the sweep).
     #[command(flatten)]
     pub schedule: ScheduleArgs,
+    /// Sessions.
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 /// Output formats of `report`.

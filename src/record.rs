@@ -139,6 +139,9 @@ pub struct ResultRow {
     pub prompt_tokens_sent: Option<i32>,
     /// Prompt tokens repeating the session so far (session replay only).
     pub history_tokens: Option<i32>,
+    /// When the trace says this turn left, on the run's clock (session
+    /// replay of a trace with times): later than this is session stretch.
+    pub recorded_at_us: Option<i64>,
 }
 
 impl ResultRow {

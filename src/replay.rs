@@ -23,6 +23,7 @@ pub mod dispatch;
 pub mod pacer;
 pub mod recorder;
 pub mod scrape;
+pub mod session;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -292,6 +293,9 @@ impl RequestBuilder {
             input_tokens: record.input_tokens,
             output_tokens_expected: record.output_tokens,
             request,
+            turn: None,
+            then: None,
+            turns_after: 0,
         }
     }
 
@@ -312,6 +316,24 @@ impl RequestBuilder {
             ),
             (_, None) => return Err("prompt: no tokenizer loaded".into()),
         };
+        self.body(record, repeat, prompt)
+    }
+
+    /// A synthetic prompt as this target sends it (text, or token ids).
+    fn prompt_of(&self, p: crate::prompt::SynthPrompt) -> Prompt {
+        match self.prompts {
+            PromptMode::Tokens => Prompt::Tokens(p.ids),
+            PromptMode::Synthetic | PromptMode::Original => Prompt::Text(p.text),
+        }
+    }
+
+    /// The request of `record` with `prompt`.
+    fn body(
+        &self,
+        record: &TraceRecord,
+        repeat: u32,
+        prompt: Prompt,
+    ) -> Result<(RequestSpec, Bytes), String> {
         let request_id = if repeat == 0 {
             record.request_id.clone()
         } else {
@@ -432,6 +454,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Extra key-values for the results metadata (sweep step, ...).
     pub extra_metadata: Vec<(String, String)>,
+    /// Replay the trace's sessions as conversations (when it has any);
+    /// `None` sends every row on its own.
+    pub sessions: Option<session::SessionOptions>,
 }
 
 /// Replays `trace` against `target` under `opts` until the schedule ends
@@ -443,8 +468,28 @@ pub async fn run(
     opts: RunOptions,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Recorded> {
-    let schedule = schedule::plan(&opts.schedule, &trace.records)?;
+    let sessions = opts
+        .sessions
+        .filter(|_| session::SessionPlan::has_sessions(&trace))
+        .map(|o| (session::SessionPlan::group(&trace, &o), o));
+    let session_opts_json = sessions
+        .as_ref()
+        .map(|(_, o)| serde_json::to_value(o))
+        .transpose()?;
+    let schedule = match &sessions {
+        Some((plan, _)) => schedule::plan(&opts.schedule, &plan.firsts)?,
+        None => schedule::plan(&opts.schedule, &trace.records)?,
+    };
+    // In session mode the schedule counts sessions; a session stands for
+    // its turns on average.
+    let turns_per_unit = sessions.as_ref().map_or(1.0, |(plan, _)| {
+        plan.turns() as f64 / plan.sessions.len().max(1) as f64
+    });
     let planned = schedule.remaining();
+    let planned = Remaining {
+        requests: (planned.requests as f64 * turns_per_unit).round() as u64,
+        exact: planned.exact && turns_per_unit == 1.0,
+    };
     let target_rate = match opts.schedule {
         ScheduleSpec::Rate { rate, .. } => Some(rate),
         ScheduleSpec::Recorded { .. } => None,
@@ -458,6 +503,7 @@ pub async fn run(
         seed: target.seed,
         slo: opts.slo.map(|s| s.to_string()),
         grace: Some(humantime::format_duration(opts.grace).to_string()),
+        sessions: session_opts_json,
     };
     let mut kv: Vec<(String, String)> = [
         (key::RESULTS_VERSION, RESULTS_VERSION.to_string()),
@@ -490,33 +536,65 @@ pub async fn run(
         shutdown.clone(),
     )?;
 
+    // A short lead lets the producer fill its queue before t=0.
+    let clock = RunClock::starting_in(Duration::from_millis(200));
+    let session_run = sessions.map(|(plan, o)| {
+        Arc::new(session::SessionRun {
+            trace: trace.clone(),
+            plan,
+            builder: target.builder.clone(),
+            opts: o,
+            speedup: match opts.schedule {
+                ScheduleSpec::Recorded { speedup, .. } => speedup,
+                ScheduleSpec::Rate { .. } => 1.0,
+            },
+            clock,
+        })
+    });
+    if let Some(run) = &session_run {
+        eprintln!(
+            "session replay: {} sessions, {} turns; later turns wait for the last reply ({:?} timing, think times x{}); --sessions independent sends rows on their own",
+            run.plan.sessions.len(),
+            run.plan.turns(),
+            run.opts.timing,
+            run.opts.think_time_scale
+        );
+    }
     // The producer runs ahead of the dispatcher by up to this many requests.
     let (prep_tx, prep_rx) = std::sync::mpsc::sync_channel::<Prepared>(4_096);
     let producer = {
         let trace = trace.clone();
         let stop = shutdown.stop_token();
         let builder = target.builder.clone();
+        let session_run = session_run.clone();
         std::thread::Builder::new()
             .name("llm-replay-prompts".into())
             .spawn(move || -> Remaining {
                 let mut schedule = schedule;
+                // After a stop, requests not yet handed over are never
+                // reached: counted, not built.
+                let unsent = |schedule: &schedule::Schedule| {
+                    let rest = schedule.remaining();
+                    Remaining {
+                        requests: ((rest.requests + 1) as f64 * turns_per_unit).round() as u64,
+                        exact: rest.exact && turns_per_unit == 1.0,
+                    }
+                };
                 while let Some(s) = schedule.next() {
-                    let Some(record) = trace.records.get(s.trace_index as usize) else {
-                        continue;
-                    };
-                    // After a stop, requests not yet handed over are never
-                    // reached: counted, not built.
-                    let unsent = |schedule: &schedule::Schedule| {
-                        let rest = schedule.remaining();
-                        Remaining {
-                            requests: rest.requests + 1,
-                            exact: rest.exact,
-                        }
-                    };
                     if stop.is_cancelled() {
                         return unsent(&schedule);
                     }
-                    if prep_tx.send(builder.prepare(record, s)).is_err() {
+                    let prepared = match &session_run {
+                        Some(run) => run.first(s),
+                        None => trace
+                            .records
+                            .get(s.trace_index as usize)
+                            .map(|record| builder.prepare(record, s)),
+                    };
+                    let Some(prepared) = prepared else {
+                        continue;
+                    };
+                    if prep_tx.send(prepared).is_err() {
                         return unsent(&schedule);
                     }
                 }
@@ -540,9 +618,9 @@ pub async fn run(
             .cap
             .map(|(n, policy)| (Arc::new(Semaphore::new(n)), policy)),
         rows: rows_tx,
-        // A short lead lets the producer fill its queue before t=0.
-        clock: RunClock::starting_in(Duration::from_millis(200)),
+        clock,
         cancel: cancel.clone(),
+        stop: shutdown.stop_token(),
         counters: Counters::default(),
         phases: opts.phases,
     });
@@ -604,7 +682,10 @@ pub async fn run(
         .context("joining the prompt producer")?
         .map_err(|_| anyhow::anyhow!("the prompt producer thread panicked"))?;
     if let Ok(mut e) = end.lock() {
-        e.not_reached = produced.requests + dispatched.not_reached;
+        let later_turns = shared.counters.not_reached.load(Ordering::Relaxed);
+        e.not_reached = produced.requests
+            + (dispatched.not_reached as f64 * turns_per_unit).round() as u64
+            + later_turns;
         e.not_reached_exact = produced.exact;
         e.stopped_by = shutdown.reason();
     }

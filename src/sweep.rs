@@ -134,6 +134,8 @@ pub struct SweepPlan {
     pub target: TargetConfig,
     /// Everything of a step's schedule but its load.
     pub schedule: StepSchedule,
+    /// Session replay options (`None`: rows on their own).
+    pub sessions: Option<crate::replay::session::SessionOptions>,
 }
 
 impl SweepPlan {
@@ -308,6 +310,7 @@ impl Sweeper<'_> {
                     (key::SWEEP_MODE.into(), mode.as_str().to_owned()),
                     (key::SWEEP_OFFERED.into(), load.to_string()),
                 ],
+                sessions: self.plan.sessions,
             },
             self.shutdown,
         )
@@ -456,6 +459,7 @@ async fn auto_probe(
                 phases: Phases::default(),
                 progress: sw.plan.progress,
                 extra_metadata: vec![(key::SWEEP_PROBE.into(), rate.to_string())],
+                sessions: sw.plan.sessions,
             },
             sw.shutdown,
         )

@@ -9,6 +9,7 @@ mod ingest_datasets;
 mod ingest_logs;
 mod ingest_sharegpt;
 mod replay;
+mod sessions;
 mod sim;
 mod sweep_report;
 mod trace_format;

@@ -88,6 +88,9 @@ fn prepared(t: &[TraceRecord], spec: &ScheduleSpec) -> Vec<Prepared> {
                     },
                     Bytes::from_static(b"{}"),
                 )),
+                turn: None,
+                then: None,
+                turns_after: 0,
             }
         })
         .collect()
@@ -107,6 +110,7 @@ async fn run_paused(
 ) -> Run {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let clock = RunClock::starting_in(Duration::from_millis(10));
+    let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
         transport,
         timeouts: Timeouts {
@@ -118,10 +122,10 @@ async fn run_paused(
         rows: tx,
         clock,
         cancel: CancellationToken::new(),
+        stop: stop.clone(),
         counters: Counters::default(),
         phases: Phases::default(),
     });
-    let stop = CancellationToken::new();
     if let Some(after) = stop_after {
         let stop = stop.clone();
         tokio::spawn(async move {

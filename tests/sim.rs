@@ -237,6 +237,7 @@ async fn a_replay_with_faults_has_one_right_row_per_request() {
         phases: Default::default(),
         progress: false,
         extra_metadata: vec![],
+        sessions: None,
     };
     let recorded = llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await
@@ -321,6 +322,7 @@ async fn scraped_server_metrics_land_beside_the_results() {
         phases: Default::default(),
         progress: false,
         extra_metadata: vec![],
+        sessions: None,
     };
     llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await

@@ -186,6 +186,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         phases: Phases::default(),
         progress: !args.quiet,
         extra_metadata: Vec::new(),
+        sessions: args.session.options(),
     };
     let recorded = replay::run(trace, &target, opts, &shutdown).await?;
     stdout(format_args!("{}", recorded.summary));

@@ -66,6 +66,7 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
         grace: args.end.grace,
         progress: !args.quiet,
         target: target_config(&args.target)?,
+        sessions: args.session.options(),
         schedule: StepSchedule {
             arrivals: arrivals(&args.schedule),
             order: args.schedule.order.into(),

@@ -112,6 +112,7 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
     let think = column(batch, col::THINK_TIME_US, &i64t)?;
     let sent_tokens = column(batch, col::PROMPT_TOKENS_SENT, &i32t)?;
     let history = column(batch, col::HISTORY_TOKENS, &i32t)?;
+    let recorded = column(batch, col::RECORDED_AT, &tst)?;
 
     let i64_at = |a: &Option<Arc<dyn Array>>, i: usize| -> Option<i64> {
         a.as_ref().and_then(|a| {
@@ -184,6 +185,7 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
             think_time_us: i64_at(&think, i),
             prompt_tokens_sent: i32_at(&sent_tokens, i),
             history_tokens: i32_at(&history, i),
+            recorded_at_us: i64_at(&recorded, i),
         });
     }
     Ok(())

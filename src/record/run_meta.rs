@@ -66,6 +66,9 @@ pub struct RunConfig {
     /// Grace after a stop, as written by humantime.
     #[serde(default)]
     pub grace: Option<String>,
+    /// Session replay options; `null` when rows were sent on their own.
+    #[serde(default)]
+    pub sessions: Option<serde_json::Value>,
 }
 
 impl RunConfig {
@@ -97,6 +100,7 @@ mod tests {
             seed: 3,
             slo: Some("ttft=500ms".into()),
             grace: Some("10s".into()),
+            sessions: None,
         };
         let meta = BTreeMap::from([(key::CONFIG.to_owned(), serde_json::to_string(&cfg).unwrap())]);
         assert_eq!(RunConfig::from_metadata(&meta), Some(cfg));

@@ -59,6 +59,8 @@ pub mod col {
     pub const PROMPT_TOKENS_SENT: &str = "prompt_tokens_sent";
     /// Tokens of the prompt that repeat the conversation so far.
     pub const HISTORY_TOKENS: &str = "history_tokens";
+    /// When the trace says the turn left, on the run's clock.
+    pub const RECORDED_AT: &str = "recorded_at";
 }
 
 /// One documented column.
@@ -240,6 +242,12 @@ pub const COLUMNS: &[ColumnDoc] = &[
         "int32",
         true,
         "tokens of the prompt that repeat the session so far (earlier prompts and replies)",
+    ),
+    c(
+        col::RECORDED_AT,
+        "timestamp[us, UTC]",
+        true,
+        "when the trace says this turn left (session start plus its recorded offset, time-scaled); sent_at - recorded_at is how far the session stretched",
     ),
 ];
 

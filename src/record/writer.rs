@@ -65,6 +65,7 @@ struct Builders {
     think_time_us: Int64Builder,
     prompt_tokens_sent: Int32Builder,
     history_tokens: Int32Builder,
+    recorded_at: TimestampMicrosecondBuilder,
     len: usize,
 }
 
@@ -105,6 +106,7 @@ impl Builders {
             think_time_us: Int64Builder::new(),
             prompt_tokens_sent: Int32Builder::new(),
             history_tokens: Int32Builder::new(),
+            recorded_at: ts(),
             len: 0,
         }
     }
@@ -140,6 +142,7 @@ impl Builders {
         self.think_time_us.append_option(r.think_time_us);
         self.prompt_tokens_sent.append_option(r.prompt_tokens_sent);
         self.history_tokens.append_option(r.history_tokens);
+        self.recorded_at.append_option(r.recorded_at_us);
         self.len += 1;
     }
 
@@ -172,6 +175,7 @@ impl Builders {
             Arc::new(self.think_time_us.finish()),
             Arc::new(self.prompt_tokens_sent.finish()),
             Arc::new(self.history_tokens.finish()),
+            Arc::new(self.recorded_at.finish()),
         ]
     }
 }

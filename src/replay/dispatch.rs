@@ -73,6 +73,52 @@ pub struct Prepared {
     pub output_tokens_expected: i32,
     /// The request, or the reason it could not be built.
     pub request: Result<(RequestSpec, Bytes), String>,
+    /// Its place in a session, in session replay.
+    pub turn: Option<Turn>,
+    /// What follows it in its session, in session replay.
+    pub then: Option<Continuation>,
+    /// How many turns of its session follow it (0 outside session replay).
+    pub turns_after: u64,
+}
+
+/// A request's place in its session (session replay).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Turn {
+    /// The trace's session id.
+    pub session_id: String,
+    /// The turn's index in the session.
+    pub turn_index: i32,
+    /// Think time applied before it (none for a first turn).
+    pub think_time_us: Option<i64>,
+    /// Prompt tokens sent.
+    pub prompt_tokens_sent: Option<i32>,
+    /// Of those, tokens repeating the session so far.
+    pub history_tokens: Option<i32>,
+    /// When the trace says it left, on the run's clock (session start plus
+    /// its recorded offset in the session, time-scaled).
+    pub recorded_at: Option<Instant>,
+}
+
+/// What a finished turn tells the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnEnd {
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Output tokens the server gave (0 for a failed request).
+    pub reply_tokens: u32,
+    /// When its response ended (or it failed).
+    pub ended: Instant,
+}
+
+/// Builds the next turn of a session from how the last one ended: the
+/// request and the instant it becomes due, or `None` when the session is
+/// over.
+pub struct Continuation(pub Box<dyn FnOnce(TurnEnd) -> Option<(Prepared, Instant)> + Send>);
+
+impl std::fmt::Debug for Continuation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Continuation")
+    }
 }
 
 /// Maps run instants to absolute UTC microseconds.
@@ -129,6 +175,8 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Requests out and not yet answered.
     pub in_flight: AtomicU64,
+    /// Later turns of sessions that the run stopped before they were due.
+    pub not_reached: AtomicU64,
 }
 
 /// Which phase a scheduled offset falls in (sweeps' warm-up and cool-down).
@@ -167,6 +215,8 @@ pub struct Shared<T> {
     pub clock: RunClock,
     /// Fired when in-flight requests must give up (after the grace period).
     pub cancel: CancellationToken,
+    /// Fired when the run stops: sessions send no further turns.
+    pub stop: CancellationToken,
     /// Live counts.
     pub counters: Counters,
     /// Phase boundaries.
@@ -183,6 +233,16 @@ impl<T: Transport> Shared<T> {
             input_tokens: p.input_tokens,
             output_tokens_expected: p.output_tokens_expected,
             phase: self.phases.of(p.sched.offset_ns),
+            session_id: p.turn.as_ref().map(|t| t.session_id.clone()),
+            turn_index: p.turn.as_ref().map(|t| t.turn_index),
+            think_time_us: p.turn.as_ref().and_then(|t| t.think_time_us),
+            prompt_tokens_sent: p.turn.as_ref().and_then(|t| t.prompt_tokens_sent),
+            history_tokens: p.turn.as_ref().and_then(|t| t.history_tokens),
+            recorded_at_us: p
+                .turn
+                .as_ref()
+                .and_then(|t| t.recorded_at)
+                .map(|t| self.clock.unix_us(t)),
             ..ResultRow::default()
         }
     }
@@ -199,16 +259,56 @@ impl<T: Transport> Shared<T> {
     }
 }
 
-/// The life of one request, from its deadline to its row.
+/// The life of one request, from its deadline to its row, and in session
+/// replay the turns that follow it: each waits for its due time (the last
+/// turn's end plus think time, or its recorded time), unless the run
+/// stops, which leaves the session's remaining turns never reached.
 pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, scheduled: Instant) {
+    let mut p = p;
+    let mut scheduled = scheduled;
+    loop {
+        let then = p.then.take();
+        let row = execute(&shared, p, scheduled).await;
+        let next = then.and_then(|c| {
+            (c.0)(TurnEnd {
+                ok: row.is_ok(),
+                reply_tokens: u32::try_from(
+                    row.usage_completion_tokens.unwrap_or(row.output_tokens),
+                )
+                .unwrap_or(0),
+                ended: Instant::now(),
+            })
+        });
+        shared.emit(row);
+        let Some((next, due)) = next else {
+            return;
+        };
+        let stopped = tokio::select! {
+            () = tokio::time::sleep_until(due) => false,
+            () = shared.stop.cancelled() => true,
+        };
+        if stopped {
+            // This turn and those after it were not yet due.
+            shared
+                .counters
+                .not_reached
+                .fetch_add(1 + next.turns_after, Ordering::Relaxed);
+            return;
+        }
+        p = next;
+        scheduled = due;
+    }
+}
+
+/// One request, from its deadline to its row.
+async fn execute<T: Transport>(shared: &Shared<T>, p: Prepared, scheduled: Instant) -> ResultRow {
     let mut row = shared.base_row(&p);
     let (spec, body) = match p.request {
         Ok(r) => r,
         Err(why) => {
             row.outcome = Outcome::Dropped;
             row.error = Some(why);
-            shared.emit(row);
-            return;
+            return row;
         }
     };
     let queue_start = Instant::now();
@@ -221,8 +321,7 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
                     row.outcome = Outcome::Cancelled;
                     row.error = Some("cancelled while waiting for an in-flight slot".into());
                     row.queue_wait_us = Some(signed_us(Instant::now(), queue_start));
-                    shared.emit(row);
-                    return;
+                    return row;
                 }
             }
         }
@@ -231,8 +330,7 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
             Err(_) => {
                 row.outcome = Outcome::Dropped;
                 row.error = Some("--max-in-flight reached; dropped (--on-cap drop)".into());
-                shared.emit(row);
-                return;
+                return row;
             }
         },
     };
@@ -254,7 +352,7 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
     };
     shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
     fill_from_exchange(&mut row, &exchange, sent, &shared.clock);
-    shared.emit(row);
+    row
 }
 
 fn fill_from_exchange(row: &mut ResultRow, ex: &Exchange, sent: Instant, clock: &RunClock) {

@@ -1,0 +1,201 @@
+//! Session replay against a scripted loopback server that records what
+//! arrived and when: later turns wait for the previous reply and its think
+//! time, repeat the conversation so far, and keep the trace's lengths.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use llm_replay::record::{ResultRow, read_results};
+use llm_replay::replay::session::{SessionOptions, TurnTiming};
+use llm_replay::replay::{RunOptions, Shutdown, Target, TargetConfig};
+use llm_replay::schedule::ScheduleSpec;
+use llm_replay::trace::{TraceMetadata, TraceRecord, TraceWriter, read_trace};
+use serde_json::{Value, json};
+
+/// Bodies received, in arrival order.
+type Received = Arc<Mutex<Vec<Value>>>;
+
+async fn completions(State(seen): State<Received>, body: Bytes) -> impl IntoResponse {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let n = v["max_tokens"].as_u64().unwrap_or(1);
+    seen.lock().unwrap().push(v);
+    // A short wait, then exactly max_tokens content chunks and usage.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut out = String::new();
+    for _ in 0..n {
+        out.push_str(
+            "data: {\"choices\":[{\"index\":0,\"text\":\" x\",\"finish_reason\":null}]}\n\n",
+        );
+    }
+    out.push_str(&format!(
+        "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":1,\"completion_tokens\":{n},\"total_tokens\":{}}}}}\n\n",
+        n + 1
+    ));
+    out.push_str("data: [DONE]\n\n");
+    ([("content-type", "text/event-stream")], out)
+}
+
+async fn models() -> impl IntoResponse {
+    axum::Json(json!({"object": "list", "data": [{"id": "m", "object": "model"}]}))
+}
+
+async fn serve() -> (String, Received) {
+    let seen: Received = Arc::default();
+    let app = Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/completions", post(completions))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, seen)
+}
+
+/// Two sessions (three and two turns, 5 output tokens each, inputs that
+/// grow by the last prompt, its reply and 15 new tokens) and a row on its
+/// own.
+fn write_trace(path: &std::path::Path) {
+    let mut w = TraceWriter::create(path).unwrap();
+    let rows = [
+        ("a0", Some("a"), 0, 0, 20, None),
+        ("b0", Some("b"), 0, 5_000, 30, None),
+        ("solo", None, 0, 8_000, 10, None),
+        ("a1", Some("a"), 1, 10_000, 40, Some(100_000)),
+        ("b1", Some("b"), 1, 15_000, 50, Some(50_000)),
+        ("a2", Some("a"), 2, 20_000, 60, Some(100_000)),
+    ];
+    for (i, (id, session, turn, at, input, think)) in rows.into_iter().enumerate() {
+        w.write(&TraceRecord {
+            request_id: id.into(),
+            arrival_offset_us: Some(at),
+            input_tokens: input,
+            output_tokens: 5,
+            session_id: session.map(str::to_owned),
+            turn_index: session.map(|_| turn),
+            think_time_us: think,
+            source_row: i as i64,
+            ..TraceRecord::default()
+        })
+        .unwrap();
+    }
+    let mut meta = TraceMetadata::new("test");
+    meta.rows_read = 6;
+    meta.tokenizer = Some("o200k_base".into());
+    w.finish(meta).unwrap();
+}
+
+async fn replay(sessions: Option<SessionOptions>) -> (Vec<ResultRow>, Vec<Value>) {
+    let (url, seen) = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let trace_path = dir.path().join("t.parquet");
+    write_trace(&trace_path);
+    let trace = Arc::new(read_trace(&trace_path).unwrap());
+    let cfg = TargetConfig {
+        url: Some(url),
+        model: Some("m".into()),
+        ..TargetConfig::default()
+    };
+    let target = Target::connect(&cfg, &trace, 0).await.unwrap();
+    let out = dir.path().join("r.parquet");
+    let opts = RunOptions {
+        schedule: ScheduleSpec::Recorded {
+            speedup: 1.0,
+            start_us: None,
+            end_us: None,
+            spread_us: None,
+            requests: None,
+        },
+        output: out.clone(),
+        slo: None,
+        grace: Duration::from_secs(5),
+        limits: Default::default(),
+        phases: Default::default(),
+        progress: false,
+        extra_metadata: vec![],
+        sessions,
+    };
+    llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
+        .await
+        .unwrap();
+    let rows = read_results(&out).unwrap().rows;
+    let bodies = seen.lock().unwrap().clone();
+    (rows, bodies)
+}
+
+fn prompt_of<'a>(bodies: &'a [Value], id: &str, rows: &[ResultRow]) -> &'a str {
+    // Bodies carry no request id; they are matched by their exact length
+    // in words, which differs for every row of this trace.
+    let row = rows.iter().find(|r| r.request_id == id).unwrap();
+    let n = row.prompt_tokens_sent.unwrap() as usize;
+    bodies
+        .iter()
+        .map(|b| b["prompt"].as_str().unwrap())
+        .find(|p| p.split(' ').filter(|w| !w.is_empty()).count() == n)
+        .unwrap_or_else(|| panic!("no body of {n} words for {id}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_turns_wait_for_the_reply_and_repeat_the_conversation() {
+    let (rows, bodies) = replay(Some(SessionOptions {
+        timing: TurnTiming::Max,
+        think_time_scale: 1.0,
+        default_think_time: None,
+    }))
+    .await;
+    assert_eq!(rows.len(), 6, "one row per trace row");
+    assert_eq!(bodies.len(), 6);
+    let row = |id: &str| rows.iter().find(|r| r.request_id == id).unwrap();
+    for (prev, next) in [("a0", "a1"), ("a1", "a2"), ("b0", "b1")] {
+        let (p, n) = (row(prev), row(next));
+        assert!(p.is_ok() && n.is_ok(), "{p:?} {n:?}");
+        assert_eq!(n.session_id, p.session_id);
+        assert_eq!(n.turn_index, p.turn_index.map(|t| t + 1));
+        // Closed inside the session: sent no earlier than the previous
+        // reply's end plus the think time.
+        let think = n.think_time_us.unwrap();
+        assert!(think > 0);
+        assert!(
+            n.sent_at_us.unwrap() >= p.completed_at_us.unwrap() + think,
+            "{next} left before {prev}'s reply + {think} µs"
+        );
+        // The server answered the recorded length, so the prompt has the
+        // trace's length, and all but 15 tokens repeat the conversation.
+        assert_eq!(n.prompt_tokens_sent, Some(n.input_tokens), "{next}");
+        assert_eq!(n.history_tokens, Some(p.input_tokens + 5), "{next}");
+        let (pp, np) = (
+            prompt_of(&bodies, prev, &rows),
+            prompt_of(&bodies, next, &rows),
+        );
+        assert!(
+            np.starts_with(pp),
+            "{next}'s prompt does not start with {prev}'s"
+        );
+    }
+    assert_eq!(row("a0").turn_index, Some(0));
+    assert_eq!(row("solo").session_id.as_deref(), Some("row-2"));
+    assert_eq!(row("solo").turn_index, Some(0));
+    // Recorded times on the run's clock: stretch is measurable.
+    let a2 = row("a2");
+    assert!(a2.sent_at_us.unwrap() > a2.recorded_at_us.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_rows_leave_at_their_own_times_with_their_own_prompts() {
+    let (rows, bodies) = replay(None).await;
+    assert_eq!(rows.len(), 6);
+    assert_eq!(bodies.len(), 6);
+    assert!(
+        rows.iter()
+            .all(|r| r.session_id.is_none() && r.turn_index.is_none())
+    );
+    // a1 left at its recorded 10 ms, before a0's 20 ms reply ended.
+    let row = |id: &str| rows.iter().find(|r| r.request_id == id).unwrap();
+    assert!(row("a1").sent_at_us.unwrap() < row("a0").completed_at_us.unwrap());
+}
