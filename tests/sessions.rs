@@ -91,7 +91,13 @@ fn write_trace(path: &std::path::Path) {
     w.finish(meta).unwrap();
 }
 
-async fn replay(sessions: Option<SessionOptions>) -> (Vec<ResultRow>, Vec<Value>) {
+async fn replay(
+    sessions: Option<SessionOptions>,
+) -> (
+    Vec<ResultRow>,
+    Vec<Value>,
+    llm_replay::record::summary::Summary,
+) {
     let (url, seen) = serve().await;
     let dir = tempfile::tempdir().unwrap();
     let trace_path = dir.path().join("t.parquet");
@@ -121,12 +127,12 @@ async fn replay(sessions: Option<SessionOptions>) -> (Vec<ResultRow>, Vec<Value>
         extra_metadata: vec![],
         sessions,
     };
-    llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
+    let recorded = llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await
         .unwrap();
     let rows = read_results(&out).unwrap().rows;
     let bodies = seen.lock().unwrap().clone();
-    (rows, bodies)
+    (rows, bodies, recorded.summary)
 }
 
 fn prompt_of<'a>(bodies: &'a [Value], id: &str, rows: &[ResultRow]) -> &'a str {
@@ -143,7 +149,7 @@ fn prompt_of<'a>(bodies: &'a [Value], id: &str, rows: &[ResultRow]) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn later_turns_wait_for_the_reply_and_repeat_the_conversation() {
-    let (rows, bodies) = replay(Some(SessionOptions {
+    let (rows, bodies, summary) = replay(Some(SessionOptions {
         timing: TurnTiming::Max,
         think_time_scale: 1.0,
         default_think_time: None,
@@ -184,11 +190,18 @@ async fn later_turns_wait_for_the_reply_and_repeat_the_conversation() {
     // Recorded times on the run's clock: stretch is measurable.
     let a2 = row("a2");
     assert!(a2.sent_at_us.unwrap() > a2.recorded_at_us.unwrap());
+    let ss = summary.sessions.expect("session figures");
+    assert_eq!((ss.sessions, ss.turns), (3, 6));
+    // a2 is due 200 ms of think time after a 20 ms recorded offset.
+    assert!(ss.stretch.max_ms >= 150.0, "{ss:?}");
+    assert_eq!(ss.prompt_drift_turns, 0);
+    assert_eq!(ss.ttft_by_turn.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_rows_leave_at_their_own_times_with_their_own_prompts() {
-    let (rows, bodies) = replay(None).await;
+    let (rows, bodies, summary) = replay(None).await;
+    assert!(summary.sessions.is_none());
     assert_eq!(rows.len(), 6);
     assert_eq!(bodies.len(), 6);
     assert!(

@@ -217,6 +217,39 @@ pub struct Summary {
     /// `SIGTERM`, `SIGHUP`, `fatal: ...`); none when it ran to the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<String>,
+    /// Session replay figures, when rows belong to sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionSummary>,
+}
+
+/// How a session replay went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SessionSummary {
+    /// Sessions with at least one row.
+    pub sessions: u64,
+    /// Rows that belong to a session.
+    pub turns: u64,
+    /// Per session, how much later than recorded its last turn left
+    /// (`sent_at - recorded_at` of the last turn sent).
+    pub stretch: Percentiles,
+    /// Share of turns that left more than 1 ms after their recorded time.
+    pub late_turn_share: f64,
+    /// Turns whose prompt had another length than the trace's
+    /// `input_tokens` (the server answered otherwise than recorded).
+    pub prompt_drift_turns: u64,
+    /// Mean of `prompt_tokens_sent - input_tokens` over turns sent.
+    pub prompt_drift_mean_tokens: f64,
+    /// TTFT from the schedule by turn index (`0`, `1`, `2`, `3`, `4+`).
+    pub ttft_by_turn: Vec<TurnLatency>,
+}
+
+/// TTFT of the turns at one index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TurnLatency {
+    /// `0`, `1`, ... or `4+`.
+    pub turn: String,
+    /// TTFT from the schedule of its ok rows.
+    pub ttft: Percentiles,
 }
 
 /// The first error of one kind.
@@ -342,6 +375,21 @@ pub struct SummaryBuilder {
     e2e: Metric,
     e2e_sched: Metric,
     first_errors: Vec<FirstError>,
+    sessions: SessionAcc,
+}
+
+/// Session figures being gathered.
+#[derive(Default)]
+struct SessionAcc {
+    turns: u64,
+    late: u64,
+    timed: u64,
+    drift_turns: u64,
+    drift_sum: i64,
+    drift_n: u64,
+    /// Per session: the highest turn sent so far and its stretch (µs).
+    last: std::collections::HashMap<String, (i32, Option<i64>)>,
+    ttft_by_turn: [Option<Metric>; 5],
 }
 
 /// Kinds of error kept with their first message; more are only counted
@@ -383,6 +431,7 @@ impl SummaryBuilder {
             e2e: Metric::new(),
             e2e_sched: Metric::new(),
             first_errors: Vec::new(),
+            sessions: SessionAcc::default(),
         }
     }
 
@@ -416,6 +465,7 @@ impl SummaryBuilder {
         {
             self.met += 1;
         }
+        self.note_session(row);
         if !row.is_ok() {
             self.note_error(row);
             return;
@@ -440,6 +490,84 @@ impl SummaryBuilder {
         for &gap in &row.itl_us {
             self.itl.record(gap as f64);
         }
+    }
+
+    fn note_session(&mut self, row: &ResultRow) {
+        let (Some(session), Some(turn)) = (&row.session_id, row.turn_index) else {
+            return;
+        };
+        let acc = &mut self.sessions;
+        acc.turns += 1;
+        let stretch = match (row.sent_at_us, row.recorded_at_us) {
+            (Some(sent), Some(rec)) => {
+                acc.timed += 1;
+                if sent - rec > 1_000 {
+                    acc.late += 1;
+                }
+                Some(sent - rec)
+            }
+            _ => None,
+        };
+        if let Some(sent) = row.prompt_tokens_sent {
+            let d = i64::from(sent) - i64::from(row.input_tokens);
+            acc.drift_n += 1;
+            acc.drift_sum += d;
+            if d != 0 {
+                acc.drift_turns += 1;
+            }
+        }
+        let e = acc.last.entry(session.clone()).or_insert((turn, stretch));
+        if turn >= e.0 && row.sent_at_us.is_some() {
+            *e = (turn, stretch);
+        }
+        if row.is_ok()
+            && let Some(v) = row.ttft_from_schedule_us()
+        {
+            let at = usize::try_from(turn).unwrap_or(0).min(4);
+            acc.ttft_by_turn[at]
+                .get_or_insert_with(Metric::new)
+                .record(v as f64);
+        }
+    }
+
+    fn session_summary(&self) -> Option<SessionSummary> {
+        let acc = &self.sessions;
+        if acc.turns == 0 {
+            return None;
+        }
+        let mut stretch = Metric::new();
+        for (_, s) in acc.last.values() {
+            if let Some(s) = s {
+                stretch.record(*s as f64);
+            }
+        }
+        Some(SessionSummary {
+            sessions: acc.last.len() as u64,
+            turns: acc.turns,
+            stretch: stretch.percentiles(),
+            late_turn_share: if acc.timed > 0 {
+                acc.late as f64 / acc.timed as f64
+            } else {
+                0.0
+            },
+            prompt_drift_turns: acc.drift_turns,
+            prompt_drift_mean_tokens: if acc.drift_n > 0 {
+                acc.drift_sum as f64 / acc.drift_n as f64
+            } else {
+                0.0
+            },
+            ttft_by_turn: acc
+                .ttft_by_turn
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    m.as_ref().map(|m| TurnLatency {
+                        turn: if i == 4 { "4+".into() } else { i.to_string() },
+                        ttft: m.percentiles(),
+                    })
+                })
+                .collect(),
+        })
     }
 
     fn note_error(&mut self, row: &ResultRow) {
@@ -561,6 +689,7 @@ impl SummaryBuilder {
             not_reached: 0,
             not_reached_exact: true,
             stopped_by: None,
+            sessions: self.session_summary(),
         }
     }
 }
@@ -674,6 +803,36 @@ impl fmt::Display for Summary {
                 "client        {:.2} CPU s ({:.1} µs per request), peak memory {:.0} MiB",
                 c.cpu_s, c.cpu_us_per_request, c.peak_rss_mib
             )?;
+        }
+        if let Some(ss) = &self.sessions {
+            writeln!(
+                f,
+                "sessions      {} sessions, {} turns; stretch of the last turn p50 {:.1} ms, p99 {:.1} ms; {:.1}% of turns left later than recorded",
+                ss.sessions,
+                ss.turns,
+                ss.stretch.p50_ms,
+                ss.stretch.p99_ms,
+                ss.late_turn_share * 100.0
+            )?;
+            if ss.prompt_drift_turns > 0 {
+                writeln!(
+                    f,
+                    "history       {} turns had another prompt length than the trace (mean {:+.1} tokens): the server answered otherwise than recorded",
+                    ss.prompt_drift_turns, ss.prompt_drift_mean_tokens
+                )?;
+            }
+            let by_turn: Vec<String> = ss
+                .ttft_by_turn
+                .iter()
+                .map(|t| format!("{}: {:.1}/{:.1}", t.turn, t.ttft.p50_ms, t.ttft.p99_ms))
+                .collect();
+            if !by_turn.is_empty() {
+                writeln!(
+                    f,
+                    "TTFT by turn  (from schedule, p50/p99 ms) {}",
+                    by_turn.join(", ")
+                )?;
+            }
         }
         if let Some(g) = &self.goodput {
             writeln!(
