@@ -553,10 +553,10 @@ pub async fn run(
     });
     if let Some(run) = &session_run {
         eprintln!(
-            "session replay: {} sessions, {} turns; later turns wait for the last reply ({:?} timing, think times x{}); --sessions independent sends rows on their own",
+            "session replay: {} sessions, {} turns; later turns wait for the last reply (--turn-timing {}, think times x{}); --sessions independent sends rows on their own",
             run.plan.sessions.len(),
             run.plan.turns(),
-            run.opts.timing,
+            run.opts.timing.as_str(),
             run.opts.think_time_scale
         );
     }

@@ -384,6 +384,8 @@ struct SessionAcc {
     turns: u64,
     late: u64,
     timed: u64,
+    /// Later turns (index > 0) with a recorded time.
+    timed_later: u64,
     drift_turns: u64,
     drift_sum: i64,
     drift_n: u64,
@@ -501,6 +503,9 @@ impl SummaryBuilder {
         let stretch = match (row.sent_at_us, row.recorded_at_us) {
             (Some(sent), Some(rec)) => {
                 acc.timed += 1;
+                if turn > 0 {
+                    acc.timed_later += 1;
+                }
                 if sent - rec > 1_000 {
                     acc.late += 1;
                 }
@@ -535,10 +540,14 @@ impl SummaryBuilder {
         if acc.turns == 0 {
             return None;
         }
+        // Without recorded times inside sessions (a rate schedule of a
+        // trace without times) there is nothing to stretch.
         let mut stretch = Metric::new();
-        for (_, s) in acc.last.values() {
-            if let Some(s) = s {
-                stretch.record(*s as f64);
+        if acc.timed_later > 0 {
+            for (_, s) in acc.last.values() {
+                if let Some(s) = s {
+                    stretch.record(*s as f64);
+                }
             }
         }
         Some(SessionSummary {
@@ -805,15 +814,23 @@ impl fmt::Display for Summary {
             )?;
         }
         if let Some(ss) = &self.sessions {
-            writeln!(
-                f,
-                "sessions      {} sessions, {} turns; stretch of the last turn p50 {:.1} ms, p99 {:.1} ms; {:.1}% of turns left later than recorded",
-                ss.sessions,
-                ss.turns,
-                ss.stretch.p50_ms,
-                ss.stretch.p99_ms,
-                ss.late_turn_share * 100.0
-            )?;
+            if ss.stretch.count > 0 {
+                writeln!(
+                    f,
+                    "sessions      {} sessions, {} turns; stretch of the last turn p50 {:.1} ms, p99 {:.1} ms; {:.1}% of turns left later than recorded",
+                    ss.sessions,
+                    ss.turns,
+                    ss.stretch.p50_ms,
+                    ss.stretch.p99_ms,
+                    ss.late_turn_share * 100.0
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "sessions      {} sessions, {} turns (no recorded times inside sessions: later turns follow think times)",
+                    ss.sessions, ss.turns
+                )?;
+            }
             if ss.prompt_drift_turns > 0 {
                 writeln!(
                     f,

@@ -35,6 +35,17 @@ pub enum TurnTiming {
     Max,
 }
 
+impl TurnTiming {
+    /// The name as on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Think => "think",
+            Self::Recorded => "recorded",
+            Self::Max => "max",
+        }
+    }
+}
+
 /// How sessions are replayed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct SessionOptions {
