@@ -108,7 +108,13 @@ def latency_by_input_length(df):
 
 def with_trace(df, trace_path):
     trace = pd.read_parquet(trace_path, columns=["request_id", "session_id", "turn_index", "arrival_offset_us"])
-    return df.merge(trace, on="request_id", how="left", validate="many_to_one")
+    # Results of a session replay carry session_id and turn_index
+    # themselves; the trace's fill them in for rows replayed independently.
+    out = df.merge(trace, on="request_id", how="left", validate="many_to_one", suffixes=("", "_trace"))
+    for c in ("session_id", "turn_index"):
+        if c + "_trace" in out:
+            out[c] = out[c].fillna(out.pop(c + "_trace")) if c in df else out.pop(c + "_trace")
+    return out
 
 
 def plot(summary, out):
