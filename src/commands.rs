@@ -5,6 +5,7 @@
 //! ([`crate::replay::Shutdown`]); output paths are checked here before any
 //! work starts.
 
+pub mod inspect;
 pub mod replay;
 pub mod report;
 pub mod sim;
@@ -16,7 +17,6 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use crate::cli::{Cli, Command};
-use crate::record::summary::Summary;
 use crate::replay::Shutdown;
 
 /// Exit code of a run that failed (bad input, I/O errors, a target that
@@ -52,7 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Inspect(args) => crate::trace::inspect::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
         Command::Replay(args) => runtime()?.block_on(replay::run(args)),
         Command::Sweep(args) => runtime()?.block_on(sweep::run(args)),
         Command::Report(args) => report::run(&args),
@@ -260,12 +260,11 @@ impl Signals {
 /// request failed or more than `max_error_rate` of them did (saying why on
 /// stderr); else the signal's code when one stopped it; else success.
 pub fn run_exit_code(
-    summaries: &[&Summary],
+    requests: u64,
+    failed: u64,
     max_error_rate: f64,
     stopped_by: Option<&str>,
 ) -> ExitCode {
-    let requests: u64 = summaries.iter().map(|s| s.requests).sum();
-    let failed: u64 = summaries.iter().map(|s| s.failed()).sum();
     if requests > 0 {
         let share = failed as f64 / requests as f64;
         if failed == requests {

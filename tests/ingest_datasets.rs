@@ -452,7 +452,7 @@ fn inspect_lists_every_violation() {
         "{all}"
     );
     assert!(all.contains("counts do not add up"), "{all}");
-    let code = llm_replay::trace::inspect::run(&llm_replay::cli::InspectArgs {
+    let code = llm_replay::commands::inspect::run(&llm_replay::cli::InspectArgs {
         trace: path.clone(),
         json: true,
     })
@@ -460,7 +460,7 @@ fn inspect_lists_every_violation() {
     assert_eq!(code, std::process::ExitCode::from(2));
     let fresh = dir.path().join("fresh.parquet");
     ingest("bailian", &["bailian_small.jsonl"], &fresh, &[]).unwrap();
-    let code = llm_replay::trace::inspect::run(&llm_replay::cli::InspectArgs {
+    let code = llm_replay::commands::inspect::run(&llm_replay::cli::InspectArgs {
         trace: fresh,
         json: false,
     })

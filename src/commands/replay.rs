@@ -202,7 +202,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         stdout(format_args!("summary json  {}\n", path.display()));
     }
     Ok(run_exit_code(
-        &[&recorded.summary],
+        recorded.summary.requests,
+        recorded.summary.failed(),
         args.end.max_error_rate,
         recorded.summary.stopped_by.as_deref(),
     ))

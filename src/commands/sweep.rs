@@ -101,18 +101,16 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     ));
     // Judged over every step: a sweep whose every request failed measured
     // nothing, whatever its table says.
-    let summaries: Vec<crate::record::summary::Summary> = outcome
-        .steps
-        .iter()
-        .map(|s| crate::record::summary::Summary {
-            requests: u64::try_from(s.requests).unwrap_or(0),
-            outcomes: [("ok".to_owned(), u64::try_from(s.ok).unwrap_or(0))].into(),
-            ..Default::default()
-        })
-        .collect();
-    let refs: Vec<&crate::record::summary::Summary> = summaries.iter().collect();
+    let count = |f: fn(&crate::record::sweep_table::SweepStep) -> i64| {
+        outcome
+            .steps
+            .iter()
+            .map(|s| u64::try_from(f(s)).unwrap_or(0))
+            .sum::<u64>()
+    };
     Ok(run_exit_code(
-        &refs,
+        count(|s| s.requests),
+        count(|s| s.errors),
         args.end.max_error_rate,
         shutdown.reason().as_deref(),
     ))

@@ -15,15 +15,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::process::ExitCode;
 
 use serde::Serialize;
 
 use super::{Trace, TraceMetadata};
-use crate::cli::InspectArgs;
-
-/// Exit code of `inspect` when invariants are broken.
-pub const EXIT_INVALID: u8 = 2;
 
 /// Percentiles of a token length.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -425,24 +420,6 @@ impl fmt::Display for TraceStats {
             Ok(())
         }
     }
-}
-
-/// Runs `llm-replay inspect`: prints [`TraceStats`] (text, or JSON with
-/// `--json`) and returns exit code 0, or [`EXIT_INVALID`] (2) when any
-/// invariant is broken. A file that cannot be read is an `Err` (exit 1).
-pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
-    let trace = super::read_trace(&args.trace)?;
-    let stats = compute(&trace);
-    if args.json {
-        crate::stdout(format_args!("{}\n", serde_json::to_string_pretty(&stats)?));
-    } else {
-        crate::stdout(format_args!("{stats}"));
-    }
-    Ok(if stats.violations.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_INVALID)
-    })
 }
 
 #[cfg(test)]
