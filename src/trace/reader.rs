@@ -40,7 +40,12 @@ pub fn read_trace(path: &Path) -> Result<Trace, TraceError> {
         path: shown.clone(),
         error: source,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_err(&e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+        // The usual cause: a raw dataset or log given where a trace goes.
+        parquet_err(&format!(
+            "{e}; not a Parquet trace (turn datasets and logs into one with `llm-replay ingest FORMAT INPUT -o TRACE`)"
+        ))
+    })?;
     let kv: Vec<(String, String)> = builder
         .metadata()
         .file_metadata()
