@@ -302,7 +302,7 @@ pub fn run_ingest(args: &[&std::ffi::OsStr]) -> Result<Measured, Box<dyn std::er
     let peak_reset = reset_peak();
     let before = status_mib("VmRSS:");
     let t = std::time::Instant::now();
-    let summary = llm_replay::ingest::run(&args)?;
+    let summary = llm_replay::ingest::run(&llm_replay::commands::ingest::config(&args))?;
     let secs = t.elapsed().as_secs_f64();
     let peak = if peak_reset {
         status_mib("VmHWM:")

@@ -5,6 +5,7 @@
 //! into the library's typed configs; value parsers here reject values out of
 //! range with the flag named, before any work starts.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,6 +13,26 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::sim::SimConfig;
 use crate::tokenize::TokenizerSpec;
+
+/// Declares a `ValueEnum` for the command line that mirrors a library enum
+/// variant for variant, so the library itself never depends on clap.
+macro_rules! flag_enum {
+    ($(#[$meta:meta])* $name:ident => $target:ty { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl From<$name> for $target {
+            fn from(v: $name) -> Self {
+                match v {
+                    $($name::$variant => <$target>::$variant),+
+                }
+            }
+        }
+    };
+}
 
 /// Trace-replay, open-loop traffic simulator for LLM inference endpoints.
 #[derive(Debug, Parser)]
@@ -44,40 +65,26 @@ pub enum Command {
     Sim(SimArgs),
 }
 
-/// Input formats of `ingest`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum IngestFormat {
-    /// ShareGPT JSON array `[{id, conversations:[{from, value}]}]`.
-    Sharegpt,
-    /// JSONL `{messages:[{role, content}], ...}`.
-    OpenaiMessages,
-    /// Azure LLM inference trace CSV (`TIMESTAMP,ContextTokens,GeneratedTokens`).
-    Azure,
-    /// BurstGPT CSV (v1 or v2, columns by name).
-    Burstgpt,
-    /// Mooncake JSONL `{timestamp, input_length, output_length, hash_ids}`.
-    Mooncake,
-    /// Qwen/Bailian JSONL (`chat_id`, `parent_chat_id`, `timestamp`, ...).
-    Bailian,
-    /// Production request logs, JSONL: gateway request/response pairs,
-    /// LiteLLM spend logs, or an OpenAI Batch input file (with
-    /// `--batch-output`). Always scrubbed: no content, ids or absolute
-    /// times leave.
-    OpenaiLog,
-}
-
-impl IngestFormat {
-    /// The name as written on the command line and in trace metadata.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sharegpt => "sharegpt",
-            Self::OpenaiMessages => "openai-messages",
-            Self::Azure => "azure",
-            Self::Burstgpt => "burstgpt",
-            Self::Mooncake => "mooncake",
-            Self::Bailian => "bailian",
-            Self::OpenaiLog => "openai-log",
-        }
+flag_enum! {
+    /// Input formats of `ingest`.
+    IngestFormat => crate::ingest::Format {
+        /// ShareGPT JSON array `[{id, conversations:[{from, value}]}]`.
+        Sharegpt,
+        /// JSONL `{messages:[{role, content}], ...}`.
+        OpenaiMessages,
+        /// Azure LLM inference trace CSV (`TIMESTAMP,ContextTokens,GeneratedTokens`).
+        Azure,
+        /// BurstGPT CSV (v1 or v2, columns by name).
+        Burstgpt,
+        /// Mooncake JSONL `{timestamp, input_length, output_length, hash_ids}`.
+        Mooncake,
+        /// Qwen/Bailian JSONL (`chat_id`, `parent_chat_id`, `timestamp`, ...).
+        Bailian,
+        /// Production request logs, JSONL: gateway request/response pairs,
+        /// LiteLLM spend logs, or an OpenAI Batch input file (with
+        /// `--batch-output`). Always scrubbed: no content, ids or absolute
+        /// times leave.
+        OpenaiLog,
     }
 }
 
@@ -106,11 +113,14 @@ pub struct IngestArgs {
     /// Tokens per prefix block (`prefix_block_ids`): Mooncake 512, Bailian
     /// 16, openai-log 512; for text datasets, blocks are made only when this
     /// is given.
-    #[arg(long)]
-    pub block_size: Option<u32>,
+    #[arg(long, value_parser = block_size)]
+    pub block_size: Option<NonZeroU32>,
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Replace the output trace if it exists (it is never an input).
+    #[arg(long)]
+    pub force: bool,
     /// Filters and sampling.
     #[command(flatten)]
     pub filters: FilterArgs,
@@ -122,7 +132,7 @@ pub struct IngestArgs {
 /// Options of `ingest openai-log`. Field paths are dotted (`metadata.session_id`)
 /// and looked up in the log record, then in the request body; a field that
 /// holds a JSON string is looked into as well.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Production logs (openai-log)")]
 pub struct LogArgs {
     /// OpenAI Batch API output file(s) joined to the input file by
@@ -177,24 +187,24 @@ pub struct LogArgs {
     pub hash_model: bool,
 }
 
-/// Units of numeric log times.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum TimeUnitArg {
-    /// From the magnitude of the number.
-    #[default]
-    Auto,
-    /// Seconds since the epoch (may have a fraction).
-    S,
-    /// Milliseconds since the epoch.
-    Ms,
-    /// Microseconds since the epoch.
-    Us,
-    /// Nanoseconds since the epoch.
-    Ns,
+flag_enum! {
+    /// Units of numeric log times.
+    TimeUnitArg => crate::ingest::TimeUnit {
+        /// From the magnitude of the number.
+        Auto,
+        /// Seconds since the epoch (may have a fraction).
+        S,
+        /// Milliseconds since the epoch.
+        Ms,
+        /// Microseconds since the epoch.
+        Us,
+        /// Nanoseconds since the epoch.
+        Ns,
+    }
 }
 
 /// Filters and sampling, as vLLM's dataset sampler offers them.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Filters and sampling")]
 pub struct FilterArgs {
     /// Keep only the first user turn of each conversation.
@@ -235,26 +245,6 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Declares a `ValueEnum` for the command line that mirrors a library enum
-/// variant for variant, so the library itself never depends on clap.
-macro_rules! flag_enum {
-    ($(#[$meta:meta])* $name:ident => $target:ty { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant),+
-        }
-
-        impl From<$name> for $target {
-            fn from(v: $name) -> Self {
-                match v {
-                    $($name::$variant => <$target>::$variant),+
-                }
-            }
-        }
-    };
 }
 
 flag_enum! {
@@ -394,6 +384,15 @@ fn count(s: &str) -> Result<u64, String> {
         Ok(n) => Ok(n),
         Err(_) => Err(format!("{s:?} is not a whole number of at least 1")),
     }
+}
+
+/// Tokens per prefix block: at least one.
+fn block_size(s: &str) -> Result<NonZeroU32, String> {
+    s.trim()
+        .parse::<u32>()
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| format!("{s:?}: a block is a whole number of tokens, at least 1 (e.g. 512)"))
 }
 
 /// A count of at least one, as a `usize`.

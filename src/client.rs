@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use sse::{SseEvent, SseParser, parse_chunk};
 
@@ -77,6 +78,8 @@ pub enum ClientError {
     Request {
         /// The URL without credentials.
         url: String,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
         /// What happened.
         message: String,
     },
@@ -200,6 +203,21 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// A request just sent: nothing measured yet, `ok` until it fails.
+    pub fn started(max_tokens: u32) -> Self {
+        Self {
+            status_code: None,
+            outcome: Outcome::Ok,
+            error: None,
+            first_token_at: None,
+            completed_at: None,
+            chunk_times: Vec::with_capacity(usize::try_from(max_tokens).unwrap_or(0).min(4096)),
+            output_tokens: 0,
+            usage_prompt_tokens: None,
+            usage_completion_tokens: None,
+        }
+    }
+
     /// A failure seen now, with no tokens.
     pub fn failed(outcome: Outcome, status: Option<u16>, error: impl Into<String>) -> Self {
         Self {
@@ -234,9 +252,10 @@ pub struct EndpointConfig {
     pub base_url: String,
     /// API to call.
     pub api: Api,
-    /// Extra headers.
+    /// Extra headers, sent as given.
     pub headers: Vec<(String, String)>,
-    /// Bearer token (never printed).
+    /// Bearer token (never printed), sent only when `headers` carry no
+    /// `Authorization` of their own.
     pub api_key: Option<String>,
     /// HTTP/2 with prior knowledge instead of HTTP/1.1.
     pub http2: bool,
@@ -244,6 +263,9 @@ pub struct EndpointConfig {
     pub connect_timeout: Duration,
     /// Idle keep-alive connections kept per host.
     pub pool_max_idle_per_host: usize,
+    /// Longest SSE event or non-streamed body one response may carry; a
+    /// longer one ends the request as `stream_error`.
+    pub max_response_bytes: usize,
 }
 
 impl std::fmt::Debug for EndpointConfig {
@@ -263,6 +285,7 @@ pub struct Endpoint {
     base: reqwest::Url,
     api: Api,
     request_url: reqwest::Url,
+    max_response_bytes: usize,
 }
 
 fn strip_credentials(url: &str) -> String {
@@ -291,6 +314,12 @@ impl Endpoint {
                 strip_credentials(&cfg.base_url)
             )));
         }
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(ClientError::Config(format!(
+                "--url {}: credentials in the URL are not sent; pass a key with --api-key-env or -H 'Authorization: ...'",
+                strip_credentials(&cfg.base_url)
+            )));
+        }
         let path = base.path().trim_end_matches('/').to_owned();
         let path = path.strip_suffix("/v1").unwrap_or(&path).to_owned();
         base.set_path(&path);
@@ -302,7 +331,13 @@ impl Endpoint {
                 .map_err(|e| ClientError::Config(format!("--header {name}: {e}")))?;
             headers.insert(n, v);
         }
-        if let Some(key) = &cfg.api_key {
+        // The user's own Authorization header wins: the key variable is only
+        // a default.
+        if let Some(key) = cfg
+            .api_key
+            .as_ref()
+            .filter(|_| !headers.contains_key(reqwest::header::AUTHORIZATION))
+        {
             let mut v =
                 reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
                     ClientError::Config("the API key has characters a header cannot carry".into())
@@ -333,6 +368,7 @@ impl Endpoint {
             request_url: join(cfg.api.path()),
             api: cfg.api,
             base,
+            max_response_bytes: cfg.max_response_bytes,
         })
     }
 
@@ -353,8 +389,9 @@ impl Endpoint {
             "{}/v1/models",
             self.base.path().trim_end_matches('/')
         ));
-        let err = |message: String| ClientError::Request {
+        let err = |status: Option<u16>, message: String| ClientError::Request {
             url: strip_credentials(url.as_str()),
+            status,
             message,
         };
         let resp = self
@@ -363,13 +400,31 @@ impl Endpoint {
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| err(error_chain(&e)))?;
+            .map_err(|e| err(None, error_chain(&e)))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| err(error_chain(&e)))?;
+        let code = Some(status.as_u16());
+        let mut resp = resp;
+        let text = match read_body(&mut resp, self.max_response_bytes).await {
+            Ok(b) => b,
+            Err(BodyError::TooLong(_)) => {
+                return Err(err(
+                    code,
+                    format!(
+                        "longer than --max-response-bytes {}",
+                        self.max_response_bytes
+                    ),
+                ));
+            }
+            Err(BodyError::Broken(e)) => return Err(err(code, e)),
+        };
         if !status.is_success() {
-            return Err(err(format!("HTTP {status}: {}", trim(&text))));
+            return Err(err(
+                code,
+                format!("HTTP {status}: {}", trim(&String::from_utf8_lossy(&text))),
+            ));
         }
-        let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("not JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_slice(&text).map_err(|e| err(code, format!("not JSON: {e}")))?;
         Ok(v.get("data")
             .and_then(Value::as_array)
             .map(|a| {
@@ -381,23 +436,42 @@ impl Endpoint {
     }
 
     /// Sends one request and measures it; never panics, never retries.
-    pub async fn send(&self, spec: &RequestSpec, body: Bytes, timeouts: &Timeouts) -> Exchange {
+    ///
+    /// However it ends (a timeout, `cancel`, a broken stream), the exchange
+    /// keeps what was measured until then: status, first token, chunk times
+    /// and tokens.
+    pub async fn send(
+        &self,
+        spec: &RequestSpec,
+        body: Bytes,
+        timeouts: &Timeouts,
+        cancel: &CancellationToken,
+    ) -> Exchange {
         let sent = Instant::now();
-        let exchange = self.exchange(spec, body, timeouts, sent);
-        match timeouts.request {
-            Some(limit) => match tokio::time::timeout(limit, exchange).await {
-                Ok(ex) => ex,
-                Err(_) => Exchange::failed(
+        let mut ex = Exchange::started(spec.max_tokens);
+        let deadline = timeouts.request.map(|limit| sent + limit);
+        let cut = {
+            let exchange = self.exchange(spec, body, timeouts, sent, &mut ex);
+            tokio::select! {
+                biased;
+                () = exchange => None,
+                () = cancel.cancelled() => Some((
+                    Outcome::Cancelled,
+                    "cancelled before the response finished".to_owned(),
+                )),
+                () = sleep_until(deadline) => Some((
                     Outcome::Timeout,
-                    None,
                     format!(
                         "no complete response within --request-timeout {}",
-                        humantime::format_duration(limit)
+                        timeouts.request.map(humantime::format_duration).map(|d| d.to_string()).unwrap_or_default()
                     ),
-                ),
-            },
-            None => exchange.await,
+                )),
+            }
+        };
+        if let Some((outcome, why)) = cut {
+            fail(&mut ex, outcome, &why);
         }
+        ex
     }
 
     async fn exchange(
@@ -406,7 +480,8 @@ impl Endpoint {
         body: Bytes,
         timeouts: &Timeouts,
         sent: Instant,
-    ) -> Exchange {
+        ex: &mut Exchange,
+    ) {
         let request = self
             .client
             .post(self.request_url.clone())
@@ -415,10 +490,21 @@ impl Endpoint {
             .body(body)
             .send();
         let ttft_deadline = timeouts.ttft.map(|t| sent + t);
+        let ttft_timeout = |ex: &mut Exchange| {
+            let limit = timeouts
+                .ttft
+                .map(|d| humantime::format_duration(d).to_string())
+                .unwrap_or_default();
+            fail(
+                ex,
+                Outcome::Timeout,
+                &format!("no first token within --ttft-timeout {limit}"),
+            );
+        };
         let response = match ttft_deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline, request).await {
                 Ok(r) => r,
-                Err(_) => return ttft_timeout(timeouts),
+                Err(_) => return ttft_timeout(ex),
             },
             None => request.await,
         };
@@ -432,38 +518,35 @@ impl Endpoint {
                 } else {
                     Outcome::StreamError
                 };
-                return Exchange::failed(outcome, None, error_chain(&e));
+                return fail(ex, outcome, &error_chain(&e));
             }
         };
         let status = response.status().as_u16();
+        ex.status_code = Some(status);
         if !response.status().is_success() {
-            let text = response.text().await.unwrap_or_default();
-            return Exchange::failed(
-                Outcome::HttpError,
-                Some(status),
-                format!("HTTP {status}: {text}"),
-            );
+            // Only the start of an error body is kept (and it is trimmed).
+            let text = match read_body(&mut response, ERROR_BODY_BYTES.min(self.max_response_bytes))
+                .await
+            {
+                Ok(b) | Err(BodyError::TooLong(b)) => String::from_utf8_lossy(&b).into_owned(),
+                Err(BodyError::Broken(_)) => String::new(),
+            };
+            return fail(ex, Outcome::HttpError, &format!("HTTP {status}: {text}"));
         }
-        let mut ex = Exchange {
-            status_code: Some(status),
-            outcome: Outcome::Ok,
-            error: None,
-            first_token_at: None,
-            completed_at: None,
-            chunk_times: Vec::with_capacity(
-                usize::try_from(spec.max_tokens).unwrap_or(0).min(4096),
-            ),
-            output_tokens: 0,
-            usage_prompt_tokens: None,
-            usage_completion_tokens: None,
-        };
         if !spec.stream {
-            let text = response.text().await;
+            let body = read_body(&mut response, self.max_response_bytes).await;
             let now = Instant::now();
             ex.completed_at = Some(now);
-            return match text.map_err(|e| error_chain(&e)).and_then(|t| {
-                serde_json::from_str::<Value>(&t).map_err(|e| format!("response is not JSON: {e}"))
-            }) {
+            let parsed = match body {
+                Ok(b) => serde_json::from_slice::<Value>(&b)
+                    .map_err(|e| format!("response is not JSON: {e}")),
+                Err(BodyError::TooLong(_)) => Err(format!(
+                    "response body longer than --max-response-bytes {}",
+                    self.max_response_bytes
+                )),
+                Err(BodyError::Broken(e)) => Err(e),
+            };
+            return match parsed {
                 Ok(v) => {
                     let usage = v.get("usage");
                     let get = |k: &str| {
@@ -478,13 +561,8 @@ impl Endpoint {
                     // Without streaming, the first token is only seen with
                     // the whole response.
                     ex.first_token_at = Some(now);
-                    ex
                 }
-                Err(e) => Exchange {
-                    outcome: Outcome::StreamError,
-                    error: Some(trim(&e)),
-                    ..ex
-                },
+                Err(e) => fail(ex, Outcome::StreamError, &e),
             };
         }
         let mut parser = SseParser::new();
@@ -496,7 +574,7 @@ impl Endpoint {
             let chunk = match (ex.first_token_at, ttft_deadline) {
                 (None, Some(deadline)) => match tokio::time::timeout_at(deadline, next).await {
                     Ok(c) => c,
-                    Err(_) => return ttft_timeout(timeouts),
+                    Err(_) => return ttft_timeout(ex),
                 },
                 _ => next.await,
             };
@@ -504,7 +582,11 @@ impl Endpoint {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(e) => {
-                    return stream_failed(ex, format!("stream broke off: {}", error_chain(&e)));
+                    return fail(
+                        ex,
+                        Outcome::StreamError,
+                        &format!("stream broke off: {}", error_chain(&e)),
+                    );
                 }
             };
             let now = Instant::now();
@@ -517,7 +599,7 @@ impl Endpoint {
                 match parse_chunk(&event.data) {
                     Ok(info) => {
                         if let Some(err) = info.error {
-                            return stream_failed(ex, format!("error event: {err}"));
+                            return fail(ex, Outcome::StreamError, &format!("error event: {err}"));
                         }
                         if info.has_content {
                             if ex.first_token_at.is_none() {
@@ -534,8 +616,22 @@ impl Endpoint {
                             ex.usage_completion_tokens = info.completion_tokens;
                         }
                     }
-                    Err(e) => return stream_failed(ex, format!("garbled SSE data: {e}")),
+                    Err(e) => {
+                        return fail(ex, Outcome::StreamError, &format!("garbled SSE data: {e}"));
+                    }
                 }
+            }
+            // One event (or a line without its end) may not outgrow the cap:
+            // a server that never ends a line must not grow memory forever.
+            if parser.pending_bytes() > self.max_response_bytes {
+                return fail(
+                    ex,
+                    Outcome::StreamError,
+                    &format!(
+                        "an SSE event longer than --max-response-bytes {} (no line end in sight)",
+                        self.max_response_bytes
+                    ),
+                );
             }
         }
         ex.completed_at = Some(Instant::now());
@@ -547,31 +643,58 @@ impl Endpoint {
             } else {
                 "stream ended before the response finished (no finish_reason, no [DONE])"
             };
-            return stream_failed(ex, why.to_owned());
+            fail(ex, Outcome::StreamError, why);
         }
-        ex
     }
 }
 
-fn ttft_timeout(timeouts: &Timeouts) -> Exchange {
-    let limit = timeouts
-        .ttft
-        .map(|d| humantime::format_duration(d).to_string())
-        .unwrap_or_default();
-    Exchange::failed(
-        Outcome::Timeout,
-        None,
-        format!("no first token within --ttft-timeout {limit}"),
-    )
+/// At most this much of an error body is read.
+const ERROR_BODY_BYTES: usize = 64 << 10;
+
+/// The default of `--max-response-bytes`.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 << 20;
+
+enum BodyError {
+    /// The first `cap` bytes (the rest was not read).
+    TooLong(Vec<u8>),
+    /// The body broke off.
+    Broken(String),
 }
 
-fn stream_failed(mut ex: Exchange, why: String) -> Exchange {
-    ex.outcome = Outcome::StreamError;
-    ex.error = Some(trim(&why));
+/// Reads a body of at most `cap` bytes.
+async fn read_body(response: &mut reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(b)) => {
+                if out.len() + b.len() > cap {
+                    let room = cap - out.len();
+                    out.extend_from_slice(&b[..room]);
+                    return Err(BodyError::TooLong(out));
+                }
+                out.extend_from_slice(&b);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(BodyError::Broken(error_chain(&e))),
+        }
+    }
+}
+
+/// Sleeps until `deadline`; never resolves without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends `ex` as `outcome`, keeping what it measured.
+fn fail(ex: &mut Exchange, outcome: Outcome, why: &str) {
+    ex.outcome = outcome;
+    ex.error = Some(trim(why));
     if ex.completed_at.is_none() {
         ex.completed_at = Some(Instant::now());
     }
-    ex
 }
 
 /// The error and its sources, one line (reqwest's own message is terse).
@@ -645,12 +768,20 @@ mod tests {
             http2: false,
             connect_timeout: Duration::from_secs(1),
             pool_max_idle_per_host: 1,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         };
-        let e = Endpoint::new(cfg("http://user:pw@127.0.0.1:8000/v1/")).unwrap();
+        let e = Endpoint::new(cfg("http://127.0.0.1:8000/v1/")).unwrap();
         assert_eq!(e.display_url(), "http://127.0.0.1:8000");
         assert_eq!(e.request_url.path(), "/v1/chat/completions");
         assert!(!format!("{:?}", cfg("http://x")).contains("sk-secret"));
         assert!(Endpoint::new(cfg("ftp://x")).is_err());
+        // Credentials in the URL are refused, and the message hides them.
+        let err = Endpoint::new(cfg("http://user:pw@127.0.0.1:8000/v1/"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("credentials in the URL"), "{err}");
+        assert!(!err.contains("pw"), "{err}");
     }
 
     #[test]

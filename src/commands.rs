@@ -5,6 +5,7 @@
 //! ([`crate::replay::Shutdown`]); output paths are checked here before any
 //! work starts.
 
+pub mod ingest;
 pub mod inspect;
 pub mod replay;
 pub mod report;
@@ -40,18 +41,7 @@ pub struct UsageError(pub String);
 /// Runs one command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Ingest(args) => {
-            let summary = crate::ingest::run(&args)?;
-            if args.json {
-                stdout(format_args!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&summary.metadata)?
-                ));
-            } else {
-                stdout(format_args!("{summary}"));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Ingest(args) => ingest::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Replay(args) => runtime()?.block_on(replay::run(args)),
         Command::Sweep(args) => runtime()?.block_on(sweep::run(args)),

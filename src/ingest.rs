@@ -14,6 +14,7 @@ pub mod azure;
 pub mod bailian;
 pub mod burstgpt;
 pub mod chat;
+pub mod config;
 pub mod csvin;
 pub mod mooncake;
 pub mod openai_log;
@@ -25,7 +26,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use thiserror::Error;
 
-use crate::cli::{FilterArgs, IngestArgs, IngestFormat};
+pub use config::{Config, FilterConfig, Format, LogConfig, TimeUnit};
+
 use crate::trace::{InputFile, TraceError, TraceMetadata, TraceRecord, TraceWriter};
 
 /// Where in an input a record sits.
@@ -65,21 +67,54 @@ pub struct InputError {
     pub reason: String,
 }
 
+/// Most bytes of a message (and of a field name) an [`InputError`] keeps:
+/// a huge bad value must not flood the terminal.
+pub const MAX_MESSAGE_BYTES: usize = 400;
+
+/// Most bytes of input a message quotes.
+pub const MAX_QUOTE_BYTES: usize = 200;
+
+/// `text` quoted for a message: at most [`MAX_QUOTE_BYTES`] of it, cut on
+/// a character boundary, with `...` after a cut.
+pub fn quote(text: &str) -> String {
+    if text.len() <= MAX_QUOTE_BYTES {
+        return format!("{text:?}");
+    }
+    format!("{:?}...", &text[..floor_boundary(text, MAX_QUOTE_BYTES)])
+}
+
+fn floor_boundary(s: &str, max: usize) -> usize {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+fn clip(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        s.truncate(floor_boundary(&s, max));
+        s.push_str("...");
+    }
+    s
+}
+
 impl InputError {
-    /// An error at `position` of `file` in `field`.
+    /// An error at `position` of `file` in `field`. The message and field
+    /// are kept to [`MAX_MESSAGE_BYTES`].
     pub fn new(
         file: impl Into<String>,
         position: Position,
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        let field = field.into();
+        let field = clip(field.into(), MAX_MESSAGE_BYTES);
         Self {
             file: file.into(),
             reason: format!("invalid:{field}"),
             position,
             field,
-            message: message.into(),
+            message: clip(message.into(), MAX_MESSAGE_BYTES),
         }
     }
 }
@@ -127,6 +162,16 @@ pub enum IngestError {
         /// What was there instead (`only a header`, `no bytes`).
         what: String,
     },
+    /// Every row was dropped: there is no trace to write.
+    #[error(
+        "no row to write: {read} rows read, every one dropped (by reason: {dropped}); no trace was written"
+    )]
+    NoRows {
+        /// Source rows read.
+        read: u64,
+        /// The commonest drop reasons with their counts.
+        dropped: String,
+    },
     /// The trace could not be written.
     #[error(transparent)]
     Trace(#[from] TraceError),
@@ -146,12 +191,12 @@ impl From<InputError> for IngestError {
 /// Length filters and sampling, validated.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
-    args: FilterArgs,
+    args: FilterConfig,
 }
 
 impl Filters {
-    /// From the command line.
-    pub fn new(args: FilterArgs) -> Result<Self, IngestError> {
+    /// Checks that each minimum is at most its maximum.
+    pub fn new(args: FilterConfig) -> Result<Self, IngestError> {
         let pairs = [
             ("input", args.min_input, args.max_input),
             ("output", args.min_output, args.max_output),
@@ -354,8 +399,26 @@ impl TraceSink {
     }
 
     /// Writes what is held, the metadata and the footer. Returns the
-    /// metadata as written.
+    /// metadata as written. A trace with no row is an error (and no file).
     pub fn finish(mut self) -> Result<TraceMetadata, IngestError> {
+        let held = self.reservoir.as_ref().map_or(0, |r| r.rows.len());
+        if self.writer.rows_written() == 0 && held == 0 {
+            let mut reasons: Vec<(&String, &u64)> = self.metadata.rows_dropped.iter().collect();
+            reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let listed: Vec<String> = reasons
+                .iter()
+                .take(5)
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            return Err(IngestError::NoRows {
+                read: self.metadata.rows_read,
+                dropped: if listed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    listed.join(", ")
+                },
+            });
+        }
         if let Some(mut res) = self.reservoir.take() {
             res.rows.sort_by_key(|(pos, _)| *pos);
             for (_, r) in &res.rows {
@@ -481,33 +544,28 @@ impl fmt::Display for IngestSummary {
         if let Some(t) = &m.tokenizer {
             writeln!(f, "tokenizer {t}")?;
         }
-        if let Some(report) = m
-            .extra
-            .get("scrub_report")
-            .and_then(|r| serde_json::from_str::<openai_log::ScrubReport>(r).ok())
-        {
+        if let Some(report) = &m.scrub {
             write!(f, "{}", report.render())?;
         }
         Ok(())
     }
 }
 
-/// Runs `llm-replay ingest`.
-pub fn run(args: &IngestArgs) -> Result<IngestSummary, IngestError> {
-    let filters = Filters::new(args.filters.clone())?;
-    let inputs = Input::from_args(&args.inputs);
-    let ingest = match args.format {
-        IngestFormat::Sharegpt => sharegpt::ingest,
-        IngestFormat::OpenaiMessages => openai_messages::ingest,
-        IngestFormat::Azure => azure::ingest,
-        IngestFormat::Burstgpt => burstgpt::ingest,
-        IngestFormat::Mooncake => mooncake::ingest,
-        IngestFormat::Bailian => bailian::ingest,
-        IngestFormat::OpenaiLog => openai_log::ingest,
+/// Reads `cfg.inputs` in `cfg.format` and writes the trace at `cfg.output`.
+pub fn run(cfg: &Config) -> Result<IngestSummary, IngestError> {
+    let filters = Filters::new(cfg.filters.clone())?;
+    let ingest = match cfg.format {
+        Format::Sharegpt => sharegpt::ingest,
+        Format::OpenaiMessages => openai_messages::ingest,
+        Format::Azure => azure::ingest,
+        Format::Burstgpt => burstgpt::ingest,
+        Format::Mooncake => mooncake::ingest,
+        Format::Bailian => bailian::ingest,
+        Format::OpenaiLog => openai_log::ingest,
     };
-    let metadata = ingest(args, &inputs, filters)?;
+    let metadata = ingest(cfg, &cfg.inputs, filters)?;
     Ok(IngestSummary {
-        output: args.output.clone(),
+        output: cfg.output.clone(),
         metadata,
     })
 }

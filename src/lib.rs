@@ -21,7 +21,9 @@
 //! - [`schedule`]: when each request leaves, a pure seeded function,
 //!   generated lazily;
 //! - [`ingest`] -> [`trace`]: datasets, public traces and production logs
-//!   into the one Parquet trace format, with [`tokenize`] for token counts.
+//!   (an [`ingest::Config`] each) into the one Parquet trace format, whose
+//!   metadata carries the scrub report typed ([`trace::scrub`]), with
+//!   [`tokenize`] for token counts.
 
 pub mod cli;
 pub mod client;

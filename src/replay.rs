@@ -108,7 +108,7 @@ impl Default for TargetConfig {
                 ttft: None,
                 request: Some(Duration::from_secs(600)),
             },
-            max_response_bytes: 8 << 20,
+            max_response_bytes: crate::client::DEFAULT_MAX_RESPONSE_BYTES,
             stream: true,
             force_output_len: false,
             prompts: PromptMode::Synthetic,
@@ -171,6 +171,7 @@ impl Target {
             http2: cfg.http2,
             connect_timeout: cfg.timeouts.connect,
             pool_max_idle_per_host: 4_096,
+            max_response_bytes: cfg.max_response_bytes,
         })?;
         let model = pick_model(&endpoint, cfg).await?;
         let synth = match cfg.prompts {
@@ -244,17 +245,36 @@ async fn pick_model(endpoint: &Endpoint, cfg: &TargetConfig) -> anyhow::Result<S
     if let (Some(m), false) = (&cfg.model, cfg.preflight) {
         return Ok(m.clone());
     }
-    let models = endpoint.list_models().await.with_context(|| {
-        format!(
-            "checking {} before the run (GET /v1/models; --no-preflight skips this{})",
-            endpoint.display_url(),
-            if cfg.model.is_none() {
-                ", with --model"
-            } else {
-                ""
-            }
-        )
-    })?;
+    let models = match endpoint.list_models().await {
+        Ok(models) => models,
+        Err(e) => {
+            let status = match &e {
+                crate::client::ClientError::Request { status, .. } => *status,
+                _ => None,
+            };
+            let hint = match status {
+                Some(401 | 403) => credentials_hint(cfg),
+                Some(404) => format!(
+                    "\nhint: the server has no GET /v1/models; --url is the server's base (with or without /v1){}",
+                    if cfg.model.is_some() {
+                        ", or --no-preflight sends without checking"
+                    } else {
+                        ""
+                    }
+                ),
+                _ => String::new(),
+            };
+            return Err(anyhow::Error::new(e).context(format!(
+                "checking {} before the run (GET /v1/models; --no-preflight skips this{}){hint}",
+                endpoint.display_url(),
+                if cfg.model.is_none() {
+                    ", with --model"
+                } else {
+                    ""
+                }
+            )));
+        }
+    };
     match &cfg.model {
         Some(m) if models.iter().any(|x| x == m) => Ok(m.clone()),
         Some(m) => bail!(
@@ -271,6 +291,26 @@ async fn pick_model(endpoint: &Endpoint, cfg: &TargetConfig) -> anyhow::Result<S
             .next()
             .with_context(|| format!("{} lists no models: pass --model", endpoint.display_url())),
     }
+}
+
+/// What to check when the server refuses the credentials: which key was
+/// sent, and how to send another. Never the key itself.
+pub fn credentials_hint(cfg: &TargetConfig) -> String {
+    let header = cfg
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+    let var = &cfg.api_key_env;
+    let sent = if header {
+        "the -H Authorization header given was sent".to_owned()
+    } else if std::env::var(var).is_ok_and(|k| !k.is_empty()) {
+        format!("the key in ${var} was sent as a Bearer token")
+    } else {
+        format!("no key was sent: ${var} is not set")
+    };
+    format!(
+        "\nhint: the server refused the credentials; {sent}. Set ${var}, name another variable with --api-key-env, or pass -H 'Authorization: ...'"
+    )
 }
 
 /// Builds request bodies; shared with the producer thread.
@@ -722,8 +762,9 @@ impl dispatch::Transport for EndpointRef {
         spec: &RequestSpec,
         body: Bytes,
         timeouts: &Timeouts,
+        cancel: &CancellationToken,
     ) -> impl std::future::Future<Output = crate::client::Exchange> + Send {
-        self.0.send(spec, body, timeouts)
+        self.0.send(spec, body, timeouts, cancel)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod metadata;
 pub mod reader;
 pub mod schema;
+pub mod scrub;
 pub mod writer;
 
 pub use metadata::{DropCounts, InputFile, TraceMetadata};

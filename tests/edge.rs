@@ -428,3 +428,80 @@ fn usage_errors_exit_64_and_name_the_flag() {
     assert_eq!(code, Some(0));
     assert!(out.contains("replay"));
 }
+
+#[test]
+fn ingest_never_replaces_its_input_or_an_existing_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("b.jsonl");
+    let fixture = format!(
+        "{}/datasets/bailian_small.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::copy(&fixture, &input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+
+    // Its own input, even with --force.
+    for force in [false, true] {
+        let mut cmd = bin();
+        cmd.args(["ingest", "bailian"])
+            .arg(&input)
+            .arg("-o")
+            .arg(&input);
+        if force {
+            cmd.arg("--force");
+        }
+        let (code, _, err) = output(&mut cmd);
+        assert_eq!(code, Some(64), "{err}");
+        assert!(err.contains("input of this run"), "{err}");
+        assert_eq!(std::fs::read(&input).unwrap(), before);
+    }
+
+    // An existing trace: refused, then replaced with --force.
+    let out = dir.path().join("t.parquet");
+    std::fs::write(&out, "keep me").unwrap();
+    let ingest = |force: bool| {
+        let mut cmd = bin();
+        cmd.args(["ingest", "bailian"])
+            .arg(&input)
+            .arg("-o")
+            .arg(&out);
+        if force {
+            cmd.arg("--force");
+        }
+        output(&mut cmd)
+    };
+    let (code, _, err) = ingest(false);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me");
+    let (code, stdout, err) = ingest(true);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("wrote"), "{stdout}");
+    assert!(llm_replay::trace::read_trace(&out).is_ok());
+
+    // A failed ingest leaves nothing behind.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"chat_id\": 1}\n").unwrap();
+    let failed = dir.path().join("f.parquet");
+    let (code, _, err) = output(
+        bin()
+            .args(["ingest", "bailian"])
+            .arg(&bad)
+            .arg("-o")
+            .arg(&failed),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!failed.exists());
+    assert!(!dir.path().join("f.parquet.partial").exists());
+
+    // --block-size 0 is refused at the edge, naming the flag.
+    let (code, _, err) = output(
+        bin()
+            .args(["ingest", "bailian", "--block-size", "0"])
+            .arg(&input)
+            .arg("-o")
+            .arg(dir.path().join("z.parquet")),
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--block-size"), "{err}");
+}

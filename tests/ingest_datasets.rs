@@ -23,7 +23,8 @@ fn ingest(format: &str, inputs: &[&str], out: &Path, extra: &[&str]) -> Result<T
     else {
         unreachable!()
     };
-    llm_replay::ingest::run(&args).map_err(|e| e.to_string())?;
+    llm_replay::ingest::run(&llm_replay::commands::ingest::config(&args))
+        .map_err(|e| e.to_string())?;
     read_trace(out).map_err(|e| e.to_string())
 }
 

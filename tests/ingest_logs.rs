@@ -30,7 +30,8 @@ fn ingest_paths(inputs: &[String], out: &Path, extra: &[&str]) -> Result<Trace, 
     else {
         unreachable!()
     };
-    llm_replay::ingest::run(&args).map_err(|e| format!("{e:#}"))?;
+    llm_replay::ingest::run(&llm_replay::commands::ingest::config(&args))
+        .map_err(|e| format!("{e:#}"))?;
     read_trace(out).map_err(|e| e.to_string())
 }
 
@@ -222,7 +223,7 @@ fn canaries_never_reach_the_trace_and_prefix_sharing_survives() {
         );
         assert!(!decoded.contains(c), "{c} in a decoded value");
     }
-    let report: Value = serde_json::from_str(&t.metadata.extra["scrub_report"]).unwrap();
+    let report: Value = serde_json::to_value(t.metadata.scrub.as_ref().unwrap()).unwrap();
     assert_eq!(report["strings_found"], 0);
     assert!(report["strings_checked"].as_u64().unwrap() >= CANARIES.len() as u64);
     assert_eq!(report["fields"]["request.messages"][1], "tokenized");
@@ -394,7 +395,7 @@ fn litellm_fixture_has_sessions_users_and_zoneless_times() {
     assert_eq!(stat(&t, "input_tokenized"), 1);
     let models: Vec<_> = t.records.iter().filter_map(|r| r.model.clone()).collect();
     assert!(models.contains(&"gpt-4o-mini".to_owned()));
-    let report: Value = serde_json::from_str(&t.metadata.extra["scrub_report"]).unwrap();
+    let report: Value = serde_json::to_value(t.metadata.scrub.as_ref().unwrap()).unwrap();
     for dropped in [
         "api_key",
         "metadata",
@@ -675,7 +676,7 @@ fn model_names_can_be_hashed_and_anthropic_logs_read() {
         "{model}"
     );
     assert!(memchr::memmem::find(&std::fs::read(&path).unwrap(), b"acme-secret-org").is_none());
-    let report: Value = serde_json::from_str(&t.metadata.extra["scrub_report"]).unwrap();
+    let report: Value = serde_json::to_value(t.metadata.scrub.as_ref().unwrap()).unwrap();
     assert_eq!(report["fields"]["request.model"][1], "hashed");
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use llm_replay::cli::{Cli, Command, IngestArgs};
+use llm_replay::commands::ingest::config;
 use llm_replay::ingest::{self, IngestError};
 use llm_replay::tokenize::{Tokenizer, TokenizerSpec};
 use llm_replay::trace::{Trace, TraceRecord, read_trace};
@@ -38,7 +39,7 @@ fn args(format: &str, input: &Path, output: &Path, extra: &[&str]) -> IngestArgs
 fn ingest_ok(format: &str, input: &Path, extra: &[&str]) -> Trace {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("trace.parquet");
-    let summary = ingest::run(&args(format, input, &out, extra))
+    let summary = ingest::run(&config(&args(format, input, &out, extra)))
         .unwrap_or_else(|e| panic!("ingest of {} failed: {e}", input.display()));
     let trace = read_trace(&out).unwrap();
     assert_eq!(summary.metadata, trace.metadata);
@@ -57,7 +58,7 @@ fn ingest_ok(format: &str, input: &Path, extra: &[&str]) -> Trace {
 fn ingest_err(format: &str, input: &Path, extra: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("trace.parquet");
-    match ingest::run(&args(format, input, &out, extra)) {
+    match ingest::run(&config(&args(format, input, &out, extra))) {
         Ok(s) => panic!("ingest of {} succeeded: {:?}", input.display(), s.metadata),
         Err(e) => e.to_string(),
     }
@@ -395,11 +396,15 @@ fn openai_messages_fixture_rows_and_counts() {
 
 /// One bad fixture: its error without `--skip-invalid` and, where the
 /// format can skip it, the drop counts with it.
+/// Rows read, rows written, and the drops by reason.
+type Skipped = (u64, u64, &'static [(&'static str, u64)]);
+
 struct Bad {
     format: &'static str,
     file: &'static str,
     message: &'static str,
-    skipped: Option<(u64, u64, &'static str)>,
+    /// With --skip-invalid: rows read, rows written, drops by reason.
+    skipped: Option<Skipped>,
 }
 
 const BAD: &[Bad] = &[
@@ -407,69 +412,70 @@ const BAD: &[Bad] = &[
         format: "sharegpt",
         file: "sharegpt_bad_json.json",
         message: "line 4: json: expected `:` at column 13 (record 1)",
-        skipped: Some((2, 1, "invalid:json")),
+        skipped: Some((2, 1, &[("invalid:json", 1)])),
     },
     Bad {
         format: "sharegpt",
         file: "sharegpt_wrong_type.json",
         message: "record 1: conversations[1].value: expected a string, found the number 8",
-        skipped: Some((3, 2, "invalid:conversations.value")),
+        skipped: Some((3, 2, &[("invalid:conversations.value", 1)])),
     },
     Bad {
         format: "sharegpt",
         file: "sharegpt_missing_field.json",
         message: "record 1: conversations: missing",
-        skipped: Some((3, 2, "invalid:conversations")),
+        skipped: Some((3, 2, &[("invalid:conversations", 1)])),
     },
     Bad {
         format: "sharegpt",
         file: "sharegpt_unknown_role.json",
         message: "record 0: conversations[1].from: unknown role \"tool\": expected human, user, gpt, chatgpt, bing, bard, assistant or system",
-        skipped: Some((1, 0, "invalid:conversations.from")),
+        skipped: Some((1, 0, &[("invalid:conversations.from", 1)])),
     },
     Bad {
         format: "sharegpt",
         file: "sharegpt_non_utf8.json",
         message: "line 2: json: invalid UTF-8 in a string (the input must be UTF-8) at column",
-        skipped: Some((2, 1, "invalid:json")),
+        skipped: Some((2, 1, &[("invalid:json", 1)])),
     },
     Bad {
         format: "openai-messages",
         file: "openai_messages_bad_json.jsonl",
         message: "line 2: json: expected `,` or `}` at column 71",
-        skipped: Some((3, 2, "invalid:json")),
+        skipped: Some((3, 2, &[("invalid:json", 1)])),
     },
     Bad {
         format: "openai-messages",
         file: "openai_messages_wrong_type.jsonl",
         message: "line 3: messages[0].content: expected a string or a list of text parts, found the number 42",
-        skipped: Some((3, 2, "invalid:messages.content")),
+        skipped: Some((3, 2, &[("invalid:messages.content", 1)])),
     },
     Bad {
         format: "openai-messages",
         file: "openai_messages_missing_field.jsonl",
         message: "line 2: messages: missing",
-        skipped: Some((2, 1, "invalid:messages")),
+        skipped: Some((2, 1, &[("invalid:messages", 1)])),
     },
     Bad {
         format: "openai-messages",
         file: "openai_messages_no_output.jsonl",
         message: "line 2: messages: the last message is not an assistant reply and neither max_completion_tokens nor max_tokens is given",
-        skipped: Some((2, 1, "invalid:no_output_length")),
+        skipped: Some((2, 1, &[("invalid:no_output_length", 1)])),
     },
     Bad {
         format: "openai-messages",
         file: "openai_messages_non_utf8.jsonl",
         message: "line 2: json: invalid UTF-8 in a string (the input must be UTF-8) at column",
-        skipped: Some((2, 1, "invalid:json")),
+        skipped: Some((2, 1, &[("invalid:json", 1)])),
     },
     Bad {
         format: "openai-messages",
         file: "openai_messages_not_object.jsonl",
         message: "line 2: json: expected an object {\"messages\": [...]} on each line, found an array",
-        skipped: Some((2, 1, "invalid:json")),
+        skipped: Some((2, 1, &[("invalid:json", 1)])),
     },
-    // Fatal whatever the flags: nothing to read, a broken array, a cut file.
+    // A cut file: an error, or its complete records with --skip-invalid.
+    // Fatal whatever the flags: nothing to read, a broken array.
     Bad {
         format: "sharegpt",
         file: "sharegpt_not_array.json",
@@ -480,7 +486,7 @@ const BAD: &[Bad] = &[
         format: "sharegpt",
         file: "sharegpt_truncated.json",
         message: "truncated at line 86: the input ends inside a record; 3 complete records came before the cut",
-        skipped: None,
+        skipped: Some((8, 6, &[("no_assistant_reply", 1), ("truncated", 1)])),
     },
     Bad {
         format: "sharegpt",
@@ -504,7 +510,7 @@ const BAD: &[Bad] = &[
         format: "openai-messages",
         file: "openai_messages_truncated.jsonl",
         message: "truncated at line 3: the input ends inside a record; 2 complete records came before the cut",
-        skipped: None,
+        skipped: Some((3, 2, &[("truncated", 1)])),
     },
     Bad {
         format: "openai-messages",
@@ -539,6 +545,14 @@ fn skip_invalid_skips_bad_records_and_counts_them_by_reason() {
     for bad in BAD {
         let path = dataset(&format!("bad/{}", bad.file));
         match bad.skipped {
+            // Nothing left to write: an error that counts what was dropped.
+            Some((read, 0, &[(reason, n)])) => {
+                let err = ingest_err(bad.format, &path, &["--skip-invalid"]);
+                let want = format!(
+                    "no row to write: {read} rows read, every one dropped (by reason: {n} {reason})"
+                );
+                assert!(err.contains(&want), "{}: {err}", bad.file);
+            }
             Some((read, written, reason)) => {
                 let t = ingest_ok(bad.format, &path, &["--skip-invalid"]);
                 assert_eq!(
@@ -547,12 +561,8 @@ fn skip_invalid_skips_bad_records_and_counts_them_by_reason() {
                     "{}",
                     bad.file
                 );
-                assert_eq!(
-                    dropped(&t),
-                    reasons(&[(reason, read - written)]),
-                    "{}",
-                    bad.file
-                );
+                assert_eq!(dropped(&t), reasons(reason), "{}", bad.file);
+                assert_eq!(t.metadata.dropped_total(), read - written);
             }
             None => {
                 let err = ingest_err(bad.format, &path, &["--skip-invalid"]);
@@ -567,12 +577,12 @@ fn errors_are_typed_for_callers() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.parquet");
     let cut = dataset("bad/sharegpt_truncated.json");
-    match ingest::run(&args("sharegpt", &cut, &out, &[])) {
+    match ingest::run(&config(&args("sharegpt", &cut, &out, &[]))) {
         Err(IngestError::Truncated { complete, .. }) => assert_eq!(complete, 3),
         other => panic!("{other:?}"),
     }
     let wrong = dataset("bad/sharegpt_wrong_type.json");
-    match ingest::run(&args("sharegpt", &wrong, &out, &[])) {
+    match ingest::run(&config(&args("sharegpt", &wrong, &out, &[]))) {
         Err(IngestError::Input(e)) => {
             assert_eq!(e.field, "conversations[1].value");
             assert_eq!(e.position, ingest::Position::Record(1));
@@ -588,11 +598,147 @@ fn two_inputs_share_ids_and_counts() {
     let small = dataset("sharegpt_small.json");
     let mut a = args("sharegpt", &small, &out, &[]);
     a.inputs.push(small.clone());
-    let summary = ingest::run(&a).unwrap();
+    let summary = ingest::run(&config(&a)).unwrap();
     let m = summary.metadata;
     // The second copy is all duplicate conversation ids, one row each.
     assert_eq!((m.rows_read, m.rows_written), (19 + 12, 15));
     assert_eq!(m.rows_dropped.get("duplicate_id").copied(), Some(1 + 12));
     assert_eq!(m.input_files.len(), 2);
     assert!(m.counts_add_up());
+}
+
+/// Writes `bytes` to `name` in `dir`.
+fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn a_cut_sharegpt_keeps_every_complete_record_with_skip_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::read(dataset("sharegpt_small.json")).unwrap();
+    // Cut in the middle of the file, as the ShareGPT V3 download is.
+    let cut = write(&dir, "cut.json", &full[..full.len() * 2 / 3]);
+    let complete = match ingest::run(&config(&args(
+        "sharegpt",
+        &cut,
+        &dir.path().join("a.parquet"),
+        &[],
+    ))) {
+        Err(IngestError::Truncated { complete, .. }) => complete,
+        other => panic!("{other:?}"),
+    };
+    assert!(complete > 0);
+    assert!(!dir.path().join("a.parquet").exists());
+    assert!(!dir.path().join("a.parquet.partial").exists());
+    let t = ingest_ok("sharegpt", &cut, &["--skip-invalid"]);
+    let m = &t.metadata;
+    assert_eq!(
+        m.extra.get("sharegpt.records").map(String::as_str),
+        Some(complete.to_string().as_str())
+    );
+    assert_eq!(m.rows_dropped.get("truncated").copied(), Some(1));
+    // The kept rows are exactly those of the same records in the whole file.
+    let whole = ingest_ok("sharegpt", &dataset("sharegpt_small.json"), &[]);
+    assert_eq!(t.records[..], whole.records[..t.records.len()]);
+    assert!(!t.records.is_empty());
+}
+
+#[test]
+fn bytes_after_the_array_are_an_error_at_their_offset_or_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(dataset("sharegpt_small.json")).unwrap();
+    let end = bytes.len();
+    bytes.extend_from_slice(b",\n{\"id\": \"x\"}\n");
+    let noisy = write(&dir, "noisy.json", &bytes);
+    let err = ingest_err("sharegpt", &noisy, &[]);
+    assert!(err.contains(&format!("(byte {end})")), "{err}");
+    assert!(err.contains("after the array's closing `]`"), "{err}");
+    let t = ingest_ok("sharegpt", &noisy, &["--skip-invalid"]);
+    let whole = ingest_ok("sharegpt", &dataset("sharegpt_small.json"), &[]);
+    assert_eq!(t.records, whole.records);
+    assert_eq!(
+        t.metadata.rows_dropped.get("trailing_garbage").copied(),
+        Some(1)
+    );
+
+    // A trailing comma before the `]`, the same way.
+    let text = String::from_utf8(std::fs::read(dataset("sharegpt_small.json")).unwrap()).unwrap();
+    let at = text.rfind(']').unwrap();
+    let comma = format!("{},\n]\n", &text[..at].trim_end());
+    let comma = write(&dir, "comma.json", comma.as_bytes());
+    assert!(ingest_err("sharegpt", &comma, &[]).contains("no trailing comma"));
+    let t = ingest_ok("sharegpt", &comma, &["--skip-invalid"]);
+    assert_eq!(t.records, whole.records);
+}
+
+#[test]
+fn no_valid_row_is_an_error_with_or_without_skip_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        &dir,
+        "bad.json",
+        br#"[{"id": "a", "conversations": 3}, {"id": "b"}]"#,
+    );
+    let out = dir.path().join("t.parquet");
+    let err = ingest::run(&config(&args("sharegpt", &bad, &out, &["--skip-invalid"])))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no row to write: 2 rows read"), "{err}");
+    assert!(err.contains("invalid:conversations"), "{err}");
+    assert!(!out.exists());
+    assert!(!dir.path().join("t.parquet.partial").exists());
+    // Rows all filtered out: the same.
+    let err = ingest_err(
+        "sharegpt",
+        &dataset("sharegpt_small.json"),
+        &["--min-input", "4000000"],
+    );
+    assert!(err.contains("filter:min_input"), "{err}");
+}
+
+#[test]
+fn a_huge_bad_value_is_quoted_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let role = "r".repeat(5 << 20);
+    let json = format!(r#"[{{"id": "a", "conversations": [{{"from": "{role}", "value": "x"}}]}}]"#);
+    let err = ingest_err("sharegpt", &write(&dir, "big.json", json.as_bytes()), &[]);
+    assert!(err.contains("unknown role"), "{}", &err[..200]);
+    assert!(err.len() < 1_000, "{} bytes of error", err.len());
+    let csv = format!(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n{},1,1\n",
+        "9".repeat(5 << 20)
+    );
+    let err = ingest_err("azure", &write(&dir, "big_conv.csv", csv.as_bytes()), &[]);
+    assert!(err.contains("TIMESTAMP"), "{}", &err[..200]);
+    assert!(err.len() < 1_000, "{} bytes of error", err.len());
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted_by_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = [
+        ("sharegpt", "sharegpt_small.json"),
+        ("openai-messages", "openai_messages_small.jsonl"),
+        ("azure", "azure_conv_small.csv"),
+        ("burstgpt", "burstgpt_v1_small.csv"),
+        ("mooncake", "mooncake_conv_small.jsonl"),
+        ("bailian", "bailian_small.jsonl"),
+        ("openai-log", "logs/gateway.jsonl"),
+    ];
+    for (format, name) in fixtures {
+        let mut bytes = vec![0xEF, 0xBB, 0xBF];
+        bytes.extend(std::fs::read(dataset(name)).unwrap());
+        let file = name.rsplit('/').next().unwrap();
+        let bom = write(&dir, file, &bytes);
+        let salt: &[&str] = if format == "openai-log" {
+            &["--salt", "s"]
+        } else {
+            &[]
+        };
+        let with = ingest_ok(format, &bom, salt);
+        let without = ingest_ok(format, &dataset(name), salt);
+        assert_eq!(with.records, without.records, "{format}");
+    }
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod cli;
+mod client;
 mod edge;
 mod ingest_datasets;
 mod ingest_logs;

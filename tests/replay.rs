@@ -28,7 +28,13 @@ struct Scripted {
 }
 
 impl Transport for Scripted {
-    async fn send(&self, _spec: &RequestSpec, _body: Bytes, _t: &Timeouts) -> Exchange {
+    async fn send(
+        &self,
+        _spec: &RequestSpec,
+        _body: Bytes,
+        _t: &Timeouts,
+        _cancel: &CancellationToken,
+    ) -> Exchange {
         tokio::time::sleep(self.ttft).await;
         let first = Instant::now();
         let mut chunks = vec![first];

@@ -33,6 +33,7 @@ fn endpoint(url: &str, api: Api) -> Endpoint {
         http2: false,
         connect_timeout: Duration::from_secs(2),
         pool_max_idle_per_host: 16,
+        max_response_bytes: llm_replay::client::DEFAULT_MAX_RESPONSE_BYTES,
     })
     .unwrap()
 }
@@ -58,7 +59,13 @@ fn timeouts() -> Timeouts {
 }
 
 async fn send(e: &Endpoint, api: Api, s: &RequestSpec) -> llm_replay::client::Exchange {
-    e.send(s, build_body(api, s).unwrap(), &timeouts()).await
+    e.send(
+        s,
+        build_body(api, s).unwrap(),
+        &timeouts(),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
 }
 
 #[tokio::test]

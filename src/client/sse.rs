@@ -20,6 +20,8 @@ pub struct SseParser {
     line: Vec<u8>,
     /// Data lines of the event being read.
     data: Vec<String>,
+    /// Bytes in `data`.
+    data_bytes: usize,
     /// Whether the event has any data field.
     has_data: bool,
     /// The last byte pushed was `\r` (a `\n` right after it ends nothing).
@@ -68,6 +70,7 @@ impl SseParser {
                 });
             }
             self.data.clear();
+            self.data_bytes = 0;
             self.has_data = false;
             return;
         }
@@ -82,10 +85,17 @@ impl SseParser {
             None => (&line[..], &b""[..]),
         };
         if field == b"data" {
+            self.data_bytes += value.len();
             self.data.push(String::from_utf8_lossy(value).into_owned());
             self.has_data = true;
         }
         // event, id and retry carry nothing llm-replay uses.
+    }
+
+    /// Bytes held for the event being read: its data lines so far and the
+    /// unfinished line.
+    pub fn pending_bytes(&self) -> usize {
+        self.line.len() + self.data_bytes
     }
 
     /// Whether bytes of an unfinished event remain (a stream that ends here

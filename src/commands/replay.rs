@@ -11,7 +11,7 @@ use anyhow::bail;
 use super::{Output, UsageError, claim_outputs, run_exit_code, stdout, watch_signals};
 use crate::cli::{ArrivalsArg, ReplayArgs, ScheduleArgs, TargetArgs};
 use crate::client::Timeouts;
-use crate::record::summary::FidelityLimits;
+use crate::record::summary::{FidelityLimits, FirstError};
 use crate::replay::dispatch::Phases;
 use crate::replay::{self, RunOptions, Shutdown, TargetConfig};
 use crate::schedule::{Arrivals, Limit, ScheduleSpec};
@@ -190,6 +190,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let recorded = replay::run(trace, &target, opts, &shutdown).await?;
     stdout(format_args!("{}", recorded.summary));
+    for hint in error_hints(&recorded.summary.first_errors, &target_cfg, target.model()) {
+        eprintln!("{hint}");
+    }
     stdout(format_args!(
         "results       {} ({} rows)\n",
         recorded.path.display(),
@@ -207,4 +210,23 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         args.end.max_error_rate,
         recorded.summary.stopped_by.as_deref(),
     ))
+}
+
+/// What to try for the errors a misconfigured run meets first: refused
+/// credentials (which key went out) and an unknown model or path.
+pub fn error_hints(errors: &[FirstError], cfg: &TargetConfig, model: &str) -> Vec<String> {
+    let mut hints = Vec::new();
+    if errors
+        .iter()
+        .any(|e| matches!(e.status_code, Some(401 | 403)))
+    {
+        hints.push(replay::credentials_hint(cfg).trim_start().to_owned());
+    }
+    if errors.iter().any(|e| e.status_code == Some(404)) {
+        hints.push(format!(
+            "hint: 404 for model {model:?}: check --model against the server's GET /v1/models, and that --url is the server's base (requests go to {})",
+            cfg.api.path()
+        ));
+    }
+    hints
 }

@@ -8,10 +8,10 @@
 
 use chrono::{NaiveDate, NaiveTime};
 
+use super::Config;
 use super::csvin::for_each_row;
 use super::records::{OrderCheck, TraceStart, line_id};
 use super::{Filters, IngestError, Input};
-use crate::cli::IngestArgs;
 use crate::trace::{TraceMetadata, TraceRecord};
 
 const TIMESTAMP: &str = "TIMESTAMP";
@@ -24,7 +24,12 @@ const GENERATED: &str = "GeneratedTokens";
 /// UTC). Integer arithmetic only, so equal texts give equal ticks and
 /// differences are exact.
 pub fn parse_ticks(text: &str) -> Result<i64, String> {
-    let bad = || format!("not a timestamp like 2023-11-16 18:15:46.6805900: {text:?}");
+    let bad = || {
+        format!(
+            "not a timestamp like 2023-11-16 18:15:46.6805900: {}",
+            super::quote(text)
+        )
+    };
     let t = text.trim();
     let (date, rest) = t.split_once([' ', 'T']).ok_or_else(bad)?;
     let (time, offset_s) = if let Some(time) = rest.strip_suffix('Z') {
@@ -91,7 +96,7 @@ fn ticks_to_rfc3339(ticks: i64) -> String {
 
 /// Reads `inputs` and writes the trace at `args.output`.
 pub fn ingest(
-    args: &IngestArgs,
+    args: &Config,
     inputs: &[Input],
     filters: Filters,
 ) -> Result<TraceMetadata, IngestError> {

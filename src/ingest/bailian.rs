@@ -20,9 +20,9 @@
 
 use std::collections::HashMap;
 
+use super::Config;
 use super::records::{OrderCheck, TraceStart, for_each_line, parse_object};
 use super::{Filters, IngestError, Input, InputError, Position};
-use crate::cli::IngestArgs;
 use crate::trace::{TraceMetadata, TraceRecord};
 
 /// Bailian's block size.
@@ -30,7 +30,7 @@ pub const DEFAULT_BLOCK: u32 = 16;
 
 /// Reads `inputs` and writes the trace at `args.output`.
 pub fn ingest(
-    args: &IngestArgs,
+    args: &Config,
     inputs: &[Input],
     filters: Filters,
 ) -> Result<TraceMetadata, IngestError> {

@@ -15,10 +15,10 @@
 //! source's response time, an outcome rather than load, and the second is the
 //! sum of the other two.
 
+use super::Config;
 use super::csvin::for_each_row;
 use super::records::{OrderCheck, TraceStart, decimal_to_units, line_id};
 use super::{Filters, IngestError, Input};
-use crate::cli::IngestArgs;
 use crate::trace::{TraceMetadata, TraceRecord};
 
 const TIMESTAMP: &str = "Timestamp";
@@ -32,7 +32,7 @@ pub const FAILED_SUFFIX: &str = ":failed";
 
 /// Reads `inputs` and writes the trace at `args.output`.
 pub fn ingest(
-    args: &IngestArgs,
+    args: &Config,
     inputs: &[Input],
     filters: Filters,
 ) -> Result<TraceMetadata, IngestError> {

@@ -8,9 +8,9 @@
 //! Rows have no ids of their own: they get `line{N}` (see
 //! [`line_id`]). Times are relative to the trace's start, so no `t0`.
 
+use super::Config;
 use super::records::{OrderCheck, TraceStart, for_each_line, line_id, parse_object};
 use super::{Filters, IngestError, Input, InputError, Position};
-use crate::cli::IngestArgs;
 use crate::trace::{TraceMetadata, TraceRecord};
 
 /// Mooncake's block size.
@@ -18,7 +18,7 @@ pub const DEFAULT_BLOCK: u32 = 512;
 
 /// Reads `inputs` and writes the trace at `args.output`.
 pub fn ingest(
-    args: &IngestArgs,
+    args: &Config,
     inputs: &[Input],
     filters: Filters,
 ) -> Result<TraceMetadata, IngestError> {

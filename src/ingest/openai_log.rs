@@ -83,10 +83,10 @@ use serde_json::Value;
 use self::extract::{ApiKind, FieldError, Prompt, Reply, TimeForm, Usage};
 use self::scrub::{Fingerprint, Keys, LeakCheck};
 use super::chat;
+use super::config::{Config, LogConfig};
 use super::openai_messages::{RawLine, read_lines};
 use super::records::line_id;
 use super::{Filters, IngestError, Input, InputError, Position, TraceSink};
-use crate::cli::{IngestArgs, LogArgs};
 use crate::tokenize::Tokenizer;
 use crate::trace::{TraceMetadata, TraceRecord};
 
@@ -207,7 +207,7 @@ struct Options<'a> {
     block: usize,
     file: &'a str,
     input: usize,
-    log: &'a LogArgs,
+    log: &'a LogConfig,
     batch: &'a HashMap<String, BatchResult>,
     cache: &'a TokenCache,
 }
@@ -281,7 +281,7 @@ impl TokenCache {
 
 /// Reads `inputs` and writes the scrubbed trace at `args.output`.
 pub fn ingest(
-    args: &IngestArgs,
+    args: &Config,
     inputs: &[Input],
     filters: Filters,
 ) -> Result<TraceMetadata, IngestError> {
@@ -290,10 +290,7 @@ pub fn ingest(
             "--keep-text: production logs are always scrubbed; no text is ever written".into(),
         ));
     }
-    let block = args.block_size.unwrap_or(DEFAULT_BLOCK);
-    if block == 0 {
-        return Err(IngestError::Usage("--block-size must be positive".into()));
-    }
+    let block = args.block_or(DEFAULT_BLOCK);
     let tok = Tokenizer::load(&args.tokenizer)?;
     let keys = Keys::new(args.log.salt.as_deref());
     let mut stats = Stats::default();
@@ -460,10 +457,7 @@ pub fn ingest(
         "openai_log.stats".to_owned(),
         serde_json::to_string(&stats).unwrap_or_default(),
     );
-    meta.extra.insert(
-        "scrub_report".to_owned(),
-        serde_json::to_string(&report).unwrap_or_default(),
-    );
+    meta.scrub = Some(report.clone());
     meta.extra.insert(
         "token_counts".to_owned(),
         "the server's usage where logged; else the tokenizer's count of the rendered prompt (roles, tools and messages) and reply".to_owned(),
@@ -724,7 +718,7 @@ fn find_time(
     root: &Value,
     custom: Option<&str>,
     defaults: &[&'static str],
-    unit: crate::cli::TimeUnitArg,
+    unit: crate::ingest::config::TimeUnit,
 ) -> Result<Option<(String, i64, TimeForm)>, FieldError> {
     let found = match custom {
         Some(p) => extract::lookup(root, p).map(|v| (p.to_owned(), v)),
@@ -1270,7 +1264,7 @@ mod tests {
     fn with_opts<T>(f: impl FnOnce(&Options<'_>) -> T) -> T {
         let tok = &*TOKENIZER;
         let keys = Keys::new(Some("test"));
-        let log = LogArgs::default();
+        let log = LogConfig::default();
         let batch = HashMap::new();
         let cache = TokenCache::new();
         let opts = Options {

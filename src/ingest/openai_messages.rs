@@ -28,16 +28,17 @@
 //!   counted (see [`super::chat`]). With `--keep-text`, `prompt_text` is the
 //!   last user message (its text parts joined by newlines).
 //!
-//! A last line cut mid-record ([`IngestError::Truncated`]) stops the ingest
-//! whatever the flags: the file is broken. Any other bad line is an
-//! [`InputError`] at its line, which `--skip-invalid` skips and counts.
+//! A last line cut mid-record is [`IngestError::Truncated`], or with
+//! `--skip-invalid` counted as `truncated` while the complete lines before it
+//! are kept. Any other bad line is an [`InputError`] at its line, which
+//! `--skip-invalid` skips and counts.
 
 use serde_json::error::Category;
 use serde_json::{Map, Value};
 
+use super::Config;
 use super::chat::{self, Role, Tokens, count_parts, describe, field_error, syntax_error};
 use super::{Filters, IngestError, Input, InputError, Position, TraceSink};
-use crate::cli::IngestArgs;
 use crate::tokenize::Tokenizer;
 use crate::trace::{TraceMetadata, TraceRecord};
 
@@ -388,6 +389,8 @@ struct Options<'a> {
     file: &'a str,
     keep_text: bool,
     block: Option<usize>,
+    /// A cut last line is counted as `truncated` instead of stopping.
+    skip_invalid: bool,
 }
 
 /// What a worker made of one line.
@@ -407,6 +410,13 @@ fn process(raw: RawLine, opts: &Options<'_>) -> Result<Outcome, IngestError> {
     let req = match parse_line(raw, opts.file) {
         Ok(r) => r,
         Err(Ok(e)) => return Ok(Outcome::Invalid(e)),
+        // The complete lines before a cut stand; the cut is counted.
+        Err(Err(IngestError::Truncated { file, position, .. })) if opts.skip_invalid => {
+            let mut e =
+                InputError::new(file, position, "json", "the input ends inside this record");
+            e.reason = "truncated".to_owned();
+            return Ok(Outcome::Invalid(e));
+        }
         Err(Err(fatal)) => return Err(fatal),
     };
     let reply_at = match req.messages.last() {
@@ -519,25 +529,18 @@ pub(super) fn read_lines(
 
 /// Reads `inputs` and writes the trace at `args.output`.
 pub fn ingest(
-    args: &IngestArgs,
+    args: &Config,
     inputs: &[Input],
     filters: Filters,
 ) -> Result<TraceMetadata, IngestError> {
-    let block = match args.block_size {
-        Some(0) => {
-            return Err(IngestError::Usage(
-                "--block-size must be at least 1".to_owned(),
-            ));
-        }
-        b => b.map(|b| b as usize),
-    };
+    let block = args.block_size.map(|b| b.get() as usize);
     let tok = Tokenizer::load(&args.tokenizer)?;
     let mut metadata = TraceMetadata::new(args.format.name());
     for input in inputs {
         metadata.input_files.push(input.describe()?);
     }
     metadata.tokenizer = Some(tok.name());
-    metadata.prefix_block_size = args.block_size;
+    metadata.prefix_block_size = args.block_size.map(std::num::NonZeroU32::get);
     let mut sink = TraceSink::create(&args.output, metadata, filters, args.skip_invalid)?;
 
     let (mut from_max_tokens, mut lone_surrogates) = (0u64, 0u64);
@@ -548,6 +551,7 @@ pub fn ingest(
             file: &file,
             keep_text: args.keep_text,
             block,
+            skip_invalid: args.skip_invalid,
         };
         chat::run_ordered(
             |hand| read_lines(input, hand),
@@ -690,6 +694,7 @@ mod tests {
             file: "m.jsonl",
             keep_text: true,
             block: None,
+            skip_invalid: false,
         };
         let n = |s: &str| tok.count(s).unwrap() as i32;
         let row = |json: &str| match process(raw(json, true), &opts).unwrap() {

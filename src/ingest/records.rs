@@ -53,6 +53,10 @@ impl Lines {
             return Ok(None);
         }
         self.number += 1;
+        // A byte-order mark (Windows tools write one) is not part of the data.
+        if self.number == 1 && self.buf.starts_with(&[0xEF, 0xBB, 0xBF]) {
+            self.buf.drain(..3);
+        }
         let unterminated = self.buf.last() != Some(&b'\n');
         while matches!(self.buf.last(), Some(b'\n' | b'\r')) {
             self.buf.pop();
@@ -228,8 +232,8 @@ impl Fields<'_> {
 /// 10^-`digits`, truncating toward zero what is finer. Exact: no floating
 /// point, and overflow is an error, never a wrap.
 pub fn decimal_to_units(text: &str, digits: u32) -> Result<i64, String> {
-    let bad = || format!("not a plain decimal number: {text:?}");
-    let out_of_range = || format!("out of range: {text:?}");
+    let bad = || format!("not a plain decimal number: {}", super::quote(text));
+    let out_of_range = || format!("out of range: {}", super::quote(text));
     let t = text.trim();
     let (neg, t) = match t.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -394,7 +398,7 @@ impl TraceStart<'_> {
     /// sink. Returns the sink and the block size.
     pub fn open(
         &self,
-        args: &crate::cli::IngestArgs,
+        args: &super::Config,
         inputs: &[Input],
         filters: super::Filters,
     ) -> Result<(TraceSink, Option<u32>), IngestError> {
@@ -404,10 +408,7 @@ impl TraceStart<'_> {
                 self.label
             )));
         }
-        let block = self.default_block.map(|d| args.block_size.unwrap_or(d));
-        if block == Some(0) {
-            return Err(IngestError::Usage("--block-size must be positive".into()));
-        }
+        let block = self.default_block.map(|d| args.block_or(d));
         let mut meta = crate::trace::TraceMetadata::new(self.format);
         for input in inputs {
             meta.input_files.push(input.describe()?);
@@ -519,16 +520,16 @@ mod tests {
 }
 
 /// Helpers for the parsers' tests: run an ingest over bytes in a temporary
-/// file, the way the command line would.
+/// file with a [`Config`](crate::ingest::Config) built directly.
 #[cfg(test)]
 pub(crate) mod testing {
-    use clap::Parser;
+    use std::num::NonZeroU32;
 
-    use crate::cli::{Cli, Command};
-    use crate::ingest::IngestError;
+    use crate::ingest::{Config, Format, IngestError, Input};
     use crate::trace::TraceMetadata;
 
-    /// Ingests `content` (written to a file named `name`) as `format`.
+    /// Ingests `content` (written to a file named `name`) as `format`, with
+    /// `extra` flags (`--skip-invalid`, `--block-size N`).
     pub(crate) fn ingest_bytes(
         format: &str,
         name: &str,
@@ -538,19 +539,29 @@ pub(crate) mod testing {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join(name);
         std::fs::write(&input, content).unwrap();
-        let output = dir.path().join("t.parquet");
-        let mut argv = vec![
-            "llm-replay".to_owned(),
-            "ingest".into(),
-            format.into(),
-            input.display().to_string(),
-            "-o".into(),
-            output.display().to_string(),
-        ];
-        argv.extend(extra.iter().map(|s| (*s).to_owned()));
-        let Command::Ingest(args) = Cli::try_parse_from(argv).unwrap().command else {
-            unreachable!("an ingest command line")
+        let format = match format {
+            "azure" => Format::Azure,
+            "burstgpt" => Format::Burstgpt,
+            "mooncake" => Format::Mooncake,
+            "bailian" => Format::Bailian,
+            other => panic!("no test format {other}"),
         };
-        crate::ingest::run(&args).map(|s| s.metadata)
+        let mut cfg = Config::new(
+            format,
+            vec![Input::File(input)],
+            dir.path().join("t.parquet"),
+        );
+        let mut flags = extra.iter();
+        while let Some(flag) = flags.next() {
+            match *flag {
+                "--skip-invalid" => cfg.skip_invalid = true,
+                "--block-size" => {
+                    let n = flags.next().and_then(|n| n.parse().ok());
+                    cfg.block_size = n.and_then(NonZeroU32::new);
+                }
+                other => panic!("no test flag {other}"),
+            }
+        }
+        crate::ingest::run(&cfg).map(|s| s.metadata)
     }
 }

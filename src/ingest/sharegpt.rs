@@ -54,11 +54,11 @@ use std::io::BufRead;
 
 use serde_json::Value;
 
+use super::Config;
 use super::chat::{
     self, MAX_RECORD_BYTES, Role, Tokens, count_parts, describe, field_error, syntax_error,
 };
 use super::{Filters, IngestError, Input, InputError, Position, TraceSink};
-use crate::cli::IngestArgs;
 use crate::tokenize::Tokenizer;
 use crate::trace::{TraceMetadata, TraceRecord};
 
@@ -102,6 +102,9 @@ fn show_byte(b: u8) -> String {
     }
 }
 
+/// The reason bytes after a complete array are counted under.
+const TRAILING: &str = "trailing_garbage";
+
 /// Cuts the top-level JSON array of `reader` into its elements, handing each
 /// to `emit` (which returns `false` to stop early). Only strings and
 /// brackets are followed, so memory holds one element at a time, and a
@@ -134,6 +137,12 @@ fn scan_array(
     }
     let fatal = |line: u64, message: String| {
         IngestError::Malformed(InputError::new(file, Position::Line(line), "json", message))
+    };
+    // Bytes after the last record: the records stand, the rest is noise.
+    let trailing = |line: u64, message: String| {
+        let mut e = InputError::new(file, Position::Line(line), "json", message);
+        e.reason = TRAILING.to_owned();
+        IngestError::Malformed(e)
     };
     let mut state = State::Start;
     let mut at = Cursor {
@@ -297,11 +306,11 @@ fn scan_array(
                     (depth, in_str, escaped) = (0, false, false);
                 }
                 State::Next => {
-                    return Err(fatal(
+                    return Err(trailing(
                         at.line,
                         format!(
-                            "a `,` after the last record (record {}) before the `]` at column {col}: JSON allows no trailing comma; the array cannot be read on",
-                            count.saturating_sub(1)
+                            "a `,` after the last record (record {}) before the `]` at column {col} (byte {offset}): JSON allows no trailing comma (--skip-invalid keeps the records and counts this as `{TRAILING}`)",
+                            count.saturating_sub(1),
                         ),
                     ));
                 }
@@ -324,11 +333,11 @@ fn scan_array(
                     ));
                 }
                 State::Done => {
-                    return Err(fatal(
+                    return Err(trailing(
                         at.line,
                         format!(
-                            "unexpected {} at column {col} after the array's closing `]`",
-                            show_byte(b)
+                            "unexpected {} at column {col} (byte {offset}) after the array's closing `]` (--skip-invalid keeps the records and counts this as `{TRAILING}`)",
+                            show_byte(b),
                         ),
                     ));
                 }
@@ -786,25 +795,18 @@ fn apply(
 
 /// Reads `inputs` and writes the trace at `args.output`.
 pub fn ingest(
-    args: &IngestArgs,
+    args: &Config,
     inputs: &[Input],
     filters: Filters,
 ) -> Result<TraceMetadata, IngestError> {
-    let block = match args.block_size {
-        Some(0) => {
-            return Err(IngestError::Usage(
-                "--block-size must be at least 1".to_owned(),
-            ));
-        }
-        b => b.map(|b| b as usize),
-    };
+    let block = args.block_size.map(|b| b.get() as usize);
     let tok = Tokenizer::load(&args.tokenizer)?;
     let mut metadata = TraceMetadata::new(args.format.name());
     for input in inputs {
         metadata.input_files.push(input.describe()?);
     }
     metadata.tokenizer = Some(tok.name());
-    metadata.prefix_block_size = args.block_size;
+    metadata.prefix_block_size = args.block_size.map(std::num::NonZeroU32::get);
     let mut sink = TraceSink::create(&args.output, metadata, filters, args.skip_invalid)?;
     let first_turn_only = sink.filters().first_turn_only();
 
@@ -821,14 +823,34 @@ pub fn ingest(
             first_turn_only,
             block,
         };
+        let skip_invalid = sink.skip_invalid();
+        let mut cut = None;
         chat::run_ordered(
             |hand| {
-                records += scan_array(&mut *reader, &file, &mut |raw| hand(raw))?;
+                let scanned = scan_array(&mut *reader, &file, &mut |raw| {
+                    records += 1;
+                    hand(raw)
+                });
+                match scanned {
+                    Ok(_) => {}
+                    // With --skip-invalid a cut file keeps every complete
+                    // record before the cut, and bytes after the array are
+                    // counted, not fatal.
+                    Err(IngestError::Truncated { .. }) if skip_invalid => cut = Some("truncated"),
+                    Err(IngestError::Malformed(e)) if skip_invalid && e.reason == TRAILING => {
+                        cut = Some(TRAILING);
+                    }
+                    Err(e) => return Err(e),
+                }
                 Ok(())
             },
             |raw| process(raw, &opts),
             |outcome| apply(outcome, &mut sink, &mut ids, &mut stats),
         )?;
+        if let Some(reason) = cut {
+            sink.read_row();
+            sink.drop_row(reason);
+        }
     }
 
     let extra = &mut sink.metadata_mut().extra;
@@ -947,7 +969,7 @@ mod tests {
         );
         assert_eq!(
             msg(b"[{}]\n x"),
-            "t.json: line 2: json: unexpected `x` at column 2 after the array's closing `]`"
+            "t.json: line 2: json: unexpected `x` at column 2 (byte 6) after the array's closing `]` (--skip-invalid keeps the records and counts this as `trailing_garbage`)"
         );
     }
 

@@ -27,12 +27,14 @@ use crate::schedule::ScheduledRequest;
 /// script their own.
 pub trait Transport: Send + Sync + 'static {
     /// Sends `body` for `spec`; never fails, every failure is an
-    /// [`Exchange`] outcome.
+    /// [`Exchange`] outcome. When `cancel` fires the request ends as
+    /// `cancelled`, keeping what it measured so far.
     fn send(
         &self,
         spec: &RequestSpec,
         body: Bytes,
         timeouts: &Timeouts,
+        cancel: &CancellationToken,
     ) -> impl Future<Output = Exchange> + Send;
 }
 
@@ -42,8 +44,9 @@ impl Transport for Endpoint {
         spec: &RequestSpec,
         body: Bytes,
         timeouts: &Timeouts,
+        cancel: &CancellationToken,
     ) -> impl Future<Output = Exchange> + Send {
-        Endpoint::send(self, spec, body, timeouts)
+        Endpoint::send(self, spec, body, timeouts, cancel)
     }
 }
 
@@ -342,14 +345,10 @@ async fn execute<T: Transport>(shared: &Shared<T>, p: Prepared, scheduled: Insta
     row.send_lag_us = Some(signed_us(sent, scheduled));
     shared.counters.sent.fetch_add(1, Ordering::Relaxed);
     shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-    let exchange = tokio::select! {
-        ex = shared.transport.send(&spec, body, &shared.timeouts) => ex,
-        () = shared.cancel.cancelled() => Exchange::failed(
-            Outcome::Cancelled,
-            None,
-            "cancelled: still in flight when the grace period ended",
-        ),
-    };
+    let exchange = shared
+        .transport
+        .send(&spec, body, &shared.timeouts, &shared.cancel)
+        .await;
     shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
     fill_from_exchange(&mut row, &exchange, sent, &shared.clock);
     row

@@ -382,14 +382,10 @@ impl fmt::Display for TraceStats {
                 self.rows_reusing_prefix, self.largest_shared_prefix_group
             )?;
         }
-        if let Some(scrub) = m
-            .extra
-            .get("scrub_report")
-            .and_then(|r| serde_json::from_str::<crate::ingest::openai_log::ScrubReport>(r).ok())
-        {
+        if let Some(scrub) = &m.scrub {
             let by = scrub.by_treatment();
             let n = |t| by.get(&t).map_or(0, Vec::len);
-            use crate::ingest::openai_log::Treatment;
+            use super::scrub::Treatment;
             writeln!(
                 f,
                 "scrubbed      {} fields dropped, {} hashed, {} tokenized then dropped; leak check: {} strings, {} found",

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::FORMAT_VERSION;
+use super::scrub::ScrubReport;
 
 /// Key prefix of every metadata entry this tool writes.
 pub const KEY_PREFIX: &str = "llm_replay.";
@@ -85,7 +86,9 @@ pub struct TraceMetadata {
     pub rows_written: u64,
     /// Rows dropped, per reason.
     pub rows_dropped: DropCounts,
-    /// Further facts a source adds (a scrub report, token count sources).
+    /// What the scrub did, for traces from production logs.
+    pub scrub: Option<ScrubReport>,
+    /// Further facts a source adds (token count sources, stats).
     pub extra: BTreeMap<String, String>,
 }
 
@@ -136,6 +139,9 @@ impl TraceMetadata {
         }
         if let Some(t0) = &self.t0 {
             kv.push(("t0", t0.clone()));
+        }
+        if let Some(scrub) = &self.scrub {
+            kv.push(("scrub_report", to_json(scrub)));
         }
         let mut out: Vec<(String, String)> = kv
             .into_iter()
@@ -196,6 +202,9 @@ impl TraceMetadata {
                 .transpose()?,
             time_unit: take("time_unit").map(str::to_owned),
             t0: take("t0").map(str::to_owned),
+            scrub: take("scrub_report")
+                .map(|v| parse_json("scrub_report", v.to_owned()))
+                .transpose()?,
             extra: map
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -232,7 +241,10 @@ mod tests {
         meta.rows_written = 3;
         meta.drop_row("duplicate_id");
         meta.drop_row("filter:max_input");
-        meta.extra.insert("scrub_report".into(), "{}".into());
+        let mut scrub = ScrubReport::default();
+        scrub.saw("messages", super::super::scrub::Treatment::Tokenized);
+        meta.scrub = Some(scrub);
+        meta.extra.insert("token_counts".into(), "usage".into());
         let kv = meta.to_key_values();
         let back = TraceMetadata::from_key_values(kv.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .unwrap();

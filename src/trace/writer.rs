@@ -111,11 +111,11 @@ impl Builders {
 }
 
 /// Writes a trace file row by row. Call [`TraceWriter::finish`] to write the
-/// metadata and footer; a writer dropped without it leaves only the
-/// `.partial` file.
+/// metadata and footer; a writer dropped without it (an error, a panic)
+/// removes its `.partial` file and leaves nothing behind.
 pub struct TraceWriter {
     path: PathBuf,
-    partial: PathBuf,
+    partial: Unfinished,
     writer: ArrowWriter<File>,
     builders: Builders,
     rows: u64,
@@ -140,15 +140,19 @@ impl TraceWriter {
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_created_by(format!("llm-replay {}", env!("CARGO_PKG_VERSION")))
             .build();
-        let writer = ArrowWriter::try_new(file, arrow_schema(), Some(props)).map_err(|e| {
-            TraceError::Parquet {
-                path: path.display().to_string(),
-                message: e.to_string(),
+        let writer = match ArrowWriter::try_new(file, arrow_schema(), Some(props)) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(TraceError::Parquet {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                });
             }
-        })?;
+        };
         Ok(Self {
             path: path.to_owned(),
-            partial,
+            partial: Unfinished(Some(partial)),
             writer,
             builders: Builders::new(),
             rows: 0,
@@ -242,11 +246,26 @@ impl TraceWriter {
             path: shown,
             message: e.to_string(),
         })?;
-        std::fs::rename(&self.partial, &self.path).map_err(|source| TraceError::Io {
-            path: self.path.display().to_string(),
-            error: source,
-        })?;
+        let partial = self.partial.0.take().unwrap_or_default();
+        if let Err(source) = std::fs::rename(&partial, &self.path) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(TraceError::Io {
+                path: self.path.display().to_string(),
+                error: source,
+            });
+        }
         Ok(metadata)
+    }
+}
+
+/// The `.partial` file of a writer not yet finished: removed when dropped.
+struct Unfinished(Option<PathBuf>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

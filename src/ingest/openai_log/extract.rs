@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use crate::cli::TimeUnitArg;
+use crate::ingest::config::TimeUnit;
 
 /// Default paths of the request's start time.
 pub const START_FIELDS: &[&str] = &[
@@ -195,7 +195,7 @@ impl TimeForm {
 /// Microseconds since the Unix epoch from a log time: a number or numeric
 /// string (unit from `unit`, or from the magnitude), or an RFC 3339 / ISO
 /// 8601 date-time with any zone (none: UTC).
-pub fn parse_time(v: &Value, unit: TimeUnitArg) -> Result<(i64, TimeForm), String> {
+pub fn parse_time(v: &Value, unit: TimeUnit) -> Result<(i64, TimeForm), String> {
     match v {
         Value::Number(n) => numeric_time(&n.to_string(), unit),
         Value::String(s) => {
@@ -218,7 +218,7 @@ pub fn parse_time(v: &Value, unit: TimeUnitArg) -> Result<(i64, TimeForm), Strin
     }
 }
 
-fn numeric_time(text: &str, unit: TimeUnitArg) -> Result<(i64, TimeForm), String> {
+fn numeric_time(text: &str, unit: TimeUnit) -> Result<(i64, TimeForm), String> {
     use super::super::records::decimal_to_units;
     let int_digits = text
         .trim_start_matches('-')
@@ -226,34 +226,34 @@ fn numeric_time(text: &str, unit: TimeUnitArg) -> Result<(i64, TimeForm), String
         .next()
         .map_or(0, str::len);
     let unit = match unit {
-        TimeUnitArg::Auto => {
+        TimeUnit::Auto => {
             // Seconds since 1970 have 10 digits until 2286; milliseconds 13,
             // microseconds 16, nanoseconds 19.
             let exp_form = text.contains(['e', 'E']);
             if exp_form {
                 let v: f64 = text.parse().map_err(|_| "not a number".to_owned())?;
                 match v.abs() {
-                    x if x < 1e11 => TimeUnitArg::S,
-                    x if x < 1e14 => TimeUnitArg::Ms,
-                    x if x < 1e17 => TimeUnitArg::Us,
-                    _ => TimeUnitArg::Ns,
+                    x if x < 1e11 => TimeUnit::S,
+                    x if x < 1e14 => TimeUnit::Ms,
+                    x if x < 1e17 => TimeUnit::Us,
+                    _ => TimeUnit::Ns,
                 }
             } else {
                 match int_digits {
-                    0..=11 => TimeUnitArg::S,
-                    12..=14 => TimeUnitArg::Ms,
-                    15..=17 => TimeUnitArg::Us,
-                    _ => TimeUnitArg::Ns,
+                    0..=11 => TimeUnit::S,
+                    12..=14 => TimeUnit::Ms,
+                    15..=17 => TimeUnit::Us,
+                    _ => TimeUnit::Ns,
                 }
             }
         }
         u => u,
     };
     let (us, form) = match unit {
-        TimeUnitArg::S | TimeUnitArg::Auto => (decimal_to_units(text, 6)?, TimeForm::EpochS),
-        TimeUnitArg::Ms => (decimal_to_units(text, 3)?, TimeForm::EpochMs),
-        TimeUnitArg::Us => (decimal_to_units(text, 0)?, TimeForm::EpochUs),
-        TimeUnitArg::Ns => (decimal_to_units(text, 0)? / 1000, TimeForm::EpochNs),
+        TimeUnit::S | TimeUnit::Auto => (decimal_to_units(text, 6)?, TimeForm::EpochS),
+        TimeUnit::Ms => (decimal_to_units(text, 3)?, TimeForm::EpochMs),
+        TimeUnit::Us => (decimal_to_units(text, 0)?, TimeForm::EpochUs),
+        TimeUnit::Ns => (decimal_to_units(text, 0)? / 1000, TimeForm::EpochNs),
     };
     if us < 0 {
         return Err("a time before 1970".to_owned());
@@ -1040,7 +1040,7 @@ mod tests {
 
     #[test]
     fn times_in_every_form() {
-        let a = TimeUnitArg::Auto;
+        let a = TimeUnit::Auto;
         let want = 1_717_000_000_250_000;
         assert_eq!(parse_time(&json!(1_717_000_000.25), a).unwrap().0, want);
         assert_eq!(parse_time(&json!(1_717_000_000_250u64), a).unwrap().0, want);
@@ -1070,7 +1070,7 @@ mod tests {
             (want, TimeForm::EpochNs)
         );
         assert_eq!(
-            parse_time(&json!(1_717_000_000_250u64), TimeUnitArg::Ms)
+            parse_time(&json!(1_717_000_000_250u64), TimeUnit::Ms)
                 .unwrap()
                 .0,
             want

@@ -1,1 +1,0 @@
-//! Tests: cli (in progress)
