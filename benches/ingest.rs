@@ -20,6 +20,7 @@ use rand::{RngExt, SeedableRng};
 
 mod support;
 
+use llm_replay::ingest::{Config, Format, Input};
 use support::{Measured, length, run_ingest, show, text};
 
 /// Writes a ShareGPT file of at least `bytes` bytes, pretty-printed as the
@@ -95,12 +96,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             secs,
             before,
             peak,
-        } = run_ingest(&[
-            "sharegpt".as_ref(),
-            input.as_os_str(),
-            "-o".as_ref(),
-            output.as_os_str(),
-        ])?;
+        } = run_ingest(&Config::new(
+            Format::Sharegpt,
+            vec![Input::File(input.clone())],
+            &output,
+        ))?;
         let m = &summary.metadata;
         let mib = bytes as f64 / f64::from(1 << 20);
         println!(

@@ -22,6 +22,7 @@ use rand::{RngExt, SeedableRng};
 
 mod support;
 
+use llm_replay::ingest::{Config, Format, Input};
 use support::{Measured, length, run_ingest, show, text};
 
 fn msg(role: &str, content: &str) -> String {
@@ -129,14 +130,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             secs,
             before,
             peak,
-        } = run_ingest(&[
-            "openai-log".as_ref(),
-            input.as_os_str(),
-            "-o".as_ref(),
-            output.as_os_str(),
-            "--salt".as_ref(),
-            "bench".as_ref(),
-        ])?;
+        } = run_ingest(&{
+            let mut cfg = Config::new(Format::OpenaiLog, vec![Input::File(input.clone())], &output);
+            cfg.log.salt = Some("bench".to_owned());
+            cfg
+        })?;
         let m = &summary.metadata;
         let mib = bytes as f64 / f64::from(1 << 20);
         let trace_mib = std::fs::metadata(&output)?.len() as f64 / f64::from(1 << 20);

@@ -287,22 +287,15 @@ pub struct Measured {
     pub peak: Option<f64>,
 }
 
-/// Runs `llm-replay ingest ARGS...` in-process, timing it and resetting
-/// the peak-RSS mark first so that the peak is this run's own.
-pub fn run_ingest(args: &[&std::ffi::OsStr]) -> Result<Measured, Box<dyn std::error::Error>> {
-    use clap::Parser;
-    let argv = ["llm-replay".as_ref(), "ingest".as_ref()]
-        .into_iter()
-        .chain(args.iter().copied());
-    let llm_replay::cli::Command::Ingest(args) =
-        llm_replay::cli::Cli::try_parse_from(argv)?.command
-    else {
-        return Err("not an ingest command".into());
-    };
+/// Runs one ingest in-process, timing it and resetting the peak-RSS mark
+/// first so that the peak is this run's own.
+pub fn run_ingest(
+    cfg: &llm_replay::ingest::Config,
+) -> Result<Measured, Box<dyn std::error::Error>> {
     let peak_reset = reset_peak();
     let before = status_mib("VmRSS:");
     let t = std::time::Instant::now();
-    let summary = llm_replay::ingest::run(&llm_replay::commands::ingest::config(&args))?;
+    let summary = llm_replay::ingest::run(cfg)?;
     let secs = t.elapsed().as_secs_f64();
     let peak = if peak_reset {
         status_mib("VmHWM:")
