@@ -601,6 +601,11 @@ pub struct SessionArgs {
     /// the trace's think times).
     #[arg(long, value_parser = duration)]
     pub think_time: Option<Duration>,
+    /// When a turn fails: `continue` sends the session's remaining turns
+    /// (the recorded reply length stands in for the missing reply);
+    /// `abort` sends none of them and records each as `skipped`.
+    #[arg(long, value_enum, default_value = "continue")]
+    pub on_turn_failure: TurnFailureArg,
 }
 
 /// Values of `--sessions`.
@@ -624,11 +629,22 @@ flag_enum! {
     }
 }
 
+flag_enum! {
+    /// Values of `--on-turn-failure`.
+    TurnFailureArg => crate::replay::session::TurnFailure {
+        /// Send the remaining turns anyway.
+        Continue,
+        /// Record the remaining turns as `skipped`, unsent.
+        Abort,
+    }
+}
+
 impl SessionArgs {
     /// The session options, or `None` for `--sessions independent`.
     pub fn options(&self) -> Option<crate::replay::session::SessionOptions> {
         (self.sessions == SessionsArg::Auto).then(|| crate::replay::session::SessionOptions {
             timing: self.turn_timing.into(),
+            on_failure: self.on_turn_failure.into(),
             think_time_scale: self.think_time_scale,
             default_think_time: self.think_time,
         })

@@ -144,6 +144,9 @@ pub enum Outcome {
     /// Never sent (over `--max-in-flight` with `--on-cap drop`, or no
     /// request could be built).
     Dropped,
+    /// A later turn of a session whose earlier turn failed, not sent
+    /// (`--on-turn-failure abort`).
+    Skipped,
 }
 
 impl Outcome {
@@ -157,6 +160,7 @@ impl Outcome {
             Self::StreamError => "stream_error",
             Self::Cancelled => "cancelled",
             Self::Dropped => "dropped",
+            Self::Skipped => "skipped",
         }
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::client::Outcome;
 
 /// Every outcome, in the order the docs list them.
-pub const OUTCOMES: [Outcome; 7] = [
+pub const OUTCOMES: [Outcome; 8] = [
     Outcome::Ok,
     Outcome::HttpError,
     Outcome::Timeout,
@@ -30,6 +30,7 @@ pub const OUTCOMES: [Outcome; 7] = [
     Outcome::StreamError,
     Outcome::Cancelled,
     Outcome::Dropped,
+    Outcome::Skipped,
 ];
 
 /// The outcome named `name` in an `outcome` column, if it is one.

@@ -336,6 +336,7 @@ impl RequestBuilder {
             turn: None,
             then: None,
             turns_after: 0,
+            skip: None,
         }
     }
 

@@ -97,6 +97,7 @@ fn prepared(t: &[TraceRecord], spec: &ScheduleSpec) -> Vec<Prepared> {
                 turn: None,
                 then: None,
                 turns_after: 0,
+                skip: None,
             }
         })
         .collect()

@@ -10,8 +10,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use llm_replay::record::{ResultRow, read_results};
-use llm_replay::replay::session::{SessionOptions, TurnTiming};
+use llm_replay::record::{Outcome, ResultRow, read_results};
+use llm_replay::replay::session::{SessionOptions, TurnFailure, TurnTiming};
 use llm_replay::replay::{RunOptions, Shutdown, Target, TargetConfig};
 use llm_replay::schedule::ScheduleSpec;
 use llm_replay::trace::{TraceMetadata, TraceRecord, TraceWriter, read_trace};
@@ -20,10 +20,32 @@ use serde_json::{Value, json};
 /// Bodies received, in arrival order.
 type Received = Arc<Mutex<Vec<Value>>>;
 
-async fn completions(State(seen): State<Received>, body: Bytes) -> impl IntoResponse {
+/// What the scripted server does: records bodies, and answers 500 to a
+/// prompt of `fail_words` words.
+#[derive(Clone)]
+struct Script {
+    seen: Received,
+    fail_words: Option<usize>,
+}
+
+fn words(v: &Value) -> usize {
+    v["prompt"]
+        .as_str()
+        .map_or(0, |p| p.split(' ').filter(|w| !w.is_empty()).count())
+}
+
+async fn completions(State(script): State<Script>, body: Bytes) -> axum::response::Response {
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let n = v["max_tokens"].as_u64().unwrap_or(1);
-    seen.lock().unwrap().push(v);
+    let fail = script.fail_words == Some(words(&v));
+    script.seen.lock().unwrap().push(v);
+    if fail {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "scripted failure",
+        )
+            .into_response();
+    }
     // A short wait, then exactly max_tokens content chunks and usage.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut out = String::new();
@@ -37,19 +59,22 @@ async fn completions(State(seen): State<Received>, body: Bytes) -> impl IntoResp
         n + 1
     ));
     out.push_str("data: [DONE]\n\n");
-    ([("content-type", "text/event-stream")], out)
+    ([("content-type", "text/event-stream")], out).into_response()
 }
 
 async fn models() -> impl IntoResponse {
     axum::Json(json!({"object": "list", "data": [{"id": "m", "object": "model"}]}))
 }
 
-async fn serve() -> (String, Received) {
+async fn serve(fail_words: Option<usize>) -> (String, Received) {
     let seen: Received = Arc::default();
     let app = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
-        .with_state(seen.clone());
+        .with_state(Script {
+            seen: seen.clone(),
+            fail_words,
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -93,12 +118,13 @@ fn write_trace(path: &std::path::Path) {
 
 async fn replay(
     sessions: Option<SessionOptions>,
+    fail_words: Option<usize>,
 ) -> (
     Vec<ResultRow>,
     Vec<Value>,
     llm_replay::record::summary::Summary,
 ) {
-    let (url, seen) = serve().await;
+    let (url, seen) = serve(fail_words).await;
     let dir = tempfile::tempdir().unwrap();
     let trace_path = dir.path().join("t.parquet");
     write_trace(&trace_path);
@@ -149,11 +175,14 @@ fn prompt_of<'a>(bodies: &'a [Value], id: &str, rows: &[ResultRow]) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn later_turns_wait_for_the_reply_and_repeat_the_conversation() {
-    let (rows, bodies, summary) = replay(Some(SessionOptions {
-        timing: TurnTiming::Max,
-        think_time_scale: 1.0,
-        default_think_time: None,
-    }))
+    let (rows, bodies, summary) = replay(
+        Some(SessionOptions {
+            timing: TurnTiming::Max,
+            think_time_scale: 1.0,
+            ..SessionOptions::default()
+        }),
+        None,
+    )
     .await;
     assert_eq!(rows.len(), 6, "one row per trace row");
     assert_eq!(bodies.len(), 6);
@@ -200,7 +229,7 @@ async fn later_turns_wait_for_the_reply_and_repeat_the_conversation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_rows_leave_at_their_own_times_with_their_own_prompts() {
-    let (rows, bodies, summary) = replay(None).await;
+    let (rows, bodies, summary) = replay(None, None).await;
     assert!(summary.sessions.is_none());
     assert_eq!(rows.len(), 6);
     assert_eq!(bodies.len(), 6);
@@ -211,4 +240,55 @@ async fn independent_rows_leave_at_their_own_times_with_their_own_prompts() {
     // a1 left at its recorded 10 ms, before a0's 20 ms reply ended.
     let row = |id: &str| rows.iter().find(|r| r.request_id == id).unwrap();
     assert!(row("a1").sent_at_us.unwrap() < row("a0").completed_at_us.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_turn_continues_or_skips_the_rest_of_its_session() {
+    // a0 (20 words) fails; session b and the solo row are untouched.
+    let continued = replay(Some(SessionOptions::default()), Some(20)).await;
+    let aborted = replay(
+        Some(SessionOptions {
+            on_failure: TurnFailure::Abort,
+            ..SessionOptions::default()
+        }),
+        Some(20),
+    )
+    .await;
+    for (rows, bodies, _) in [&continued, &aborted] {
+        assert_eq!(rows.len(), 6, "every turn is a row");
+        let a0 = rows.iter().find(|r| r.request_id == "a0").unwrap();
+        assert_eq!(a0.outcome, Outcome::HttpError);
+        assert_eq!(a0.status_code, Some(500));
+        assert!(bodies.len() >= 4);
+    }
+    let row =
+        |rows: &[ResultRow], id: &str| rows.iter().find(|r| r.request_id == id).cloned().unwrap();
+
+    // continue: a1 and a2 are sent, the recorded reply length standing in
+    // for a0's reply, so their prompts keep the trace's lengths.
+    let (rows, bodies, _) = &continued;
+    assert_eq!(bodies.len(), 6);
+    for id in ["a1", "a2"] {
+        let r = row(rows, id);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(r.prompt_tokens_sent, Some(r.input_tokens), "{id}");
+    }
+
+    // abort: a1 and a2 are rows with outcome skipped, never sent.
+    let (rows, bodies, summary) = &aborted;
+    assert_eq!(bodies.len(), 4, "a1 and a2 not sent");
+    for id in ["a1", "a2"] {
+        let r = row(rows, id);
+        assert_eq!(r.outcome, Outcome::Skipped, "{id}");
+        assert!(r.sent_at_us.is_none(), "{id}");
+        assert_eq!(r.session_id.as_deref(), Some("a"));
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .contains("--on-turn-failure abort")
+        );
+    }
+    assert!(row(rows, "b1").is_ok());
+    assert_eq!(summary.outcomes.get("skipped").copied(), Some(2));
 }

@@ -120,7 +120,7 @@ pub const COLUMNS: &[ColumnDoc] = &[
         col::SENT_AT,
         "timestamp[us, UTC]",
         true,
-        "when it left; null if it never did (dropped, cancelled before sending)",
+        "when it left; null if it never did (dropped, skipped, cancelled before sending)",
     ),
     c(col::SEND_LAG_US, "int64", true, "`sent_at - scheduled_at`"),
     c(
@@ -199,7 +199,7 @@ pub const COLUMNS: &[ColumnDoc] = &[
         col::OUTCOME,
         "utf8 dictionary",
         false,
-        "ok, http_error, timeout, connect_error, stream_error, cancelled or dropped",
+        "ok, http_error, timeout, connect_error, stream_error, cancelled, dropped, or skipped (a later turn of a session whose earlier turn failed, with `--on-turn-failure abort`)",
     ),
     c(
         col::ERROR,

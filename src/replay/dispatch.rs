@@ -82,6 +82,9 @@ pub struct Prepared {
     pub then: Option<Continuation>,
     /// How many turns of its session follow it (0 outside session replay).
     pub turns_after: u64,
+    /// Why it is recorded without being sent (`skipped`): an earlier turn
+    /// of its session failed under `--on-turn-failure abort`.
+    pub skip: Option<String>,
 }
 
 /// A request's place in its session (session replay).
@@ -306,6 +309,11 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
 /// One request, from its deadline to its row.
 async fn execute<T: Transport>(shared: &Shared<T>, p: Prepared, scheduled: Instant) -> ResultRow {
     let mut row = shared.base_row(&p);
+    if let Some(why) = p.skip {
+        row.outcome = Outcome::Skipped;
+        row.error = Some(why);
+        return row;
+    }
     let (spec, body) = match p.request {
         Ok(r) => r,
         Err(why) => {

@@ -46,11 +46,26 @@ impl TurnTiming {
     }
 }
 
+/// What the rest of a session does when one of its turns fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnFailure {
+    /// Send the remaining turns, with the recorded reply length standing in
+    /// for the reply that never came.
+    #[default]
+    Continue,
+    /// Send nothing more of the session: its remaining turns are rows with
+    /// outcome `skipped`.
+    Abort,
+}
+
 /// How sessions are replayed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct SessionOptions {
     /// When later turns leave.
     pub timing: TurnTiming,
+    /// What follows a failed turn.
+    pub on_failure: TurnFailure,
     /// Think times are multiplied by this.
     pub think_time_scale: f64,
     /// Think time of turns the trace has none for; `None`: the median of the
@@ -62,6 +77,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         Self {
             timing: TurnTiming::Max,
+            on_failure: TurnFailure::Continue,
             think_time_scale: 1.0,
             default_think_time: None,
         }
@@ -220,6 +236,7 @@ impl SessionRun {
             }),
             then: None,
             turns_after: turns.len() as u64 - 1,
+            skip: None,
         };
         if turns.len() > 1 {
             p.then = Some(continuation(Cursor {
@@ -244,6 +261,53 @@ fn session_key(record: &TraceRecord, idx: u32) -> String {
         .unwrap_or_else(|| format!("row-{idx}"))
 }
 
+/// The turn at `c.pos` recorded as `skipped` at `now`, with the rest of its
+/// session after it.
+fn skipped_turn(
+    c: &Cursor,
+    record: &TraceRecord,
+    idx: u32,
+    first: &TraceRecord,
+    turns: &[u32],
+    now: Instant,
+) -> Prepared {
+    let run = &c.run;
+    let offset_ns = u64::try_from(now.saturating_duration_since(run.clock.start).as_nanos())
+        .unwrap_or(u64::MAX);
+    let mut p = Prepared {
+        sched: ScheduledRequest {
+            offset_ns,
+            trace_index: idx,
+            repeat: c.repeat,
+        },
+        request_id: record.request_id.clone(),
+        input_tokens: record.input_tokens,
+        output_tokens_expected: record.output_tokens,
+        request: Err("skipped".to_owned()),
+        turn: Some(Turn {
+            session_id: session_key(first, turns[0]),
+            turn_index: i32::try_from(c.pos).unwrap_or(i32::MAX),
+            ..Turn::default()
+        }),
+        then: None,
+        turns_after: (turns.len() - c.pos - 1) as u64,
+        skip: Some(
+            "not sent: an earlier turn of its session failed (--on-turn-failure abort)".to_owned(),
+        ),
+    };
+    if c.pos + 1 < turns.len() {
+        p.then = Some(continuation(Cursor {
+            run: c.run.clone(),
+            session: c.session,
+            pos: c.pos + 1,
+            history: History::default(),
+            start: c.start,
+            repeat: c.repeat,
+        }));
+    }
+    p
+}
+
 fn continuation(c: Cursor) -> Continuation {
     Continuation(Box::new(move |end: TurnEnd| next_turn(c, end)))
 }
@@ -258,8 +322,16 @@ fn next_turn(c: Cursor, end: TurnEnd) -> Option<(Prepared, Instant)> {
     let prev = run.trace.records.get(prev_idx as usize)?;
     let first = run.trace.records.get(*turns.first()? as usize)?;
     // A failed turn gave no reply: the conversation goes on with the
-    // recorded reply length in its place (the default of the issue's
-    // `--on-turn-failure continue`).
+    // recorded reply length in its place (`--on-turn-failure continue`), or
+    // ends, its remaining turns recorded as skipped (`abort`).
+    // A skipped turn is not ok either, so one failure skips every turn
+    // after it, each recorded at once.
+    if !end.ok && run.opts.on_failure == TurnFailure::Abort {
+        return Some((
+            skipped_turn(&c, record, idx, first, turns, end.ended),
+            end.ended,
+        ));
+    }
     let reply = if end.ok {
         end.reply_tokens as usize
     } else {
@@ -329,6 +401,7 @@ fn next_turn(c: Cursor, end: TurnEnd) -> Option<(Prepared, Instant)> {
         }),
         then: None,
         turns_after: (turns.len() - c.pos - 1) as u64,
+        skip: None,
     };
     if c.pos + 1 < turns.len() {
         p.then = Some(continuation(Cursor {
