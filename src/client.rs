@@ -13,7 +13,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use sse::{SseEvent, SseParser, parse_chunk};
+use sse::{SseEvent, SseParser, parse_chunk_into};
 
 /// Which OpenAI API to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,6 +42,18 @@ pub enum Prompt {
     Text(String),
     /// Token ids (completions only).
     Tokens(Vec<u32>),
+    /// A conversation (chat only): earlier turns, the assistant's replies,
+    /// and the new user message last.
+    Messages(Vec<Message>),
+}
+
+/// One message of a chat conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// `user` or `assistant`.
+    pub role: &'static str,
+    /// Its text.
+    pub content: String,
 }
 
 /// One request, before serialisation.
@@ -62,6 +74,9 @@ pub struct RequestSpec {
     pub force_output_len: bool,
     /// Merged into the body last.
     pub extra_body: Option<Map<String, Value>>,
+    /// Keep the reply's text in [`Exchange::reply_text`] (session replay
+    /// sends it back as the conversation's history).
+    pub keep_reply: bool,
 }
 
 /// Errors building requests or the client.
@@ -99,9 +114,17 @@ pub fn build_body(api: Api, spec: &RequestSpec) -> Result<Bytes, ClientError> {
         (Api::Chat, Prompt::Text(t)) => {
             body.insert("messages".into(), json!([{"role": "user", "content": t}]));
         }
+        (Api::Chat, Prompt::Messages(m)) => {
+            body.insert("messages".into(), json!(m));
+        }
         (Api::Chat, Prompt::Tokens(_)) => {
             return Err(ClientError::Body(
                 "token-id prompts need the completions API".into(),
+            ));
+        }
+        (Api::Completions, Prompt::Messages(_)) => {
+            return Err(ClientError::Body(
+                "message-list prompts need the chat API".into(),
             ));
         }
     }
@@ -204,12 +227,16 @@ pub struct Exchange {
     pub usage_prompt_tokens: Option<u32>,
     /// `usage.completion_tokens`.
     pub usage_completion_tokens: Option<u32>,
+    /// The reply's text, when the request asked for it to be kept.
+    pub reply_text: Option<String>,
 }
 
 impl Exchange {
     /// A request just sent: nothing measured yet, `ok` until it fails.
-    pub fn started(max_tokens: u32) -> Self {
+    pub fn started(spec: &RequestSpec) -> Self {
+        let max_tokens = spec.max_tokens;
         Self {
+            reply_text: spec.keep_reply.then(String::new),
             status_code: None,
             outcome: Outcome::Ok,
             error: None,
@@ -234,6 +261,7 @@ impl Exchange {
             output_tokens: 0,
             usage_prompt_tokens: None,
             usage_completion_tokens: None,
+            reply_text: None,
         }
     }
 }
@@ -452,7 +480,7 @@ impl Endpoint {
         cancel: &CancellationToken,
     ) -> Exchange {
         let sent = Instant::now();
-        let mut ex = Exchange::started(spec.max_tokens);
+        let mut ex = Exchange::started(spec);
         let deadline = timeouts.request.map(|limit| sent + limit);
         let cut = {
             let exchange = self.exchange(spec, body, timeouts, sent, &mut ex);
@@ -562,6 +590,13 @@ impl Endpoint {
                     ex.usage_prompt_tokens = get("prompt_tokens");
                     ex.usage_completion_tokens = get("completion_tokens");
                     ex.output_tokens = ex.usage_completion_tokens.unwrap_or(0);
+                    if let Some(reply) = ex.reply_text.as_mut() {
+                        let choice = &v["choices"][0];
+                        let text = choice["text"]
+                            .as_str()
+                            .or_else(|| choice["message"]["content"].as_str());
+                        reply.push_str(text.unwrap_or_default());
+                    }
                     // Without streaming, the first token is only seen with
                     // the whole response.
                     ex.first_token_at = Some(now);
@@ -600,7 +635,7 @@ impl Endpoint {
                     done = true;
                     continue;
                 }
-                match parse_chunk(&event.data) {
+                match parse_chunk_into(&event.data, ex.reply_text.as_mut()) {
                     Ok(info) => {
                         if let Some(err) = info.error {
                             return fail(ex, Outcome::StreamError, &format!("error event: {err}"));
@@ -726,6 +761,7 @@ mod tests {
             stream: true,
             force_output_len: false,
             extra_body: None,
+            keep_reply: false,
         }
     }
 

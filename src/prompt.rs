@@ -341,6 +341,35 @@ impl PromptSynth {
         Ok((prompt, History { picks }, repeated))
     }
 
+    /// A message of exactly `tokens` tokens (at least one) for a turn of
+    /// `request_id`: the new user message of a chat turn (`reply` false),
+    /// or the stand-in for a reply that never came (`reply` true). Seeded
+    /// by the request id and `repeat`, so equal runs send equal text.
+    pub fn message(
+        &self,
+        request_id: &str,
+        repeat: u32,
+        tokens: usize,
+        reply: bool,
+    ) -> Result<SynthPrompt, PromptError> {
+        if tokens > MAX_INPUT_TOKENS {
+            return Err(PromptError::TooLong {
+                request_id: request_id.to_owned(),
+                input_tokens: i32::try_from(tokens).unwrap_or(i32::MAX),
+            });
+        }
+        let tag = if reply { TAG_REPLY } else { TAG_REQUEST };
+        let mut rng = SplitMix::new(seed_of(tag, self.seed, repeat, request_id.as_bytes()));
+        let mut picks = Vec::with_capacity(tokens.max(1));
+        self.draw(&mut rng, tokens.max(1), &mut picks);
+        self.exact(request_id, &mut picks, |text| self.tokenizer.encode(text))
+    }
+
+    /// Tokens of `text` under the prompt tokenizer.
+    pub fn count(&self, text: &str) -> Result<usize, PromptError> {
+        Ok(self.tokenizer.count(text)?)
+    }
+
     /// Re-tokenizes `prompt.text`; returns the count.
     pub fn retokenized_len(&self, prompt: &SynthPrompt) -> Result<usize, PromptError> {
         Ok(self.tokenizer.count(&prompt.text)?)

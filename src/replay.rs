@@ -375,6 +375,17 @@ impl RequestBuilder {
         repeat: u32,
         prompt: Prompt,
     ) -> Result<(RequestSpec, Bytes), String> {
+        self.body_keeping(record, repeat, prompt, false)
+    }
+
+    /// [`Self::body`], keeping the reply's text when `keep_reply`.
+    fn body_keeping(
+        &self,
+        record: &TraceRecord,
+        repeat: u32,
+        prompt: Prompt,
+        keep_reply: bool,
+    ) -> Result<(RequestSpec, Bytes), String> {
         let request_id = if repeat == 0 {
             record.request_id.clone()
         } else {
@@ -391,6 +402,7 @@ impl RequestBuilder {
             stream: self.stream,
             force_output_len: self.force_output_len,
             extra_body: None,
+            keep_reply,
         };
         let body =
             crate::client::build_body(self.api, &spec).map_err(|e| format!("request body: {e}"))?;

@@ -141,6 +141,7 @@ fn spec(stream: bool) -> RequestSpec {
         stream,
         force_output_len: false,
         extra_body: None,
+        keep_reply: false,
     }
 }
 

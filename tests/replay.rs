@@ -52,6 +52,7 @@ impl Transport for Scripted {
             output_tokens: self.tokens,
             usage_prompt_tokens: Some(10),
             usage_completion_tokens: Some(self.tokens),
+            reply_text: None,
         }
     }
 }
@@ -91,6 +92,7 @@ fn prepared(t: &[TraceRecord], spec: &ScheduleSpec) -> Vec<Prepared> {
                         stream: true,
                         force_output_len: false,
                         extra_body: None,
+                        keep_reply: false,
                     },
                     Bytes::from_static(b"{}"),
                 )),

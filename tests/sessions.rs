@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use llm_replay::client::Api;
 use llm_replay::record::{Outcome, ResultRow, read_results};
 use llm_replay::replay::session::{SessionOptions, TurnFailure, TurnTiming};
 use llm_replay::replay::{RunOptions, Shutdown, Target, TargetConfig};
@@ -62,6 +63,25 @@ async fn completions(State(script): State<Script>, body: Bytes) -> axum::respons
     ([("content-type", "text/event-stream")], out).into_response()
 }
 
+/// The chat API: a role-only first chunk, then `max_tokens` content chunks
+/// ` x`, usage and `[DONE]`.
+async fn chat(State(script): State<Script>, body: Bytes) -> axum::response::Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let n = v["max_tokens"].as_u64().unwrap_or(1);
+    script.seen.lock().unwrap().push(v);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut out =
+        String::from("data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n");
+    for _ in 0..n {
+        out.push_str("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\" x\"}}]}\n\n");
+    }
+    out.push_str(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
+    );
+    out.push_str("data: [DONE]\n\n");
+    ([("content-type", "text/event-stream")], out).into_response()
+}
+
 async fn models() -> impl IntoResponse {
     axum::Json(json!({"object": "list", "data": [{"id": "m", "object": "model"}]}))
 }
@@ -71,6 +91,7 @@ async fn serve(fail_words: Option<usize>) -> (String, Received) {
     let app = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat))
         .with_state(Script {
             seen: seen.clone(),
             fail_words,
@@ -116,14 +137,21 @@ fn write_trace(path: &std::path::Path) {
     w.finish(meta).unwrap();
 }
 
-async fn replay(
-    sessions: Option<SessionOptions>,
-    fail_words: Option<usize>,
-) -> (
+type Replayed = (
     Vec<ResultRow>,
     Vec<Value>,
     llm_replay::record::summary::Summary,
-) {
+);
+
+async fn replay(sessions: Option<SessionOptions>, fail_words: Option<usize>) -> Replayed {
+    replay_api(sessions, fail_words, Api::Completions).await
+}
+
+async fn replay_api(
+    sessions: Option<SessionOptions>,
+    fail_words: Option<usize>,
+    api: Api,
+) -> Replayed {
     let (url, seen) = serve(fail_words).await;
     let dir = tempfile::tempdir().unwrap();
     let trace_path = dir.path().join("t.parquet");
@@ -132,6 +160,7 @@ async fn replay(
     let cfg = TargetConfig {
         url: Some(url),
         model: Some("m".into()),
+        api,
         ..TargetConfig::default()
     };
     let target = Target::connect(&cfg, &trace, 0).await.unwrap();
@@ -291,4 +320,48 @@ async fn a_failed_turn_continues_or_skips_the_rest_of_its_session() {
     }
     assert!(row(rows, "b1").is_ok());
     assert_eq!(summary.outcomes.get("skipped").copied(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_turns_send_the_conversation_with_the_servers_own_replies() {
+    let (rows, bodies, _) = replay_api(Some(SessionOptions::default()), None, Api::Chat).await;
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(ResultRow::is_ok), "{rows:?}");
+    let messages = |i: usize| bodies[i]["messages"].as_array().unwrap().clone();
+    // Bodies by conversation length: a2 has 5 messages, a1 and b1 3.
+    let by_len = |n: usize| -> Vec<usize> {
+        (0..bodies.len())
+            .filter(|&i| messages(i).len() == n)
+            .collect()
+    };
+    assert_eq!(by_len(1).len(), 3, "three first turns");
+    assert_eq!(by_len(3).len(), 2);
+    let a2 = messages(by_len(5)[0]);
+    // Its history is a1's whole conversation, then the reply the server
+    // streamed for a1, then a new user message.
+    let a1 = by_len(3)
+        .into_iter()
+        .map(messages)
+        .find(|m| a2.starts_with(m))
+        .expect("a2 repeats a1's messages");
+    let roles: Vec<&str> = a2.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant", "user"]);
+    assert_eq!(
+        a2[3]["content"], " x x x x x",
+        "the server's own reply text"
+    );
+    assert_eq!(a1[1]["content"], " x x x x x");
+    // The server answered the recorded length, so each turn has the
+    // trace's input length (messages counted one by one, as ingest does).
+    for r in &rows {
+        assert_eq!(
+            r.prompt_tokens_sent,
+            Some(r.input_tokens),
+            "{}",
+            r.request_id
+        );
+    }
+    let a2_row = rows.iter().find(|r| r.request_id == "a2").unwrap();
+    let a1_row = rows.iter().find(|r| r.request_id == "a1").unwrap();
+    assert_eq!(a2_row.history_tokens, Some(a1_row.input_tokens + 5));
 }

@@ -47,6 +47,7 @@ fn spec(id: &str, stream: bool) -> RequestSpec {
         stream,
         force_output_len: false,
         extra_body: None,
+        keep_reply: false,
     }
 }
 

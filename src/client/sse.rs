@@ -164,8 +164,24 @@ pub struct Usage {
 /// Parses one chunk's JSON (completions or chat); `Err` carries the JSON
 /// error for a garbled chunk.
 pub fn parse_chunk(data: &str) -> Result<ChunkInfo, String> {
+    parse_chunk_into(data, None)
+}
+
+/// [`parse_chunk`], appending the chunk's reply text (completions `text`,
+/// chat `delta.content`; not reasoning) to `reply` when one is given.
+pub fn parse_chunk_into(data: &str, reply: Option<&mut String>) -> Result<ChunkInfo, String> {
     let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| e.to_string())?;
     let mut info = ChunkInfo::default();
+    if let Some(reply) = reply {
+        for c in chunk.choices.iter().take(1) {
+            if let Some(t) = &c.text {
+                reply.push_str(t);
+            }
+            if let Some(t) = c.delta.as_ref().and_then(|d| d.content.as_ref()) {
+                reply.push_str(t);
+            }
+        }
+    }
     for c in &chunk.choices {
         let non_empty =
             |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().is_some_and(|s| !s.is_empty());
@@ -288,5 +304,20 @@ mod tests {
         let err = parse_chunk(r#"{"error":{"message":"overloaded","code":503}}"#).unwrap();
         assert_eq!(err.error.as_deref(), Some("overloaded"));
         assert!(parse_chunk("{not json").is_err());
+    }
+
+    #[test]
+    fn reply_text_is_content_not_reasoning() {
+        let mut reply = String::new();
+        for data in [
+            r#"{"choices":[{"delta":{"role":"assistant"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"Hel"}}]}"#,
+            r#"{"choices":[{"text":"lo"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+        ] {
+            parse_chunk_into(data, Some(&mut reply)).unwrap();
+        }
+        assert_eq!(reply, "Hello");
     }
 }

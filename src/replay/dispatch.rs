@@ -106,12 +106,14 @@ pub struct Turn {
 }
 
 /// What a finished turn tells the next one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnEnd {
     /// Whether it succeeded.
     pub ok: bool,
     /// Output tokens the server gave (0 for a failed request).
     pub reply_tokens: u32,
+    /// The reply's text, when the turn asked for it (chat sessions).
+    pub reply_text: Option<String>,
     /// When its response ended (or it failed).
     pub ended: Instant,
 }
@@ -274,7 +276,8 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
     let mut scheduled = scheduled;
     loop {
         let then = p.then.take();
-        let row = execute(&shared, p, scheduled).await;
+        let mut reply_text = None;
+        let row = execute(&shared, p, scheduled, &mut reply_text).await;
         let next = then.and_then(|c| {
             (c.0)(TurnEnd {
                 ok: row.is_ok(),
@@ -282,6 +285,7 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
                     row.usage_completion_tokens.unwrap_or(row.output_tokens),
                 )
                 .unwrap_or(0),
+                reply_text,
                 ended: Instant::now(),
             })
         });
@@ -306,8 +310,14 @@ pub async fn run_request<T: Transport>(shared: Arc<Shared<T>>, p: Prepared, sche
     }
 }
 
-/// One request, from its deadline to its row.
-async fn execute<T: Transport>(shared: &Shared<T>, p: Prepared, scheduled: Instant) -> ResultRow {
+/// One request, from its deadline to its row; the reply's text goes to
+/// `reply_text` when the request kept it.
+async fn execute<T: Transport>(
+    shared: &Shared<T>,
+    p: Prepared,
+    scheduled: Instant,
+    reply_text: &mut Option<String>,
+) -> ResultRow {
     let mut row = shared.base_row(&p);
     if let Some(why) = p.skip {
         row.outcome = Outcome::Skipped;
@@ -353,12 +363,13 @@ async fn execute<T: Transport>(shared: &Shared<T>, p: Prepared, scheduled: Insta
     row.send_lag_us = Some(signed_us(sent, scheduled));
     shared.counters.sent.fetch_add(1, Ordering::Relaxed);
     shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-    let exchange = shared
+    let mut exchange = shared
         .transport
         .send(&spec, body, &shared.timeouts, &shared.cancel)
         .await;
     shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
     fill_from_exchange(&mut row, &exchange, sent, &shared.clock);
+    *reply_text = exchange.reply_text.take();
     row
 }
 

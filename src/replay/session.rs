@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use super::RequestBuilder;
 use super::dispatch::{Continuation, Prepared, RunClock, Turn, TurnEnd};
-use crate::prompt::{History, PromptMode};
+use crate::client::{Api, Message, Prompt};
+use crate::prompt::{History, PromptMode, PromptSynth};
 use crate::schedule::ScheduledRequest;
 use crate::trace::{Trace, TraceRecord};
 
@@ -178,6 +179,15 @@ pub(super) struct SessionRun {
     pub clock: RunClock,
 }
 
+/// A chat session's conversation so far, as sent: the messages and their
+/// tokens (summed per message, chat-template tokens not counted, as ingest
+/// counts them).
+#[derive(Debug, Clone, Default)]
+struct Chat {
+    messages: Vec<Message>,
+    tokens: usize,
+}
+
 /// Where a session stands after a turn.
 struct Cursor {
     run: Arc<SessionRun>,
@@ -185,6 +195,8 @@ struct Cursor {
     /// Position of the next turn in the session.
     pos: usize,
     history: History,
+    /// The message list, when the session speaks the chat API.
+    chat: Option<Chat>,
     /// The first turn's scheduled instant.
     start: Instant,
     repeat: u32,
@@ -198,9 +210,25 @@ impl SessionRun {
         let turns = self.plan.sessions.get(session)?;
         let idx = *turns.first()?;
         let record = self.trace.records.get(idx as usize)?;
+        let chat_mode = self.chat_mode();
+        let mut chat = None;
         let (request, history, sent) = match (self.builder.prompts, &self.builder.synth) {
             (PromptMode::Synthetic | PromptMode::Tokens, Some(synth)) => {
                 match synth.first_turn(record, s.repeat) {
+                    Ok((prompt, history)) if chat_mode => {
+                        let sent = prompt.ids.len();
+                        let conversation = Chat {
+                            messages: vec![Message {
+                                role: "user",
+                                content: prompt.text,
+                            }],
+                            tokens: sent,
+                        };
+                        let p = Prompt::Messages(conversation.messages.clone());
+                        chat = Some(conversation);
+                        let body = self.builder.body_keeping(record, s.repeat, p, true);
+                        (body, history, Some(sent))
+                    }
                     Ok((prompt, history)) => {
                         let sent = prompt.ids.len();
                         let p = self.builder.prompt_of(prompt);
@@ -244,11 +272,20 @@ impl SessionRun {
                 session,
                 pos: 1,
                 history,
+                chat,
                 start,
                 repeat: s.repeat,
             }));
         }
         Some(p)
+    }
+
+    /// Whether sessions speak the chat API with synthetic text: then each
+    /// turn sends the whole message list, the server's own replies in it.
+    fn chat_mode(&self) -> bool {
+        self.builder.api == Api::Chat
+            && self.builder.prompts == PromptMode::Synthetic
+            && self.builder.synth.is_some()
     }
 }
 
@@ -301,6 +338,7 @@ fn skipped_turn(
             session: c.session,
             pos: c.pos + 1,
             history: History::default(),
+            chat: None,
             start: c.start,
             repeat: c.repeat,
         }));
@@ -355,7 +393,26 @@ fn next_turn(c: Cursor, end: TurnEnd) -> Option<(Prepared, Instant)> {
         (TurnTiming::Recorded, Some(r)) => r.max(end.ended),
         (TurnTiming::Max, Some(r)) => r.max(after_think),
     };
+    let mut chat = None;
     let (request, history, sent, repeated) = match (run.builder.prompts, &run.builder.synth) {
+        (PromptMode::Synthetic, Some(synth)) if c.chat.is_some() => {
+            let so_far = c.chat.clone().unwrap_or_default();
+            let reply = end.ok.then(|| end.reply_text.clone().unwrap_or_default());
+            match chat_turn(synth, so_far, reply, prev, record, c.repeat) {
+                Ok((conversation, repeated)) => {
+                    let sent = conversation.tokens;
+                    let p = Prompt::Messages(conversation.messages.clone());
+                    chat = Some(conversation);
+                    (
+                        run.builder.body_keeping(record, c.repeat, p, true),
+                        History::default(),
+                        Some(sent),
+                        Some(repeated),
+                    )
+                }
+                Err(e) => (Err(format!("prompt: {e}")), History::default(), None, None),
+            }
+        }
         (PromptMode::Synthetic | PromptMode::Tokens, Some(synth)) => {
             match synth.next_turn(&c.history, reply, record, c.repeat) {
                 Ok((prompt, history, repeated)) => {
@@ -407,8 +464,49 @@ fn next_turn(c: Cursor, end: TurnEnd) -> Option<(Prepared, Instant)> {
         p.then = Some(continuation(Cursor {
             pos: c.pos + 1,
             history,
+            chat,
             ..c
         }));
     }
     Some((p, due))
+}
+
+/// The next chat turn: the conversation so far, the assistant's reply (the
+/// server's text; for a failed turn, synthetic text of the recorded reply
+/// length), then a new user message sized so the whole has the trace's
+/// `input_tokens`. Returns the conversation and how many of its tokens
+/// repeat the session so far.
+fn chat_turn(
+    synth: &PromptSynth,
+    mut chat: Chat,
+    reply: Option<String>,
+    prev: &TraceRecord,
+    record: &TraceRecord,
+    repeat: u32,
+) -> Result<(Chat, usize), crate::prompt::PromptError> {
+    let reply = match reply {
+        Some(text) => text,
+        None => {
+            let n = usize::try_from(prev.output_tokens.max(1)).unwrap_or(1);
+            synth.message(&prev.request_id, repeat, n, true)?.text
+        }
+    };
+    let repeated = chat.tokens + synth.count(&reply)?;
+    let want = usize::try_from(record.input_tokens).unwrap_or(0);
+    let fresh = synth.message(
+        &record.request_id,
+        repeat,
+        want.saturating_sub(repeated),
+        false,
+    )?;
+    chat.messages.push(Message {
+        role: "assistant",
+        content: reply,
+    });
+    chat.tokens = repeated + fresh.ids.len();
+    chat.messages.push(Message {
+        role: "user",
+        content: fresh.text,
+    });
+    Ok((chat, repeated))
 }
