@@ -704,6 +704,16 @@ pub struct ReplayArgs {
     /// Sessions.
     #[command(flatten)]
     pub session: SessionArgs,
+    /// Closed loop: this many virtual users, each sending its next request
+    /// (or whole session, turn after turn with think time) as soon as its
+    /// last one ended, so never more than N are in flight. The trace's
+    /// times are not used; --requests or --duration bound the run (default:
+    /// one pass over the trace). Latencies are from the send: in a closed
+    /// loop the load waits for the server, so there is no schedule to fall
+    /// behind (the open-loop modes, --rate and recorded times, are the ones
+    /// that show queueing).
+    #[arg(long, value_parser = count_usize, help_heading = "Schedule")]
+    pub concurrency: Option<usize>,
 }
 
 /// `llm-replay sweep TRACE --out-dir DIR`.

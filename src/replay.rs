@@ -510,6 +510,9 @@ pub struct RunOptions {
     /// Replay the trace's sessions as conversations (when it has any);
     /// `None` sends every row on its own.
     pub sessions: Option<session::SessionOptions>,
+    /// Closed loop (`--concurrency`): the schedule gives the order and
+    /// number of requests, and virtual users send them back to back.
+    pub closed_loop: Option<dispatch::ClosedLoop>,
 }
 
 /// Replays `trace` against `target` under `opts` until the schedule ends
@@ -543,9 +546,9 @@ pub async fn run(
         requests: (planned.requests as f64 * turns_per_unit).round() as u64,
         exact: planned.exact && turns_per_unit == 1.0,
     };
-    let target_rate = match opts.schedule {
-        ScheduleSpec::Rate { rate, .. } => Some(rate),
-        ScheduleSpec::Recorded { .. } => None,
+    let target_rate = match (&opts.schedule, opts.closed_loop) {
+        (_, Some(_)) | (ScheduleSpec::Recorded { .. }, None) => None,
+        (ScheduleSpec::Rate { rate, .. }, None) => Some(*rate),
     };
     let trace_file = InputFile::describe(&trace.path)
         .with_context(|| format!("hashing {}", trace.path.display()))?;
@@ -557,6 +560,7 @@ pub async fn run(
         slo: opts.slo.map(|s| s.to_string()),
         grace: Some(humantime::format_duration(opts.grace).to_string()),
         sessions: session_opts_json,
+        closed_loop: opts.closed_loop.map(serde_json::to_value).transpose()?,
     };
     let mut kv: Vec<(String, String)> = [
         (key::RESULTS_VERSION, RESULTS_VERSION.to_string()),
@@ -578,7 +582,8 @@ pub async fn run(
     kv.extend(opts.extra_metadata.iter().cloned());
     let writer = ResultsWriter::create(&opts.output, &kv)?;
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
-    let summary = SummaryBuilder::new(opts.slo, opts.limits, target_rate, true);
+    let summary = SummaryBuilder::new(opts.slo, opts.limits, target_rate, true)
+        .closed_loop(opts.closed_loop.map(|c| c.users as u64));
     let end = Arc::new(Mutex::new(RunEnd::default()));
     let recorder = recorder::Recorder::start(
         writer,
@@ -683,6 +688,7 @@ pub async fn run(
         let stop = shutdown.stop_token();
         let tasks = tasks.clone();
         let handle = tokio::runtime::Handle::current();
+        let closed = opts.closed_loop;
         std::thread::Builder::new()
             .name("llm-replay-dispatch".into())
             .spawn(move || -> anyhow::Result<dispatch::Dispatched> {
@@ -696,6 +702,7 @@ pub async fn run(
                     stop,
                     tasks,
                     handle,
+                    closed,
                 )))
             })?
     };
@@ -736,10 +743,16 @@ pub async fn run(
         .map_err(|_| anyhow::anyhow!("the prompt producer thread panicked"))?;
     if let Ok(mut e) = end.lock() {
         let later_turns = shared.counters.not_reached.load(Ordering::Relaxed);
-        e.not_reached = produced.requests
-            + (dispatched.not_reached as f64 * turns_per_unit).round() as u64
-            + later_turns;
-        e.not_reached_exact = produced.exact;
+        // A closed loop bounded by time has no schedule left to miss.
+        let timed_closed_loop = opts.closed_loop.is_some_and(|c| c.duration.is_some());
+        e.not_reached = if timed_closed_loop {
+            0
+        } else {
+            produced.requests
+                + (dispatched.not_reached as f64 * turns_per_unit).round() as u64
+                + later_turns
+        };
+        e.not_reached_exact = produced.exact || timed_closed_loop;
         e.stopped_by = shutdown.reason();
     }
     drop(shared);

@@ -311,6 +311,7 @@ impl Sweeper<'_> {
                     (key::SWEEP_OFFERED.into(), load.to_string()),
                 ],
                 sessions: self.plan.sessions,
+                closed_loop: None,
             },
             self.shutdown,
         )
@@ -460,6 +461,7 @@ async fn auto_probe(
                 progress: sw.plan.progress,
                 extra_metadata: vec![(key::SWEEP_PROBE.into(), rate.to_string())],
                 sessions: sw.plan.sessions,
+                closed_loop: None,
             },
             sw.shutdown,
         )

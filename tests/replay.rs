@@ -9,7 +9,7 @@ use bytes::Bytes;
 use llm_replay::client::{Exchange, Outcome, Prompt, RequestSpec, Timeouts};
 use llm_replay::record::ResultRow;
 use llm_replay::replay::dispatch::{
-    self, CapPolicy, Counters, Phases, Prepared, RunClock, Shared, Transport,
+    self, CapPolicy, ClosedLoop, Counters, Phases, Prepared, RunClock, Shared, Transport,
 };
 use llm_replay::replay::pacer::TokioPacer;
 use llm_replay::schedule::{self, Arrivals, Limit, Order, ScheduleSpec};
@@ -117,6 +117,16 @@ async fn run_paused(
     cap: Option<(usize, CapPolicy)>,
     stop_after: Option<Duration>,
 ) -> Run {
+    run_closed(transport, prepared, cap, stop_after, None).await
+}
+
+async fn run_closed(
+    transport: Scripted,
+    prepared: Vec<Prepared>,
+    cap: Option<(usize, CapPolicy)>,
+    stop_after: Option<Duration>,
+    closed: Option<ClosedLoop>,
+) -> Run {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let clock = RunClock::starting_in(Duration::from_millis(10));
     let stop = CancellationToken::new();
@@ -150,6 +160,7 @@ async fn run_paused(
         stop,
         tasks.clone(),
         tokio::runtime::Handle::current(),
+        closed,
     )
     .await;
     tasks.close();
@@ -323,4 +334,90 @@ async fn stopping_dispatch_counts_requests_not_yet_due_without_rows() {
     assert!((49..=51).contains(&ok), "ok {ok}");
     assert_eq!(run.dispatched.dispatched, ok);
     assert_eq!(run.dispatched.dispatched + run.dispatched.not_reached, 100);
+}
+
+/// Most rows in flight at once, from their send and completion times.
+fn max_in_flight(rows: &[ResultRow]) -> usize {
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for r in rows {
+        if let (Some(s), Some(c)) = (r.sent_at_us, r.completed_at_us) {
+            // Ends sort before starts at the same instant: back to back is
+            // not overlap.
+            edges.push((s, 1));
+            edges.push((c, -1));
+        }
+    }
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_loop_keeps_its_users_busy_and_never_more() {
+    let t = trace(&[Some(0); 20]);
+    let spec = ScheduleSpec::Rate {
+        rate: 1.0,
+        arrivals: Arrivals::Constant,
+        order: Order::Sequential,
+        limit: Limit {
+            duration_ns: None,
+            requests: None,
+        },
+        seed: 0,
+    };
+    // Each request takes 40 ms + 3 x 10 ms.
+    let transport = || Scripted {
+        ttft: Duration::from_millis(40),
+        itl: Duration::from_millis(10),
+        tokens: 4,
+    };
+    let run = run_closed(
+        transport(),
+        prepared(&t, &spec),
+        None,
+        None,
+        Some(ClosedLoop {
+            users: 3,
+            duration: None,
+        }),
+    )
+    .await;
+    assert_eq!(run.rows.len(), 20);
+    assert_eq!(max_in_flight(&run.rows), 3);
+    let start = run.clock.start_unix_us;
+    let mut sent: Vec<i64> = run
+        .rows
+        .iter()
+        .map(|r| r.sent_at_us.unwrap() - start)
+        .collect();
+    sent.sort_unstable();
+    // Three leave at t=0, then one each time a user is free: back to back,
+    // 70 ms apart, so the 20th leaves in the seventh round at 420 ms.
+    assert_eq!(&sent[..3], &[0, 0, 0]);
+    assert_eq!(sent[19], 6 * 70_000);
+    for r in &run.rows {
+        assert_eq!(r.send_lag_us, Some(0), "the user's turn is the schedule");
+    }
+
+    // Bounded by time: 200 ms of three users is three rounds of 70 ms (the
+    // fourth would start at 210 ms), and nothing counts as never reached.
+    let many = trace(&[Some(0); 1_000]);
+    let run = run_closed(
+        transport(),
+        prepared(&many, &spec),
+        None,
+        None,
+        Some(ClosedLoop {
+            users: 3,
+            duration: Some(Duration::from_millis(200)),
+        }),
+    )
+    .await;
+    assert_eq!(run.rows.len(), 9);
+    assert_eq!(run.dispatched.dispatched, 9);
+    assert_eq!(run.dispatched.not_reached, 0);
 }

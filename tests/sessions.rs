@@ -2,6 +2,7 @@
 //! arrived and when: later turns wait for the previous reply and its think
 //! time, repeat the conversation so far, and keep the trace's lengths.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use llm_replay::client::Api;
 use llm_replay::record::{Outcome, ResultRow, read_results};
+use llm_replay::replay::dispatch::ClosedLoop;
 use llm_replay::replay::session::{SessionOptions, TurnFailure, TurnTiming};
 use llm_replay::replay::{RunOptions, Shutdown, Target, TargetConfig};
 use llm_replay::schedule::ScheduleSpec;
@@ -27,6 +29,10 @@ type Received = Arc<Mutex<Vec<Value>>>;
 struct Script {
     seen: Received,
     fail_words: Option<usize>,
+    /// Requests being answered now, and the most at once.
+    busy: Arc<(AtomicUsize, AtomicUsize)>,
+    /// How long each completion takes before it streams.
+    work: Duration,
 }
 
 fn words(v: &Value) -> usize {
@@ -48,7 +54,10 @@ async fn completions(State(script): State<Script>, body: Bytes) -> axum::respons
             .into_response();
     }
     // A short wait, then exactly max_tokens content chunks and usage.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let now = script.busy.0.fetch_add(1, Ordering::SeqCst) + 1;
+    script.busy.1.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(script.work).await;
+    script.busy.0.fetch_sub(1, Ordering::SeqCst);
     let mut out = String::new();
     for _ in 0..n {
         out.push_str(
@@ -86,8 +95,11 @@ async fn models() -> impl IntoResponse {
     axum::Json(json!({"object": "list", "data": [{"id": "m", "object": "model"}]}))
 }
 
-async fn serve(fail_words: Option<usize>) -> (String, Received) {
+type Busy = Arc<(AtomicUsize, AtomicUsize)>;
+
+async fn serve_counting(fail_words: Option<usize>, work: Duration) -> (String, Received, Busy) {
     let seen: Received = Arc::default();
+    let busy: Busy = Arc::default();
     let app = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/completions", post(completions))
@@ -95,13 +107,15 @@ async fn serve(fail_words: Option<usize>) -> (String, Received) {
         .with_state(Script {
             seen: seen.clone(),
             fail_words,
+            busy: busy.clone(),
+            work,
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    (url, seen)
+    (url, seen, busy)
 }
 
 /// Two sessions (three and two turns, 5 output tokens each, inputs that
@@ -152,7 +166,24 @@ async fn replay_api(
     fail_words: Option<usize>,
     api: Api,
 ) -> Replayed {
-    let (url, seen) = serve(fail_words).await;
+    let (rows, bodies, summary, _) = replay_full(sessions, fail_words, api, None).await;
+    (rows, bodies, summary)
+}
+
+async fn replay_full(
+    sessions: Option<SessionOptions>,
+    fail_words: Option<usize>,
+    api: Api,
+    closed_loop: Option<ClosedLoop>,
+) -> (
+    Vec<ResultRow>,
+    Vec<Value>,
+    llm_replay::record::summary::Summary,
+    usize,
+) {
+    // A closed loop gets slow answers, so its users surely overlap.
+    let work = Duration::from_millis(if closed_loop.is_some() { 200 } else { 20 });
+    let (url, seen, busy) = serve_counting(fail_words, work).await;
     let dir = tempfile::tempdir().unwrap();
     let trace_path = dir.path().join("t.parquet");
     write_trace(&trace_path);
@@ -181,13 +212,19 @@ async fn replay_api(
         progress: false,
         extra_metadata: vec![],
         sessions,
+        closed_loop,
     };
     let recorded = llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await
         .unwrap();
     let rows = read_results(&out).unwrap().rows;
     let bodies = seen.lock().unwrap().clone();
-    (rows, bodies, recorded.summary)
+    (
+        rows,
+        bodies,
+        recorded.summary,
+        busy.1.load(Ordering::SeqCst),
+    )
 }
 
 fn prompt_of<'a>(bodies: &'a [Value], id: &str, rows: &[ResultRow]) -> &'a str {
@@ -364,4 +401,36 @@ async fn chat_turns_send_the_conversation_with_the_servers_own_replies() {
     let a2_row = rows.iter().find(|r| r.request_id == "a2").unwrap();
     let a1_row = rows.iter().find(|r| r.request_id == "a1").unwrap();
     assert_eq!(a2_row.history_tokens, Some(a1_row.input_tokens + 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_loop_never_has_more_users_in_flight_at_the_server() {
+    // Two users, three sessions: a user keeps its session to the end.
+    let users = Some(ClosedLoop {
+        users: 2,
+        duration: None,
+    });
+    let (rows, bodies, summary, most) = replay_full(
+        Some(SessionOptions::default()),
+        None,
+        Api::Completions,
+        users,
+    )
+    .await;
+    assert_eq!(rows.len(), 6);
+    assert_eq!(bodies.len(), 6);
+    assert_eq!(
+        most, 2,
+        "the server saw at most (and at some point) 2 at once"
+    );
+    assert_eq!(summary.closed_loop_users, Some(2));
+    assert!(format!("{summary}").contains("closed loop, 2 users"));
+    // Each session's turns still wait for the reply before them.
+    let row = |id: &str| rows.iter().find(|r| r.request_id == id).unwrap();
+    assert!(row("a1").sent_at_us.unwrap() >= row("a0").completed_at_us.unwrap());
+    assert!(row("a2").sent_at_us.unwrap() >= row("a1").completed_at_us.unwrap());
+    // Rows on their own: the same cap.
+    let (rows, _, _, most) = replay_full(None, None, Api::Completions, users).await;
+    assert_eq!(rows.len(), 6);
+    assert_eq!(most, 2);
 }

@@ -246,6 +246,7 @@ async fn a_replay_with_faults_has_one_right_row_per_request() {
         progress: false,
         extra_metadata: vec![],
         sessions: None,
+        closed_loop: None,
     };
     let recorded = llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await
@@ -331,6 +332,7 @@ async fn scraped_server_metrics_land_beside_the_results() {
         progress: false,
         extra_metadata: vec![],
         sessions: None,
+        closed_loop: None,
     };
     llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await

@@ -12,7 +12,7 @@ use super::{Output, UsageError, claim_outputs, run_exit_code, stdout, watch_sign
 use crate::cli::{ArrivalsArg, ReplayArgs, ScheduleArgs, TargetArgs};
 use crate::client::Timeouts;
 use crate::record::summary::{FidelityLimits, FirstError};
-use crate::replay::dispatch::Phases;
+use crate::replay::dispatch::{ClosedLoop, Phases};
 use crate::replay::{self, RunOptions, Shutdown, TargetConfig};
 use crate::schedule::{Arrivals, Limit, ScheduleSpec};
 
@@ -122,9 +122,57 @@ pub fn schedule_spec(args: &ScheduleArgs) -> anyhow::Result<ScheduleSpec> {
     Ok(spec)
 }
 
+/// The schedule of a closed-loop run (`--concurrency`): only the order and
+/// number of requests count. `--requests N` loops the trace to N requests,
+/// `--duration` loops it until the time is up, neither makes one pass.
+pub fn closed_loop(
+    args: &ScheduleArgs,
+    users: usize,
+) -> anyhow::Result<(ScheduleSpec, ClosedLoop)> {
+    if args.rate.is_some()
+        || args.speedup != 1.0
+        || args.start.is_some()
+        || args.end.is_some()
+        || args.spread.is_some()
+    {
+        bail!(UsageError(
+            "--concurrency runs a closed loop, which uses no times: drop --rate, --speedup, --start, --end and --spread (or drop --concurrency for open-loop load)".into()
+        ));
+    }
+    let requests = match (args.requests, args.duration) {
+        (None, Some(_)) => Some(u64::MAX),
+        (n, _) => n,
+    };
+    let spec = ScheduleSpec::Rate {
+        // Unused: virtual users, not times, decide when requests leave.
+        rate: 1.0,
+        arrivals: Arrivals::Constant,
+        order: args.order.into(),
+        limit: Limit {
+            duration_ns: None,
+            requests,
+        },
+        seed: args.seed,
+    };
+    spec.validate().map_err(|e| UsageError(e.to_string()))?;
+    Ok((
+        spec,
+        ClosedLoop {
+            users,
+            duration: args.duration,
+        },
+    ))
+}
+
 /// Runs `llm-replay replay`.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let schedule = schedule_spec(&args.schedule)?;
+    let (schedule, closed) = match args.concurrency {
+        Some(users) => {
+            let (spec, closed) = closed_loop(&args.schedule, users)?;
+            (spec, Some(closed))
+        }
+        None => (schedule_spec(&args.schedule)?, None),
+    };
     let target_cfg = target_config(&args.target)?;
     let output = args.output.clone().unwrap_or_else(replay::default_output);
     let metrics = crate::record::server_metrics::path_for(&output);
@@ -156,8 +204,24 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let target = replay::Target::connect(&target_cfg, &trace, args.schedule.seed).await?;
     let planned = crate::schedule::plan(&schedule, &trace.records)?;
     let remaining = planned.remaining();
+    let load = match closed {
+        Some(c) => format!(
+            "closed loop, {} users, {}",
+            c.users,
+            match c.duration {
+                Some(d) => format!("for {}", humantime::format_duration(d)),
+                None => format!("{} requests", remaining.requests),
+            }
+        ),
+        None => format!(
+            "{}{} requests over {}",
+            if remaining.exact { "" } else { "about " },
+            remaining.requests,
+            humantime::format_duration(Duration::from_secs(planned.span_hint_ns() / 1_000_000_000)),
+        ),
+    };
     eprintln!(
-        "replaying {} ({} rows) against {}{}, model {}: {}{} requests over {}",
+        "replaying {} ({} rows) against {}{}, model {}: {load}",
         args.trace.display(),
         trace.records.len(),
         target.display_url(),
@@ -167,9 +231,6 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             ""
         },
         target.model(),
-        if remaining.exact { "" } else { "about " },
-        remaining.requests,
-        humantime::format_duration(Duration::from_secs(planned.span_hint_ns() / 1_000_000_000)),
     );
     drop(planned);
     let shutdown = Shutdown::new();
@@ -187,6 +248,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         progress: !args.quiet,
         extra_metadata: Vec::new(),
         sessions: args.session.options(),
+        closed_loop: closed,
     };
     let recorded = replay::run(trace, &target, opts, &shutdown).await?;
     stdout(format_args!("{}", recorded.summary));

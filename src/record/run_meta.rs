@@ -69,6 +69,10 @@ pub struct RunConfig {
     /// Session replay options; `null` when rows were sent on their own.
     #[serde(default)]
     pub sessions: Option<serde_json::Value>,
+    /// Closed-loop users and duration (`--concurrency`); `null` for open
+    /// loop. The schedule then gives only the order and count of requests.
+    #[serde(default)]
+    pub closed_loop: Option<serde_json::Value>,
 }
 
 impl RunConfig {
@@ -101,6 +105,7 @@ mod tests {
             slo: Some("ttft=500ms".into()),
             grace: Some("10s".into()),
             sessions: None,
+            closed_loop: None,
         };
         let meta = BTreeMap::from([(key::CONFIG.to_owned(), serde_json::to_string(&cfg).unwrap())]);
         assert_eq!(RunConfig::from_metadata(&meta), Some(cfg));

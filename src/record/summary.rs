@@ -220,6 +220,10 @@ pub struct Summary {
     /// Session replay figures, when rows belong to sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<SessionSummary>,
+    /// Virtual users of a closed-loop run (`--concurrency`); none for the
+    /// open-loop modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_loop_users: Option<u64>,
 }
 
 /// How a session replay went.
@@ -376,6 +380,7 @@ pub struct SummaryBuilder {
     e2e_sched: Metric,
     first_errors: Vec<FirstError>,
     sessions: SessionAcc,
+    closed_loop_users: Option<u64>,
 }
 
 /// Session figures being gathered.
@@ -434,7 +439,14 @@ impl SummaryBuilder {
             e2e_sched: Metric::new(),
             first_errors: Vec::new(),
             sessions: SessionAcc::default(),
+            closed_loop_users: None,
         }
+    }
+
+    /// Marks the run as closed loop with `users` virtual users.
+    pub fn closed_loop(mut self, users: Option<u64>) -> Self {
+        self.closed_loop_users = users;
+        self
     }
 
     /// Counts one row.
@@ -699,6 +711,7 @@ impl SummaryBuilder {
             not_reached_exact: true,
             stopped_by: None,
             sessions: self.session_summary(),
+            closed_loop_users: self.closed_loop_users,
         }
     }
 }
@@ -738,6 +751,12 @@ impl fmt::Display for Summary {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         writeln!(f, "outcomes      {}", outcomes.join(", "))?;
+        if let Some(users) = self.closed_loop_users {
+            writeln!(
+                f,
+                "load          closed loop, {users} users back to back: latencies are from the send, and the load waited for the server (--rate or recorded times give open-loop load)"
+            )?;
+        }
         if let Some(why) = &self.stopped_by {
             writeln!(
                 f,

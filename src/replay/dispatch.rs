@@ -398,6 +398,36 @@ fn fill_from_exchange(row: &mut ResultRow, ex: &Exchange, sent: Instant, clock: 
 /// a stop is honoured promptly even in a trace with long gaps.
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
+/// A closed-loop run: `users` virtual users, each taking the next request
+/// (or session) of the schedule as soon as its last one ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClosedLoop {
+    /// Virtual users, the most requests ever in flight.
+    pub users: usize,
+    /// The run ends this long after t=0 (in-flight requests finish).
+    #[serde(with = "humantime_serde_opt")]
+    pub duration: Option<Duration>,
+}
+
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 /// What dispatch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Dispatched {
@@ -411,6 +441,8 @@ pub struct Dispatched {
 /// Walks `prepared` (in schedule order), waits for each deadline with
 /// `pacer`, and spawns each request on `tasks`. After `stop` fires, the
 /// remaining requests are counted (draining `prepared`) and not sent.
+/// With `closed`, deadlines are not used: each request waits for a free
+/// virtual user instead.
 pub async fn dispatch<T, P, I>(
     shared: Arc<Shared<T>>,
     prepared: I,
@@ -418,6 +450,7 @@ pub async fn dispatch<T, P, I>(
     stop: CancellationToken,
     tasks: TaskTracker,
     spawner: tokio::runtime::Handle,
+    closed: Option<ClosedLoop>,
 ) -> Dispatched
 where
     T: Transport,
@@ -426,6 +459,9 @@ where
 {
     let mut out = Dispatched::default();
     let mut prepared = prepared.into_iter();
+    if let Some(closed) = closed {
+        return closed_loop(shared, prepared, pacer, stop, tasks, spawner, closed).await;
+    }
     for p in prepared.by_ref() {
         let deadline = shared.clock.deadline(p.sched.offset_ns);
         while !stop.is_cancelled() {
@@ -445,5 +481,70 @@ where
     }
     // What the producer had already built (it stops at the next request).
     out.not_reached += prepared.count() as u64;
+    out
+}
+
+/// Closed-loop dispatch: from t=0, each request (a whole session in
+/// session replay) leaves when one of `closed.users` users is free, and
+/// holds that user until it, and every later turn of its session, ended.
+async fn closed_loop<T, P, I>(
+    shared: Arc<Shared<T>>,
+    mut prepared: I,
+    mut pacer: P,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    spawner: tokio::runtime::Handle,
+    closed: ClosedLoop,
+) -> Dispatched
+where
+    T: Transport,
+    P: Pacer,
+    I: Iterator<Item = Prepared>,
+{
+    let mut out = Dispatched::default();
+    let start = shared.clock.deadline(0);
+    while !stop.is_cancelled() && Instant::now() < start {
+        pacer
+            .wait_until(start.min(Instant::now() + STOP_CHECK))
+            .await;
+    }
+    let users = Arc::new(Semaphore::new(closed.users.max(1)));
+    let end = closed.duration.map(|d| start + d);
+    let until_end = async {
+        match end {
+            Some(end) => tokio::time::sleep_until(end).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_end);
+    let mut ended = false;
+    for p in prepared.by_ref() {
+        let permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => None,
+            () = &mut until_end => {
+                ended = true;
+                None
+            }
+            permit = users.clone().acquire_owned() => permit.ok(),
+        };
+        let Some(permit) = permit else {
+            out.not_reached += u64::from(!ended);
+            break;
+        };
+        let now = Instant::now();
+        let shared = shared.clone();
+        tasks.spawn_on(
+            async move {
+                run_request(shared, p, now).await;
+                drop(permit);
+            },
+            &spawner,
+        );
+        out.dispatched += 1;
+    }
+    if !ended {
+        out.not_reached += prepared.count() as u64;
+    }
     out
 }
