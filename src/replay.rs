@@ -264,15 +264,16 @@ async fn pick_model(endpoint: &Endpoint, cfg: &TargetConfig) -> anyhow::Result<S
                 ),
                 _ => String::new(),
             };
-            return Err(anyhow::Error::new(e).context(format!(
-                "checking {} before the run (GET /v1/models; --no-preflight skips this{}){hint}",
+            // The hint goes last, under the server's own answer.
+            bail!(
+                "checking {} before the run (GET /v1/models; --no-preflight skips this{}): {e}{hint}",
                 endpoint.display_url(),
                 if cfg.model.is_none() {
                     ", with --model"
                 } else {
                     ""
                 }
-            )));
+            );
         }
     };
     match &cfg.model {

@@ -401,6 +401,7 @@ async fn a_closed_loop_keeps_its_users_busy_and_never_more() {
     assert_eq!(sent[19], 6 * 70_000);
     for r in &run.rows {
         assert_eq!(r.send_lag_us, Some(0), "the user's turn is the schedule");
+        assert_eq!(Some(r.scheduled_at_us), r.sent_at_us);
     }
 
     // Bounded by time: 200 ms of three users is three rounds of 70 ms (the

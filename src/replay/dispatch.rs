@@ -533,6 +533,10 @@ where
             break;
         };
         let now = Instant::now();
+        // Its schedule is the moment its user was free.
+        let mut p = p;
+        p.sched.offset_ns =
+            u64::try_from(now.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX);
         let shared = shared.clone();
         tasks.spawn_on(
             async move {
