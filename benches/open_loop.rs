@@ -52,6 +52,32 @@ fn write_trace(path: &Path, rows: usize) {
     w.finish(meta).unwrap();
 }
 
+/// Sessions of four turns, no think time, prompts growing by 32 tokens a
+/// turn (so each turn repeats the one before).
+fn write_session_trace(path: &Path, sessions: usize) {
+    let mut w = TraceWriter::create(path).unwrap();
+    for s in 0..sessions {
+        for t in 0..4 {
+            let i = s * 4 + t;
+            w.write(&TraceRecord {
+                request_id: format!("s{s}t{t}"),
+                input_tokens: 32 * (t as i32 + 1) + 16 * t as i32,
+                output_tokens: 16,
+                session_id: Some(format!("s{s}")),
+                turn_index: Some(t as i32),
+                think_time_us: (t > 0).then_some(0),
+                source_row: i as i64,
+                ..TraceRecord::default()
+            })
+            .unwrap();
+        }
+    }
+    let mut meta = TraceMetadata::new("bench");
+    meta.rows_read = (sessions * 4) as u64;
+    meta.tokenizer = Some("o200k_base".into());
+    w.finish(meta).unwrap();
+}
+
 fn run(dir: &Path, trace: &Path, url: &str, rate: u32, extra: &[&str]) -> serde_json::Value {
     let out = dir.join(format!("r{rate}-{}.parquet", extra.len()));
     let summary = dir.join(format!("s{rate}-{}.json", extra.len()));
@@ -173,6 +199,34 @@ fn main() {
             "  {n:>9} requests: peak {:.0} MiB, achieved {:.1} req/s, lag p99 {:.3} ms",
             s["client"]["peak_rss_mib"].as_f64().unwrap_or(0.0),
             s["fidelity"]["achieved_rate"].as_f64().unwrap_or(0.0),
+            s["fidelity"]["send_lag"]["p99_ms"].as_f64().unwrap_or(0.0),
+        );
+    }
+    // Session replay overhead: 250 sessions/s of four turns is about 1,000
+    // turns/s (each later turn leaves when the reply before it ended), the
+    // same trace as independent rows at 1,000 requests/s for comparison.
+    let sessions = dir.path().join("sessions.parquet");
+    write_session_trace(&sessions, 5_000);
+    println!("session replay, 4-turn sessions, no think time, {seconds} s:");
+    for (label, rate, extra) in [
+        ("sessions 250/s", 250u32, "auto"),
+        ("independent 1000/s", 1_000, "independent"),
+    ] {
+        let s = run(
+            dir.path(),
+            &sessions,
+            &url,
+            rate,
+            &["--duration", &format!("{seconds}s"), "--sessions", extra],
+        );
+        let turns = s["requests"].as_f64().unwrap_or(0.0);
+        let secs = s["duration_s"].as_f64().unwrap_or(1.0).max(1e-9);
+        println!(
+            "  {label:<20} {:>8.1} requests/s, ok {:>6}, CPU/request {:>6.1}µs, peak {:>4.0} MiB, first-turn lag p99 {:.3} ms",
+            turns / secs,
+            s["outcomes"]["ok"].as_u64().unwrap_or(0),
+            s["client"]["cpu_us_per_request"].as_f64().unwrap_or(0.0),
+            s["client"]["peak_rss_mib"].as_f64().unwrap_or(0.0),
             s["fidelity"]["send_lag"]["p99_ms"].as_f64().unwrap_or(0.0),
         );
     }
