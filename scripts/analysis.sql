@@ -87,3 +87,23 @@ FROM results_with_trace
 WHERE outcome = 'ok'
 GROUP BY ALL
 ORDER BY step, turn_index;
+
+-- Session replay, by turn index: how later turns fared against first turns.
+-- TTFT from the schedule, the share of each prompt that repeated the
+-- conversation so far (what a prefix cache can serve), and how far turns
+-- left after their recorded time (stretch). Rows replayed on their own have
+-- no turn_index and are left out.
+CREATE OR REPLACE VIEW session_turns AS
+SELECT step,
+       turn_index,
+       count(*) AS turns,
+       count(*) FILTER (WHERE outcome = 'ok') AS ok,
+       quantile_cont(ttft_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p50_ms,
+       quantile_cont(ttft_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p99_ms,
+       quantile_cont(e2e_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p99_ms,
+       avg(history_tokens / nullif(prompt_tokens_sent, 0)) AS history_share,
+       quantile_cont(epoch_us(sent_at) - epoch_us(recorded_at), 0.99) / 1e3 AS stretch_p99_ms
+FROM results
+WHERE turn_index IS NOT NULL
+GROUP BY ALL
+ORDER BY step, turn_index;

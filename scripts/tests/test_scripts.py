@@ -80,3 +80,28 @@ def test_report_html_is_self_contained(run, sweep_dir, tmp_path):
     assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in text
     js = run("report", sweep_dir, "--format", "json").stdout
     assert '"kind": "sweep"' in js
+
+
+def test_session_turns_view(run, datasets, tmp_path):
+    trace = tmp_path / "chats.parquet"
+    run("ingest", "sharegpt", datasets / "sharegpt_small.json", "-o", trace)
+    out = tmp_path / "runs"
+    out.mkdir()
+    run("replay", trace, "--rate", "20", "--think-time-scale", "0", "--sim-zero-delay", "-q",
+        "-o", out / "results.parquet")
+    con = duckdb.connect()
+    con.execute(f"SET VARIABLE results_dir = '{out}'")
+    con.execute(f"SET VARIABLE trace_path = '{trace}'")
+    con.execute("SET VARIABLE slo_ttft_ms = 2000")
+    con.execute("SET VARIABLE slo_tpot_ms = 1000")
+    con.execute((ROOT / "scripts" / "analysis.sql").read_text())
+    turns = con.execute("SELECT turn_index, turns, ok, history_share FROM session_turns").df()
+    df = pd.read_parquet(out / "results.parquet")
+    assert turns["turns"].sum() == len(df)
+    assert list(turns["turn_index"]) == sorted(df["turn_index"].unique())
+    # First turns repeat nothing; later turns repeat the conversation.
+    assert turns.loc[0, "history_share"] == 0
+    assert (turns.loc[1:, "history_share"] > 0.3).all()
+    later = df[df["turn_index"] == 1]
+    expected = (later["history_tokens"] / later["prompt_tokens_sent"]).mean()
+    assert turns.loc[1, "history_share"] == pytest.approx(expected)
