@@ -79,8 +79,11 @@ fn write_session_trace(path: &Path, sessions: usize) {
 }
 
 fn run(dir: &Path, trace: &Path, url: &str, rate: u32, extra: &[&str]) -> serde_json::Value {
-    let out = dir.join(format!("r{rate}-{}.parquet", extra.len()));
-    let summary = dir.join(format!("s{rate}-{}.json", extra.len()));
+    // Outputs are never overwritten: every run gets its own names.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = dir.join(format!("r{rate}-{n}.parquet"));
+    let summary = dir.join(format!("s{rate}-{n}.json"));
     let status = pinned("0")
         .args([
             "replay",
@@ -133,7 +136,7 @@ fn main() {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut sim = pinned("1")
+    let sim = pinned("1")
         .args([
             "sim",
             "--bind",
@@ -142,9 +145,12 @@ fn main() {
             "--sim-max-batch",
             "100000",
         ])
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // The simulator goes with the bench, even when a step fails.
+    let _sim = KillOnDrop(sim);
     std::thread::sleep(Duration::from_millis(500));
     println!(
         "open-loop replay, {seconds} s per rate, 32-token prompts, 16-token streams, zero model delay"
@@ -182,17 +188,17 @@ fn main() {
             s["client"]["peak_rss_mib"].as_f64().unwrap_or(0.0),
         );
     }
-    let mut lengths = vec![50_000u64, 200_000];
+    let mut lengths = vec![20_000u64, 60_000];
     if std::env::var("LLM_REPLAY_BENCH_LONG").is_ok() {
         lengths.push(1_000_000);
     }
-    println!("memory over run length at 5,000 requests/s:");
+    println!("memory over run length at 2,000 requests/s:");
     for n in lengths {
         let s = run(
             dir.path(),
             &trace,
             &url,
-            5_000,
+            2_000,
             &["--requests", &n.to_string()],
         );
         println!(
@@ -230,6 +236,13 @@ fn main() {
             s["fidelity"]["send_lag"]["p99_ms"].as_f64().unwrap_or(0.0),
         );
     }
-    let _ = sim.kill();
-    let _ = sim.wait();
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
