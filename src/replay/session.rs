@@ -298,6 +298,36 @@ fn session_key(record: &TraceRecord, idx: u32) -> String {
         .unwrap_or_else(|| format!("row-{idx}"))
 }
 
+/// The turn at `c.pos` (trace row `idx`), due at `at`, with `request` and
+/// its `turn` figures; the continuation is the caller's.
+fn turn_at(
+    c: &Cursor,
+    record: &TraceRecord,
+    idx: u32,
+    turns: &[u32],
+    at: Instant,
+    request: Result<(crate::client::RequestSpec, bytes::Bytes), String>,
+    turn: Turn,
+) -> Prepared {
+    let offset_ns = u64::try_from(at.saturating_duration_since(c.run.clock.start).as_nanos())
+        .unwrap_or(u64::MAX);
+    Prepared {
+        sched: ScheduledRequest {
+            offset_ns,
+            trace_index: idx,
+            repeat: c.repeat,
+        },
+        request_id: record.request_id.clone(),
+        input_tokens: record.input_tokens,
+        output_tokens_expected: record.output_tokens,
+        request,
+        turn: Some(turn),
+        then: None,
+        turns_after: (turns.len() - c.pos - 1) as u64,
+        skip: None,
+    }
+}
+
 /// The turn at `c.pos` recorded as `skipped` at `now`, with the rest of its
 /// session after it.
 fn skipped_turn(
@@ -308,30 +338,15 @@ fn skipped_turn(
     turns: &[u32],
     now: Instant,
 ) -> Prepared {
-    let run = &c.run;
-    let offset_ns = u64::try_from(now.saturating_duration_since(run.clock.start).as_nanos())
-        .unwrap_or(u64::MAX);
-    let mut p = Prepared {
-        sched: ScheduledRequest {
-            offset_ns,
-            trace_index: idx,
-            repeat: c.repeat,
-        },
-        request_id: record.request_id.clone(),
-        input_tokens: record.input_tokens,
-        output_tokens_expected: record.output_tokens,
-        request: Err("skipped".to_owned()),
-        turn: Some(Turn {
-            session_id: session_key(first, turns[0]),
-            turn_index: i32::try_from(c.pos).unwrap_or(i32::MAX),
-            ..Turn::default()
-        }),
-        then: None,
-        turns_after: (turns.len() - c.pos - 1) as u64,
-        skip: Some(
-            "not sent: an earlier turn of its session failed (--on-turn-failure abort)".to_owned(),
-        ),
+    let turn = Turn {
+        session_id: session_key(first, turns[0]),
+        turn_index: i32::try_from(c.pos).unwrap_or(i32::MAX),
+        ..Turn::default()
     };
+    let mut p = turn_at(c, record, idx, turns, now, Err("skipped".to_owned()), turn);
+    p.skip = Some(
+        "not sent: an earlier turn of its session failed (--on-turn-failure abort)".to_owned(),
+    );
     if c.pos + 1 < turns.len() {
         p.then = Some(continuation(Cursor {
             run: c.run.clone(),
@@ -436,30 +451,15 @@ fn next_turn(c: Cursor, end: TurnEnd) -> Option<(Prepared, Instant)> {
         ),
     };
     let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-    let offset_ns = u64::try_from(due.saturating_duration_since(run.clock.start).as_nanos())
-        .unwrap_or(u64::MAX);
-    let mut p = Prepared {
-        sched: ScheduledRequest {
-            offset_ns,
-            trace_index: idx,
-            repeat: c.repeat,
-        },
-        request_id: record.request_id.clone(),
-        input_tokens: record.input_tokens,
-        output_tokens_expected: record.output_tokens,
-        request,
-        turn: Some(Turn {
-            session_id: session_key(first, turns[0]),
-            turn_index: i32::try_from(c.pos).unwrap_or(i32::MAX),
-            think_time_us: Some(think_us),
-            prompt_tokens_sent: sent.map(as_i32),
-            history_tokens: repeated.map(as_i32),
-            recorded_at,
-        }),
-        then: None,
-        turns_after: (turns.len() - c.pos - 1) as u64,
-        skip: None,
+    let turn = Turn {
+        session_id: session_key(first, turns[0]),
+        turn_index: i32::try_from(c.pos).unwrap_or(i32::MAX),
+        think_time_us: Some(think_us),
+        prompt_tokens_sent: sent.map(as_i32),
+        history_tokens: repeated.map(as_i32),
+        recorded_at,
     };
+    let mut p = turn_at(&c, record, idx, turns, due, request, turn);
     if c.pos + 1 < turns.len() {
         p.then = Some(continuation(Cursor {
             pos: c.pos + 1,
