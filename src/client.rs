@@ -234,34 +234,19 @@ pub struct Exchange {
 impl Exchange {
     /// A request just sent: nothing measured yet, `ok` until it fails.
     pub fn started(spec: &RequestSpec) -> Self {
-        let max_tokens = spec.max_tokens;
         Self {
-            reply_text: spec.keep_reply.then(String::new),
             status_code: None,
             outcome: Outcome::Ok,
             error: None,
             first_token_at: None,
             completed_at: None,
-            chunk_times: Vec::with_capacity(usize::try_from(max_tokens).unwrap_or(0).min(4096)),
+            chunk_times: Vec::with_capacity(
+                usize::try_from(spec.max_tokens).unwrap_or(0).min(4096),
+            ),
             output_tokens: 0,
             usage_prompt_tokens: None,
             usage_completion_tokens: None,
-        }
-    }
-
-    /// A failure seen now, with no tokens.
-    pub fn failed(outcome: Outcome, status: Option<u16>, error: impl Into<String>) -> Self {
-        Self {
-            status_code: status,
-            outcome,
-            error: Some(trim(&error.into())),
-            first_token_at: None,
-            completed_at: Some(Instant::now()),
-            chunk_times: Vec::new(),
-            output_tokens: 0,
-            usage_prompt_tokens: None,
-            usage_completion_tokens: None,
-            reply_text: None,
+            reply_text: spec.keep_reply.then(String::new),
         }
     }
 }
