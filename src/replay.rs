@@ -561,7 +561,7 @@ pub async fn run(
         slo: opts.slo.map(|s| s.to_string()),
         grace: Some(humantime::format_duration(opts.grace).to_string()),
         sessions: session_opts_json,
-        closed_loop: opts.closed_loop.map(serde_json::to_value).transpose()?,
+        closed_loop: opts.closed_loop.map(dispatch::ClosedLoop::to_json),
     };
     let mut kv: Vec<(String, String)> = [
         (key::RESULTS_VERSION, RESULTS_VERSION.to_string()),

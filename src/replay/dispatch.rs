@@ -400,31 +400,22 @@ const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// A closed-loop run: `users` virtual users, each taking the next request
 /// (or session) of the schedule as soon as its last one ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClosedLoop {
     /// Virtual users, the most requests ever in flight.
     pub users: usize,
     /// The run ends this long after t=0 (in-flight requests finish).
-    #[serde(with = "humantime_serde_opt")]
     pub duration: Option<Duration>,
 }
 
-mod humantime_serde_opt {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
-            .transpose()
+impl ClosedLoop {
+    /// As written in the run config: the users and the duration in
+    /// humantime form, as `grace` is.
+    pub fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "users": self.users,
+            "duration": self.duration.map(|d| humantime::format_duration(d).to_string()),
+        })
     }
 }
 
@@ -457,11 +448,11 @@ where
     P: Pacer,
     I: IntoIterator<Item = Prepared>,
 {
-    let mut out = Dispatched::default();
     let mut prepared = prepared.into_iter();
     if let Some(closed) = closed {
         return closed_loop(shared, prepared, pacer, stop, tasks, spawner, closed).await;
     }
+    let mut out = Dispatched::default();
     for p in prepared.by_ref() {
         let deadline = shared.clock.deadline(p.sched.offset_ns);
         while !stop.is_cancelled() {
