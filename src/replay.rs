@@ -253,7 +253,7 @@ async fn pick_model(endpoint: &Endpoint, cfg: &TargetConfig) -> anyhow::Result<S
                 _ => None,
             };
             let hint = match status {
-                Some(401 | 403) => credentials_hint(cfg),
+                Some(401 | 403) => format!("\n{}", credentials_hint(cfg)),
                 Some(404) => format!(
                     "\nhint: the server has no GET /v1/models; --url is the server's base (with or without /v1){}",
                     if cfg.model.is_some() {
@@ -310,7 +310,7 @@ pub fn credentials_hint(cfg: &TargetConfig) -> String {
         format!("no key was sent: ${var} is not set")
     };
     format!(
-        "\nhint: the server refused the credentials; {sent}. Set ${var}, name another variable with --api-key-env, or pass -H 'Authorization: ...'"
+        "hint: the server refused the credentials; {sent}. Set ${var}, name another variable with --api-key-env, or pass -H 'Authorization: ...'"
     )
 }
 

@@ -282,7 +282,7 @@ pub fn error_hints(errors: &[FirstError], cfg: &TargetConfig, model: &str) -> Ve
         .iter()
         .any(|e| matches!(e.status_code, Some(401 | 403)))
     {
-        hints.push(replay::credentials_hint(cfg).trim_start().to_owned());
+        hints.push(replay::credentials_hint(cfg));
     }
     if errors.iter().any(|e| e.status_code == Some(404)) {
         hints.push(format!(
