@@ -331,7 +331,7 @@ fn turn_at(
 /// The turn at `c.pos` recorded as `skipped` at `now`, with the rest of its
 /// session after it.
 fn skipped_turn(
-    c: &Cursor,
+    c: Cursor,
     record: &TraceRecord,
     idx: u32,
     first: &TraceRecord,
@@ -343,19 +343,16 @@ fn skipped_turn(
         turn_index: i32::try_from(c.pos).unwrap_or(i32::MAX),
         ..Turn::default()
     };
-    let mut p = turn_at(c, record, idx, turns, now, Err("skipped".to_owned()), turn);
+    let mut p = turn_at(&c, record, idx, turns, now, Err("skipped".to_owned()), turn);
     p.skip = Some(
         "not sent: an earlier turn of its session failed (--on-turn-failure abort)".to_owned(),
     );
     if c.pos + 1 < turns.len() {
         p.then = Some(continuation(Cursor {
-            run: c.run.clone(),
-            session: c.session,
             pos: c.pos + 1,
             history: History::default(),
             chat: None,
-            start: c.start,
-            repeat: c.repeat,
+            ..c
         }));
     }
     p
@@ -366,8 +363,8 @@ fn continuation(c: Cursor) -> Continuation {
 }
 
 /// The turn at `c.pos`, built after the previous one ended as `end`.
-fn next_turn(c: Cursor, end: TurnEnd) -> Option<(Prepared, Instant)> {
-    let run = &c.run;
+fn next_turn(mut c: Cursor, end: TurnEnd) -> Option<(Prepared, Instant)> {
+    let run = Arc::clone(&c.run);
     let turns = run.plan.sessions.get(c.session)?;
     let idx = *turns.get(c.pos)?;
     let prev_idx = *turns.get(c.pos - 1)?;
@@ -381,7 +378,7 @@ fn next_turn(c: Cursor, end: TurnEnd) -> Option<(Prepared, Instant)> {
     // after it, each recorded at once.
     if !end.ok && run.opts.on_failure == TurnFailure::Abort {
         return Some((
-            skipped_turn(&c, record, idx, first, turns, end.ended),
+            skipped_turn(c, record, idx, first, turns, end.ended),
             end.ended,
         ));
     }
@@ -411,8 +408,9 @@ fn next_turn(c: Cursor, end: TurnEnd) -> Option<(Prepared, Instant)> {
     let mut chat = None;
     let (request, history, sent, repeated) = match (run.builder.prompts, &run.builder.synth) {
         (PromptMode::Synthetic, Some(synth)) if c.chat.is_some() => {
-            let so_far = c.chat.clone().unwrap_or_default();
-            let reply = end.ok.then(|| end.reply_text.clone().unwrap_or_default());
+            // The conversation moves on to the next cursor, not copied.
+            let so_far = c.chat.take().unwrap_or_default();
+            let reply = end.ok.then(|| end.reply_text.unwrap_or_default());
             match chat_turn(synth, so_far, reply, prev, record, c.repeat) {
                 Ok((conversation, repeated)) => {
                     let sent = conversation.tokens;
