@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::schedule::Stages;
 use crate::sim::SimConfig;
 use crate::tokenize::TokenizerSpec;
 
@@ -714,6 +715,19 @@ pub struct ReplayArgs {
     /// that show queueing).
     #[arg(long, value_parser = count_usize, help_heading = "Schedule")]
     pub concurrency: Option<usize>,
+    /// Load in stages, one after another: `10/s:60s,50/s:30s,10/s:60s` (open
+    /// loop: requests, or for a session trace session starts, per second,
+    /// through --arrivals; `0/s` is idle) or `2u:60s,8u:60s` (closed loop:
+    /// users, as --concurrency). Each row's `stage` column says which stage
+    /// it was scheduled in, and the summary has a line per stage. The run
+    /// lasts the stages' total; --requests may end it sooner.
+    #[arg(long, help_heading = "Schedule", conflicts_with_all = ["concurrency", "rate", "duration", "speedup", "start", "end", "spread"])]
+    pub stages: Option<Stages>,
+    /// With --stages: move linearly from one stage's load to the next over
+    /// this long at the start of each later stage (the whole stage when
+    /// shorter) instead of stepping.
+    #[arg(long, value_parser = positive_duration, requires = "stages", help_heading = "Schedule")]
+    pub ramp: Option<Duration>,
 }
 
 /// `llm-replay sweep TRACE --out-dir DIR`.

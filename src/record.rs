@@ -143,6 +143,8 @@ pub struct ResultRow {
     /// When the trace says this turn left, on the run's clock (session
     /// replay of a trace with times): later than this is session stretch.
     pub recorded_at_us: Option<i64>,
+    /// The `--stages` stage it was scheduled in (0-based).
+    pub stage: Option<i32>,
 }
 
 impl ResultRow {

@@ -547,10 +547,16 @@ pub async fn run(
         requests: (planned.requests as f64 * turns_per_unit).round() as u64,
         exact: planned.exact && turns_per_unit == 1.0,
     };
-    let target_rate = match (&opts.schedule, opts.closed_loop) {
-        (_, Some(_)) | (ScheduleSpec::Recorded { .. }, None) => None,
+    let target_rate = match (&opts.schedule, &opts.closed_loop) {
         (ScheduleSpec::Rate { rate, .. }, None) => Some(*rate),
+        _ => None,
     };
+    // The stages that label rows: a staged schedule's, or a closed loop's.
+    let stages = opts
+        .schedule
+        .stages()
+        .cloned()
+        .or_else(|| opts.closed_loop.as_ref().and_then(|c| c.stages.clone()));
     let trace_file = InputFile::describe(&trace.path)
         .with_context(|| format!("hashing {}", trace.path.display()))?;
     let started_at = chrono::Utc::now();
@@ -561,7 +567,7 @@ pub async fn run(
         slo: opts.slo.map(|s| s.to_string()),
         grace: Some(humantime::format_duration(opts.grace).to_string()),
         sessions: session_opts_json,
-        closed_loop: opts.closed_loop.map(dispatch::ClosedLoop::to_json),
+        closed_loop: opts.closed_loop.as_ref().map(dispatch::ClosedLoop::to_json),
     };
     let mut kv: Vec<(String, String)> = [
         (key::RESULTS_VERSION, RESULTS_VERSION.to_string()),
@@ -584,7 +590,8 @@ pub async fn run(
     let writer = ResultsWriter::create(&opts.output, &kv)?;
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
     let summary = SummaryBuilder::new(opts.slo, opts.limits, target_rate, true)
-        .closed_loop(opts.closed_loop.map(|c| c.users as u64));
+        .closed_loop(opts.closed_loop.as_ref().map(|c| c.users as u64))
+        .stages(stages.as_ref());
     let end = Arc::new(Mutex::new(RunEnd::default()));
     let recorder = recorder::Recorder::start(
         writer,
@@ -605,7 +612,7 @@ pub async fn run(
             opts: o,
             speedup: match opts.schedule {
                 ScheduleSpec::Recorded { speedup, .. } => speedup,
-                ScheduleSpec::Rate { .. } => 1.0,
+                ScheduleSpec::Rate { .. } | ScheduleSpec::Stages { .. } => 1.0,
             },
             clock,
         })
@@ -682,6 +689,7 @@ pub async fn run(
         stop: shutdown.stop_token(),
         counters: Counters::default(),
         phases: opts.phases,
+        stages,
     });
     let tasks = TaskTracker::new();
     let dispatcher = {
@@ -689,7 +697,7 @@ pub async fn run(
         let stop = shutdown.stop_token();
         let tasks = tasks.clone();
         let handle = tokio::runtime::Handle::current();
-        let closed = opts.closed_loop;
+        let closed = opts.closed_loop.clone();
         std::thread::Builder::new()
             .name("llm-replay-dispatch".into())
             .spawn(move || -> anyhow::Result<dispatch::Dispatched> {
@@ -745,7 +753,10 @@ pub async fn run(
     if let Ok(mut e) = end.lock() {
         let later_turns = shared.counters.not_reached.load(Ordering::Relaxed);
         // A closed loop bounded by time has no schedule left to miss.
-        let timed_closed_loop = opts.closed_loop.is_some_and(|c| c.duration.is_some());
+        let timed_closed_loop = opts
+            .closed_loop
+            .as_ref()
+            .is_some_and(|c| c.duration.is_some());
         e.not_reached = if timed_closed_loop {
             0
         } else {

@@ -67,6 +67,16 @@ pub fn load_run(path: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
     let results = read_results(path)?;
     let config = RunConfig::from_metadata(&results.metadata);
     let target = config.as_ref().and_then(|c| c.schedule.target_rate());
+    // A staged run's stages: in the schedule (rates) or the closed loop
+    // (users).
+    let stages: Option<crate::schedule::Stages> = config.as_ref().and_then(|c| {
+        c.schedule.stages().cloned().or_else(|| {
+            c.closed_loop
+                .as_ref()
+                .and_then(|v| v.get("stages"))
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+        })
+    });
     let slo = slo.or_else(|| {
         config
             .as_ref()
@@ -81,7 +91,7 @@ pub fn load_run(path: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
     };
     Ok(RunReport {
         path: path.display().to_string(),
-        summary: summarize(&results.rows, slo, target),
+        summary: summary::summarize_stages(&results.rows, slo, target, stages.as_ref()),
         rows: results.rows,
         server_metrics,
     })

@@ -85,6 +85,313 @@ pub enum ScheduleSpec {
         /// Seed of gaps and shuffles.
         seed: u64,
     },
+    /// Rate stages (`--stages`): the arrival process runs at each stage's
+    /// rate in turn, optionally ramping between them, and stops at the end
+    /// of the last stage.
+    Stages {
+        /// The stages, every one a rate.
+        stages: Stages,
+        /// Inter-arrival process, applied in each stage at its rate.
+        arrivals: Arrivals,
+        /// Row order.
+        order: Order,
+        /// Stop after this many requests, even before the last stage ends.
+        requests: Option<u64>,
+        /// Seed of gaps and shuffles.
+        seed: u64,
+    },
+}
+
+/// The load of one stage: an open-loop rate or a number of closed-loop
+/// users.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageLoad {
+    /// Requests (or, for a session trace, sessions) per second; 0 is idle.
+    Rate(f64),
+    /// Virtual users running back to back; 0 is idle.
+    Users(usize),
+}
+
+impl StageLoad {
+    /// The load as a number (rate or users).
+    pub fn level(self) -> f64 {
+        match self {
+            Self::Rate(r) => r,
+            Self::Users(u) => u as f64,
+        }
+    }
+}
+
+impl std::fmt::Display for StageLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rate(r) => write!(f, "{r}/s"),
+            Self::Users(u) => write!(f, "{u} users"),
+        }
+    }
+}
+
+/// One stage: a load held for a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// What the stage offers.
+    pub load: StageLoad,
+    /// How long it lasts, nanoseconds.
+    pub duration_ns: u64,
+}
+
+/// A run's stages (`--stages "10/s:60s,50/s:30s"` or `"2u:60s,8u:60s"`),
+/// every one the same kind, and the ramp into each stage after the first.
+///
+/// Stage k covers `[start_k, start_k + duration_k)` of the run's clock. With
+/// a ramp, the load moves linearly from stage k-1's level to stage k's over
+/// the first `ramp` of stage k (or all of it, when shorter); the first
+/// stage starts at its own level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stages {
+    /// The stages in order.
+    pub stages: Vec<Stage>,
+    /// Ramp into each later stage, nanoseconds (0: steps).
+    pub ramp_ns: u64,
+}
+
+/// The largest number of stages `--stages` takes.
+pub const MAX_STAGES: usize = 100;
+
+impl std::str::FromStr for Stages {
+    type Err = String;
+
+    /// Parses `LOAD:DURATION[,LOAD:DURATION...]` where `LOAD` is a rate
+    /// (`10/s`, `600/m`) or users (`8u`, `8users`), and `DURATION` a
+    /// humantime duration (`60s`, `1m30s`, `500ms`). The ramp is 0.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut stages = Vec::new();
+        for (i, part) in text.split(',').enumerate() {
+            let part = part.trim();
+            let n = i + 1;
+            let Some((load, duration)) = part.split_once(':') else {
+                return Err(format!(
+                    "stage {n} ({part:?}): expected LOAD:DURATION, such as 10/s:60s or 8u:60s"
+                ));
+            };
+            let load = parse_load(load.trim()).map_err(|e| format!("stage {n} ({part:?}): {e}"))?;
+            let duration = humantime::parse_duration(duration.trim())
+                .map_err(|e| format!("stage {n} ({part:?}): duration: {e}"))?;
+            if duration.is_zero() {
+                return Err(format!(
+                    "stage {n} ({part:?}): the duration must be above 0"
+                ));
+            }
+            stages.push(Stage {
+                load,
+                duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
+            });
+            if stages.len() > MAX_STAGES {
+                return Err(format!("more than {MAX_STAGES} stages"));
+            }
+        }
+        let kinds = |l: &StageLoad| matches!(l, StageLoad::Rate(_));
+        if let Some(first) = stages.first()
+            && let Some(k) = stages
+                .iter()
+                .position(|s| kinds(&s.load) != kinds(&first.load))
+        {
+            return Err(format!(
+                "stage {} is {} but stage 1 is {}: stages are all rates (open loop) or all users (closed loop)",
+                k + 1,
+                stages[k].load,
+                first.load
+            ));
+        }
+        if stages.iter().all(|s| s.load.level() == 0.0) {
+            return Err("every stage is idle (0): nothing would be sent".into());
+        }
+        Ok(Self { stages, ramp_ns: 0 })
+    }
+}
+
+fn parse_load(text: &str) -> Result<StageLoad, String> {
+    let number = |t: &str| -> Result<f64, String> {
+        t.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| format!("load {text:?}: expected a number of 0 or more"))
+    };
+    if let Some(r) = text.strip_suffix("/s") {
+        return Ok(StageLoad::Rate(number(r)?));
+    }
+    if let Some(r) = text.strip_suffix("/m") {
+        return Ok(StageLoad::Rate(number(r)? / 60.0));
+    }
+    if let Some(u) = text
+        .strip_suffix("users")
+        .or_else(|| text.strip_suffix('u'))
+    {
+        let u = u.trim();
+        return u
+            .parse::<usize>()
+            .map(StageLoad::Users)
+            .map_err(|_| format!("load {text:?}: expected a whole number of users"));
+    }
+    Err(format!(
+        "load {text:?}: expected a rate (10/s, 600/m) or users (8u)"
+    ))
+}
+
+impl Stages {
+    /// Whether the stages are closed-loop users.
+    pub fn are_users(&self) -> bool {
+        matches!(
+            self.stages.first().map(|s| s.load),
+            Some(StageLoad::Users(_))
+        )
+    }
+
+    /// The sum of the stages' durations, nanoseconds.
+    pub fn total_ns(&self) -> u64 {
+        self.stages
+            .iter()
+            .fold(0u64, |t, s| t.saturating_add(s.duration_ns))
+    }
+
+    /// The stage an offset of the run falls in; offsets past the end count
+    /// as the last stage.
+    pub fn index_at(&self, offset_ns: u64) -> usize {
+        let mut end = 0u64;
+        for (i, s) in self.stages.iter().enumerate() {
+            end = end.saturating_add(s.duration_ns);
+            if offset_ns < end {
+                return i;
+            }
+        }
+        self.stages.len().saturating_sub(1)
+    }
+
+    /// The load's level at `offset_ns` (rate or users, ramps included), and
+    /// the offset up to which it is the level's linear piece (the next
+    /// change; `None` past the end).
+    pub fn level_at(&self, offset_ns: u64) -> (f64, Option<u64>) {
+        for seg in self.segments() {
+            if offset_ns < seg.end_ns {
+                let x = (offset_ns.saturating_sub(seg.start_ns)) as f64;
+                let len = (seg.end_ns - seg.start_ns) as f64;
+                let level = seg.from + (seg.to - seg.from) * (x / len);
+                return (level, Some(seg.end_ns));
+            }
+        }
+        (0.0, None)
+    }
+
+    /// The load as linear pieces over the run's clock.
+    fn segments(&self) -> Vec<Segment> {
+        let mut out = Vec::with_capacity(self.stages.len() * 2);
+        let mut start = 0u64;
+        let mut prev: Option<f64> = None;
+        for s in &self.stages {
+            let level = s.load.level();
+            let end = start.saturating_add(s.duration_ns);
+            let ramp = match prev {
+                Some(p) if self.ramp_ns > 0 && p != level => self.ramp_ns.min(s.duration_ns),
+                _ => 0,
+            };
+            if ramp > 0 {
+                out.push(Segment {
+                    start_ns: start,
+                    end_ns: start + ramp,
+                    from: prev.unwrap_or(level),
+                    to: level,
+                });
+            }
+            if start + ramp < end {
+                out.push(Segment {
+                    start_ns: start + ramp,
+                    end_ns: end,
+                    from: level,
+                    to: level,
+                });
+            }
+            prev = Some(level);
+            start = end;
+        }
+        out
+    }
+}
+
+/// A piece of a stage profile where the load moves linearly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Segment {
+    start_ns: u64,
+    end_ns: u64,
+    from: f64,
+    to: f64,
+}
+
+impl Segment {
+    /// Expected arrivals over the whole piece.
+    fn area(&self) -> f64 {
+        (self.from + self.to) / 2.0 * (self.end_ns - self.start_ns) as f64 / 1e9
+    }
+
+    /// The offset into the piece, nanoseconds, by which `arrivals` expected
+    /// arrivals have happened (`arrivals <= area`).
+    fn offset_of(&self, arrivals: f64) -> f64 {
+        let len_s = (self.end_ns - self.start_ns) as f64 / 1e9;
+        let slope = (self.to - self.from) / len_s;
+        // from * x + slope / 2 * x^2 = arrivals, solved in a form that stays
+        // exact as the slope goes to 0.
+        let disc = (self.from * self.from + 2.0 * slope * arrivals).max(0.0);
+        let denom = self.from + disc.sqrt();
+        let x = if denom > 0.0 {
+            2.0 * arrivals / denom
+        } else {
+            0.0
+        };
+        (x * 1e9).min(len_s * 1e9)
+    }
+}
+
+/// Maps a unit-rate arrival process onto a stage profile: an arrival at
+/// `n` expected arrivals leaves when the profile's cumulative load
+/// reaches `n` (time rescaling, which keeps the process's shape in every
+/// stage).
+#[derive(Debug)]
+struct StagedClock {
+    segments: Vec<Segment>,
+    /// The piece being walked and the expected arrivals before it.
+    at: usize,
+    before: f64,
+}
+
+impl StagedClock {
+    fn new(stages: &Stages) -> Self {
+        Self {
+            segments: stages.segments(),
+            at: 0,
+            before: 0.0,
+        }
+    }
+
+    /// The run offset of `arrivals` expected arrivals (non-decreasing calls),
+    /// or `None` past the last stage.
+    fn offset_ns(&mut self, arrivals: f64) -> Option<u64> {
+        while let Some(seg) = self.segments.get(self.at) {
+            let area = seg.area();
+            if arrivals < self.before + area {
+                let x = seg.offset_of(arrivals - self.before);
+                return Some(seg.start_ns + x.round() as u64);
+            }
+            self.before += area;
+            self.at += 1;
+        }
+        None
+    }
+
+    /// Expected arrivals over the whole profile.
+    fn total(&self) -> f64 {
+        self.segments.iter().map(Segment::area).sum()
+    }
 }
 
 /// One request of a schedule.
@@ -124,7 +431,15 @@ impl ScheduleSpec {
     pub fn target_rate(&self) -> Option<f64> {
         match self {
             Self::Rate { rate, .. } => Some(*rate),
-            Self::Recorded { .. } => None,
+            Self::Recorded { .. } | Self::Stages { .. } => None,
+        }
+    }
+
+    /// The stages of a staged schedule.
+    pub fn stages(&self) -> Option<&Stages> {
+        match self {
+            Self::Stages { stages, .. } => Some(stages),
+            _ => None,
         }
     }
 
@@ -166,6 +481,34 @@ impl ScheduleSpec {
                 positive("--rate", *rate)?;
                 if let Arrivals::Gamma { shape } = arrivals {
                     positive("--burstiness", *shape)?;
+                }
+                Ok(())
+            }
+            Self::Stages {
+                stages, arrivals, ..
+            } => {
+                if let Arrivals::Gamma { shape } = arrivals {
+                    positive("--burstiness", *shape)?;
+                }
+                if stages.are_users() {
+                    return Err(ScheduleError::Invalid(
+                        "user stages run a closed loop, not a rate schedule".into(),
+                    ));
+                }
+                let bad = stages.stages.iter().position(|s| {
+                    !matches!(s.load, StageLoad::Rate(r) if r.is_finite() && r >= 0.0)
+                        || s.duration_ns == 0
+                });
+                if let Some(k) = bad {
+                    return Err(ScheduleError::Invalid(format!(
+                        "--stages: stage {} must have a rate of 0 or more and a duration above 0",
+                        k + 1
+                    )));
+                }
+                if stages.stages.iter().all(|s| s.load.level() == 0.0) {
+                    return Err(ScheduleError::Invalid(
+                        "--stages: every stage is idle (0/s)".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -221,6 +564,27 @@ pub fn plan(spec: &ScheduleSpec, trace: &[TraceRecord]) -> Result<Schedule, Sche
             *limit,
             *seed,
         )))),
+        ScheduleSpec::Stages {
+            stages,
+            arrivals,
+            order,
+            requests,
+            seed,
+        } => {
+            let mut r = RateSchedule::new(
+                trace.len(),
+                1.0,
+                *arrivals,
+                *order,
+                Limit {
+                    duration_ns: Some(stages.total_ns()),
+                    requests: *requests,
+                },
+                *seed,
+            );
+            r.staged = Some(StagedClock::new(stages));
+            Ok(Schedule::Rate(Box::new(r)))
+        }
     }
 }
 
@@ -379,9 +743,12 @@ pub struct RateSchedule {
     /// Next position in `rows`.
     pos: usize,
     repeat: u32,
+    /// Time of the next arrival: nanoseconds of the run, or with `staged`
+    /// of a unit-rate process that the stages map onto the run's clock.
     t_ns: f64,
     taken: u64,
     done: bool,
+    staged: Option<StagedClock>,
 }
 
 impl RateSchedule {
@@ -411,6 +778,7 @@ impl RateSchedule {
             t_ns: 0.0,
             taken: 0,
             done: false,
+            staged: None,
         };
         if order == Order::Shuffle {
             s.rows.shuffle(&mut s.shuffle_rng);
@@ -426,10 +794,13 @@ impl RateSchedule {
             };
         }
         let by_count = self.limit.requests.map(|n| n.saturating_sub(self.taken));
-        let by_time = self.limit.duration_ns.map(|d| {
-            let left_s = (d as f64 - self.t_ns).max(0.0) / 1e9;
-            (left_s * self.rate).ceil() as u64
-        });
+        let by_time = match &self.staged {
+            Some(clock) => Some((clock.total() - self.t_ns / 1e9).max(0.0).ceil() as u64),
+            None => self.limit.duration_ns.map(|d| {
+                let left_s = (d as f64 - self.t_ns).max(0.0) / 1e9;
+                (left_s * self.rate).ceil() as u64
+            }),
+        };
         let one_pass = self
             .one_pass
             .then(|| (self.rows.len() - self.pos.min(self.rows.len())) as u64);
@@ -458,6 +829,9 @@ impl RateSchedule {
     }
 
     fn span_hint_ns(&self) -> u64 {
+        if self.staged.is_some() {
+            return self.limit.duration_ns.unwrap_or(0);
+        }
         let gap = 1e9 / self.rate;
         let by_count = self
             .limit
@@ -494,7 +868,16 @@ impl Iterator for RateSchedule {
             self.done = true;
             return None;
         }
-        let offset_ns = self.t_ns.round() as u64;
+        let offset_ns = match &mut self.staged {
+            Some(clock) => match clock.offset_ns(self.t_ns / 1e9) {
+                Some(o) => o,
+                None => {
+                    self.done = true;
+                    return None;
+                }
+            },
+            None => self.t_ns.round() as u64,
+        };
         if self.limit.duration_ns.is_some_and(|d| offset_ns >= d) {
             self.done = true;
             return None;
@@ -717,5 +1100,99 @@ mod tests {
         );
         assert!(build(&recorded_spec(0.0), &trace(&[Some(0)])).is_err());
         assert!(build(&recorded_spec(1.0), &[]).is_err());
+    }
+
+    #[test]
+    fn stages_parse_and_refuse_with_the_stage_named() {
+        let st: Stages = "10/s:60s, 600/m:1m30s,0/s:500ms".parse().unwrap();
+        assert_eq!(st.stages.len(), 3);
+        assert_eq!(st.stages[1].load, StageLoad::Rate(10.0));
+        assert_eq!(st.stages[1].duration_ns, 90_000_000_000);
+        assert_eq!(st.total_ns(), 150_500_000_000);
+        assert_eq!(st.index_at(0), 0);
+        assert_eq!(st.index_at(60_000_000_000), 1);
+        assert_eq!(st.index_at(u64::MAX), 2);
+        let users: Stages = "2u:10s,8users:10s".parse().unwrap();
+        assert!(users.are_users());
+        assert_eq!(users.stages[1].load, StageLoad::Users(8));
+        for (text, says) in [
+            ("10/s", "stage 1"),
+            ("10/s:60s,fast:10s", "stage 2"),
+            ("10/s:0s", "above 0"),
+            ("-1/s:10s", "0 or more"),
+            ("2.5u:10s", "whole number"),
+            ("10/s:10s,2u:10s", "all rates"),
+            ("0/s:10s", "idle"),
+            ("10/s:ten", "duration"),
+        ] {
+            let err = text.parse::<Stages>().unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn poisson_stages_keep_each_stages_mean_rate() {
+        let stages: Stages = "200/s:20s,1000/s:20s,0/s:5s,50/s:20s".parse().unwrap();
+        let spec = ScheduleSpec::Stages {
+            stages: stages.clone(),
+            arrivals: Arrivals::Poisson,
+            order: Order::Shuffle,
+            requests: None,
+            seed: 7,
+        };
+        let t = trace(&[None; 100]);
+        let s = build(&spec, &t).unwrap();
+        let mut counts = [0usize; 4];
+        for r in &s {
+            counts[stages.index_at(r.offset_ns)] += 1;
+        }
+        assert_eq!(counts[2], 0, "idle stage");
+        for (k, expected) in [(0, 4_000.0), (1, 20_000.0), (3, 1_000.0)] {
+            let got = counts[k] as f64;
+            // Within four standard deviations of a Poisson count.
+            assert!(
+                (got - expected).abs() < 4.0 * expected.sqrt(),
+                "stage {k}: {got} against {expected}"
+            );
+        }
+        assert!(s.windows(2).all(|w| w[0].offset_ns <= w[1].offset_ns));
+        assert!(s.last().unwrap().offset_ns < stages.total_ns());
+        // Same seed, same schedule.
+        assert_eq!(build(&spec, &t).unwrap(), s);
+        // A request limit ends it sooner.
+        let limited = ScheduleSpec::Stages {
+            stages,
+            arrivals: Arrivals::Poisson,
+            order: Order::Shuffle,
+            requests: Some(10),
+            seed: 7,
+        };
+        assert_eq!(build(&limited, &t).unwrap(), s[..10]);
+    }
+
+    #[test]
+    fn a_ramp_is_linear_between_levels() {
+        let mut st: Stages = "10/s:10s,30/s:10s,30/s:5s,0/s:4s".parse().unwrap();
+        st.ramp_ns = 4_000_000_000;
+        // Stage 0 holds 10; stage 1 ramps 10 -> 30 over its first 4 s;
+        // stage 2 holds (no change); stage 3 ramps 30 -> 0 over all of it.
+        assert_eq!(st.level_at(5_000_000_000).0, 10.0);
+        assert!((st.level_at(12_000_000_000).0 - 20.0).abs() < 1e-9);
+        assert_eq!(st.level_at(15_000_000_000).0, 30.0);
+        assert_eq!(st.level_at(22_000_000_000).0, 30.0);
+        assert!((st.level_at(27_000_000_000).0 - 15.0).abs() < 1e-9);
+        assert_eq!(st.level_at(29_000_000_000), (0.0, None));
+        // Expected arrivals: 100 + (80 + 180) + 150 + 60 = 570.
+        let clock = StagedClock::new(&st);
+        assert!((clock.total() - 570.0).abs() < 1e-9);
+        let spec = ScheduleSpec::Stages {
+            stages: st,
+            arrivals: Arrivals::Constant,
+            order: Order::Sequential,
+            requests: None,
+            seed: 0,
+        };
+        let n = build(&spec, &trace(&[None; 3])).unwrap().len();
+        assert!((569..=571).contains(&n), "{n}");
     }
 }

@@ -12,7 +12,7 @@ use llm_replay::replay::dispatch::{
     self, CapPolicy, ClosedLoop, Counters, Phases, Prepared, RunClock, Shared, Transport,
 };
 use llm_replay::replay::pacer::TokioPacer;
-use llm_replay::schedule::{self, Arrivals, Limit, Order, ScheduleSpec};
+use llm_replay::schedule::{self, Arrivals, Limit, Order, ScheduleSpec, Stages};
 use llm_replay::trace::TraceRecord;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -127,6 +127,18 @@ async fn run_closed(
     stop_after: Option<Duration>,
     closed: Option<ClosedLoop>,
 ) -> Run {
+    let stages = closed.as_ref().and_then(|c| c.stages.clone());
+    run_staged(transport, prepared, cap, stop_after, closed, stages).await
+}
+
+async fn run_staged(
+    transport: Scripted,
+    prepared: Vec<Prepared>,
+    cap: Option<(usize, CapPolicy)>,
+    stop_after: Option<Duration>,
+    closed: Option<ClosedLoop>,
+    stages: Option<Stages>,
+) -> Run {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let clock = RunClock::starting_in(Duration::from_millis(10));
     let stop = CancellationToken::new();
@@ -144,6 +156,7 @@ async fn run_closed(
         stop: stop.clone(),
         counters: Counters::default(),
         phases: Phases::default(),
+        stages,
     });
     if let Some(after) = stop_after {
         let stop = stop.clone();
@@ -383,6 +396,7 @@ async fn a_closed_loop_keeps_its_users_busy_and_never_more() {
         Some(ClosedLoop {
             users: 3,
             duration: None,
+            stages: None,
         }),
     )
     .await;
@@ -415,10 +429,127 @@ async fn a_closed_loop_keeps_its_users_busy_and_never_more() {
         Some(ClosedLoop {
             users: 3,
             duration: Some(Duration::from_millis(200)),
+            stages: None,
         }),
     )
     .await;
     assert_eq!(run.rows.len(), 9);
     assert_eq!(run.dispatched.dispatched, 9);
     assert_eq!(run.dispatched.not_reached, 0);
+}
+
+/// Sent times of `rows` relative to the run's t=0, by their `stage`.
+fn sent_by_stage(run: &Run, stages: usize) -> Vec<Vec<i64>> {
+    let mut out = vec![Vec::new(); stages];
+    for r in &run.rows {
+        let stage = usize::try_from(r.stage.expect("every row has a stage")).unwrap();
+        out[stage].push(r.sent_at_us.unwrap() - run.clock.start_unix_us);
+    }
+    for s in &mut out {
+        s.sort_unstable();
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_stages_change_the_rate_at_their_boundaries() {
+    let t = trace(&[None; 50]);
+    let stages: Stages = "10/s:1s,50/s:1s,0/s:500ms,10/s:1s".parse().unwrap();
+    let spec = ScheduleSpec::Stages {
+        stages: stages.clone(),
+        arrivals: Arrivals::Constant,
+        order: Order::Sequential,
+        requests: None,
+        seed: 0,
+    };
+    let fast = || Scripted {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(1),
+        tokens: 2,
+    };
+    let run = run_staged(fast(), prepared(&t, &spec), None, None, None, Some(stages)).await;
+    let by_stage = sent_by_stage(&run, 4);
+    let counts: Vec<usize> = by_stage.iter().map(Vec::len).collect();
+    assert_eq!(counts, [10, 50, 0, 10]);
+    // 100 ms apart, then 20 ms apart from the boundary at 1 s, then idle
+    // until 2.5 s, then 100 ms apart again.
+    assert_eq!(by_stage[0][..3], [0, 100_000, 200_000]);
+    assert_eq!(by_stage[0][9], 900_000);
+    assert_eq!(by_stage[1][..2], [1_000_000, 1_020_000]);
+    assert_eq!(by_stage[1][49], 1_980_000);
+    assert_eq!(by_stage[3][..2], [2_500_000, 2_600_000]);
+    assert!(run.rows.iter().all(|r| r.send_lag_us == Some(0)));
+    assert_eq!(run.dispatched.not_reached, 0);
+
+    // A ramp: from 10/s to 30/s over the whole second stage is 20 expected
+    // arrivals there, leaving further apart at its start than at its end.
+    let mut ramped: Stages = "10/s:1s,30/s:1s".parse().unwrap();
+    ramped.ramp_ns = 1_000_000_000;
+    let spec = ScheduleSpec::Stages {
+        stages: ramped.clone(),
+        arrivals: Arrivals::Constant,
+        order: Order::Sequential,
+        requests: None,
+        seed: 0,
+    };
+    let run = run_staged(fast(), prepared(&t, &spec), None, None, None, Some(ramped)).await;
+    let by_stage = sent_by_stage(&run, 2);
+    assert_eq!(by_stage[0].len(), 10);
+    assert_eq!(by_stage[1].len(), 20);
+    let gaps: Vec<i64> = by_stage[1].windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.windows(2).all(|g| g[1] <= g[0]),
+        "gaps shrink: {gaps:?}"
+    );
+    assert!(
+        gaps[0] > 80_000 && gaps[gaps.len() - 1] < 40_000,
+        "{gaps:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn user_stages_change_the_users_at_their_boundaries() {
+    let t = trace(&[Some(0); 500]);
+    let spec = ScheduleSpec::Rate {
+        rate: 1.0,
+        arrivals: Arrivals::Constant,
+        order: Order::Sequential,
+        limit: Limit::default(),
+        seed: 0,
+    };
+    // Each request takes 100 ms.
+    let transport = Scripted {
+        ttft: Duration::from_millis(70),
+        itl: Duration::from_millis(10),
+        tokens: 4,
+    };
+    let stages: Stages = "2u:1s,5u:1s,1u:1s".parse().unwrap();
+    let run = run_closed(
+        transport,
+        prepared(&t, &spec),
+        None,
+        None,
+        Some(ClosedLoop {
+            users: 5,
+            duration: Some(Duration::from_secs(3)),
+            stages: Some(stages),
+        }),
+    )
+    .await;
+    let in_stage = |k: i32| -> Vec<ResultRow> {
+        run.rows
+            .iter()
+            .filter(|r| r.stage == Some(k))
+            .cloned()
+            .collect()
+    };
+    // Back to back, 100 ms each: 2 users x 10, 5 x 10, 1 x 10.
+    let counts: Vec<usize> = (0..3).map(|k| in_stage(k).len()).collect();
+    assert_eq!(counts, [20, 50, 10]);
+    assert_eq!(max_in_flight(&in_stage(0)), 2);
+    assert_eq!(max_in_flight(&in_stage(1)), 5);
+    assert_eq!(max_in_flight(&in_stage(2)), 1);
+    // Users leave as their request ends: none is cut off, none is lost.
+    assert!(run.rows.iter().all(|r| r.outcome.as_str() == "ok"));
+    assert_eq!(run.dispatched.dispatched as usize, run.rows.len());
 }

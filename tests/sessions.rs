@@ -409,12 +409,13 @@ async fn a_closed_loop_never_has_more_users_in_flight_at_the_server() {
     let users = Some(ClosedLoop {
         users: 2,
         duration: None,
+        stages: None,
     });
     let (rows, bodies, summary, most) = replay_full(
         Some(SessionOptions::default()),
         None,
         Api::Completions,
-        users,
+        users.clone(),
     )
     .await;
     assert_eq!(rows.len(), 6);

@@ -14,7 +14,7 @@ use crate::client::Timeouts;
 use crate::record::summary::{FidelityLimits, FirstError};
 use crate::replay::dispatch::{ClosedLoop, Phases};
 use crate::replay::{self, RunOptions, Shutdown, TargetConfig};
-use crate::schedule::{Arrivals, Limit, ScheduleSpec};
+use crate::schedule::{Arrivals, Limit, ScheduleSpec, StageLoad, Stages};
 
 /// The target flags as a [`TargetConfig`].
 pub fn target_config(args: &TargetArgs) -> anyhow::Result<TargetConfig> {
@@ -160,18 +160,72 @@ pub fn closed_loop(
         ClosedLoop {
             users,
             duration: args.duration,
+            stages: None,
         },
     ))
 }
 
+/// The schedule of `--stages`: rate stages make a staged open-loop
+/// schedule; user stages a closed loop whose users follow the stages.
+pub fn staged(
+    args: &ScheduleArgs,
+    stages: &Stages,
+    ramp: Option<Duration>,
+) -> anyhow::Result<(ScheduleSpec, Option<ClosedLoop>)> {
+    let mut stages = stages.clone();
+    stages.ramp_ns = ramp.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let total = Duration::from_nanos(stages.total_ns());
+    if stages.are_users() {
+        let users = stages
+            .stages
+            .iter()
+            .filter_map(|s| match s.load {
+                StageLoad::Users(u) => Some(u),
+                StageLoad::Rate(_) => None,
+            })
+            .max()
+            .unwrap_or(1);
+        let spec = ScheduleSpec::Rate {
+            // Unused, as for --concurrency.
+            rate: 1.0,
+            arrivals: Arrivals::Constant,
+            order: args.order.into(),
+            limit: Limit {
+                duration_ns: None,
+                requests: Some(args.requests.unwrap_or(u64::MAX)),
+            },
+            seed: args.seed,
+        };
+        spec.validate().map_err(|e| UsageError(e.to_string()))?;
+        return Ok((
+            spec,
+            Some(ClosedLoop {
+                users,
+                duration: Some(total),
+                stages: Some(stages),
+            }),
+        ));
+    }
+    let spec = ScheduleSpec::Stages {
+        stages,
+        arrivals: arrivals(args),
+        order: args.order.into(),
+        requests: args.requests,
+        seed: args.seed,
+    };
+    spec.validate().map_err(|e| UsageError(e.to_string()))?;
+    Ok((spec, None))
+}
+
 /// Runs `llm-replay replay`.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let (schedule, closed) = match args.concurrency {
-        Some(users) => {
+    let (schedule, closed) = match (&args.stages, args.concurrency) {
+        (Some(stages), _) => staged(&args.schedule, stages, args.ramp)?,
+        (None, Some(users)) => {
             let (spec, closed) = closed_loop(&args.schedule, users)?;
             (spec, Some(closed))
         }
-        None => (schedule_spec(&args.schedule)?, None),
+        (None, None) => (schedule_spec(&args.schedule)?, None),
     };
     let target_cfg = target_config(&args.target)?;
     let output = args.output.clone().unwrap_or_else(replay::default_output);
@@ -204,7 +258,18 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let target = replay::Target::connect(&target_cfg, &trace, args.schedule.seed).await?;
     let planned = crate::schedule::plan(&schedule, &trace.records)?;
     let remaining = planned.remaining();
-    let load = match closed {
+    let load = match &closed {
+        Some(ClosedLoop {
+            stages: Some(st), ..
+        }) => format!(
+            "closed loop, users by stage {}, for {}",
+            st.stages
+                .iter()
+                .map(|s| s.load.level().to_string())
+                .collect::<Vec<_>>()
+                .join(" → "),
+            humantime::format_duration(Duration::from_nanos(st.total_ns()))
+        ),
         Some(c) => format!(
             "closed loop, {} users, {}",
             c.users,

@@ -113,6 +113,7 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
     let sent_tokens = column(batch, col::PROMPT_TOKENS_SENT, &i32t)?;
     let history = column(batch, col::HISTORY_TOKENS, &i32t)?;
     let recorded = column(batch, col::RECORDED_AT, &tst)?;
+    let stage = column(batch, col::STAGE, &i32t)?;
 
     let i64_at = |a: &Option<Arc<dyn Array>>, i: usize| -> Option<i64> {
         a.as_ref().and_then(|a| {
@@ -186,6 +187,7 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
             prompt_tokens_sent: i32_at(&sent_tokens, i),
             history_tokens: i32_at(&history, i),
             recorded_at_us: i64_at(&recorded, i),
+            stage: i32_at(&stage, i),
         });
     }
     Ok(())

@@ -61,6 +61,8 @@ pub mod col {
     pub const HISTORY_TOKENS: &str = "history_tokens";
     /// When the trace says the turn left, on the run's clock.
     pub const RECORDED_AT: &str = "recorded_at";
+    /// The `--stages` stage the request was scheduled in.
+    pub const STAGE: &str = "stage";
 }
 
 /// One documented column.
@@ -248,6 +250,12 @@ pub const COLUMNS: &[ColumnDoc] = &[
         "timestamp[us, UTC]",
         true,
         "when the trace says this turn left (session start plus its recorded offset, time-scaled); sent_at - recorded_at is how far the session stretched",
+    ),
+    c(
+        col::STAGE,
+        "int32",
+        true,
+        "0-based index of the `--stages` stage the request was scheduled in (null without stages); the run config lists each stage's load and duration",
     ),
 ];
 

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Phase, ResultRow};
+use crate::schedule::Stages;
 
 /// Latency objectives for goodput. TTFT and E2E are checked as measured
 /// from the schedule (send lag included), so a client that falls behind
@@ -224,6 +225,36 @@ pub struct Summary {
     /// open-loop modes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_loop_users: Option<u64>,
+    /// Per stage, for a run with `--stages` (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageSummary>,
+}
+
+/// One stage of a `--stages` run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageSummary {
+    /// 0-based, as in the `stage` column.
+    pub stage: u32,
+    /// The stage's load as given (`10/s`, `8 users`).
+    pub load: String,
+    /// Its length in seconds.
+    pub duration_s: f64,
+    /// Rows scheduled in it.
+    pub requests: u64,
+    /// Of those, sent.
+    pub sent: u64,
+    /// Of those, ok.
+    pub ok: u64,
+    /// Rows scheduled per second of the stage.
+    pub scheduled_rate: f64,
+    /// Requests sent per second of the stage.
+    pub achieved_rate: f64,
+    /// Ok requests per second of the stage.
+    pub request_throughput: f64,
+    /// TTFT of ok requests, from the schedule.
+    pub ttft_from_schedule: Percentiles,
+    /// E2E of ok requests, from the schedule.
+    pub e2e_from_schedule: Percentiles,
 }
 
 /// How a session replay went.
@@ -381,6 +412,18 @@ pub struct SummaryBuilder {
     first_errors: Vec<FirstError>,
     sessions: SessionAcc,
     closed_loop_users: Option<u64>,
+    stages: Vec<StageAcc>,
+}
+
+/// One stage's figures being gathered.
+struct StageAcc {
+    load: String,
+    duration_s: f64,
+    requests: u64,
+    sent: u64,
+    ok: u64,
+    ttft_sched: Metric,
+    e2e_sched: Metric,
 }
 
 /// Session figures being gathered.
@@ -440,7 +483,29 @@ impl SummaryBuilder {
             first_errors: Vec::new(),
             sessions: SessionAcc::default(),
             closed_loop_users: None,
+            stages: Vec::new(),
         }
+    }
+
+    /// Gathers figures per stage of `stages`, by the rows' `stage`.
+    pub fn stages(mut self, stages: Option<&Stages>) -> Self {
+        self.stages = stages
+            .map(|st| {
+                st.stages
+                    .iter()
+                    .map(|s| StageAcc {
+                        load: s.load.to_string(),
+                        duration_s: s.duration_ns as f64 / 1e9,
+                        requests: 0,
+                        sent: 0,
+                        ok: 0,
+                        ttft_sched: Metric::new(),
+                        e2e_sched: Metric::new(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self
     }
 
     /// Marks the run as closed loop with `users` virtual users.
@@ -480,6 +545,7 @@ impl SummaryBuilder {
             self.met += 1;
         }
         self.note_session(row);
+        self.note_stage(row);
         if !row.is_ok() {
             self.note_error(row);
             return;
@@ -503,6 +569,27 @@ impl SummaryBuilder {
         }
         for &gap in &row.itl_us {
             self.itl.record(gap as f64);
+        }
+    }
+
+    fn note_stage(&mut self, row: &ResultRow) {
+        let Some(acc) = row
+            .stage
+            .and_then(|s| usize::try_from(s).ok())
+            .and_then(|s| self.stages.get_mut(s))
+        else {
+            return;
+        };
+        acc.requests += 1;
+        acc.sent += u64::from(row.sent_at_us.is_some());
+        if row.is_ok() {
+            acc.ok += 1;
+            if let Some(v) = row.ttft_from_schedule_us() {
+                acc.ttft_sched.record(v as f64);
+            }
+            if let Some(v) = row.e2e_from_schedule_us() {
+                acc.e2e_sched.record(v as f64);
+            }
         }
     }
 
@@ -712,6 +799,27 @@ impl SummaryBuilder {
             stopped_by: None,
             sessions: self.session_summary(),
             closed_loop_users: self.closed_loop_users,
+            stages: self
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let per_s = |n: u64| n as f64 / a.duration_s;
+                    StageSummary {
+                        stage: u32::try_from(i).unwrap_or(u32::MAX),
+                        load: a.load.clone(),
+                        duration_s: a.duration_s,
+                        requests: a.requests,
+                        sent: a.sent,
+                        ok: a.ok,
+                        scheduled_rate: per_s(a.requests),
+                        achieved_rate: per_s(a.sent),
+                        request_throughput: per_s(a.ok),
+                        ttft_from_schedule: a.ttft_sched.percentiles(),
+                        e2e_from_schedule: a.e2e_sched.percentiles(),
+                    }
+                })
+                .collect(),
         }
     }
 }
@@ -722,7 +830,18 @@ pub fn summarize<'a>(
     slo: Option<Slo>,
     target_rate: Option<f64>,
 ) -> Summary {
-    let mut b = SummaryBuilder::new(slo, FidelityLimits::default(), target_rate, true);
+    summarize_stages(rows, slo, target_rate, None)
+}
+
+/// Summarises rows in one call, with a line per stage of `stages`.
+pub fn summarize_stages<'a>(
+    rows: impl IntoIterator<Item = &'a ResultRow>,
+    slo: Option<Slo>,
+    target_rate: Option<f64>,
+    stages: Option<&Stages>,
+) -> Summary {
+    let mut b =
+        SummaryBuilder::new(slo, FidelityLimits::default(), target_rate, true).stages(stages);
     let mut any_steady = false;
     let rows: Vec<&ResultRow> = rows.into_iter().collect();
     for r in &rows {
@@ -867,6 +986,42 @@ impl fmt::Display for Summary {
                     f,
                     "TTFT by turn  (from schedule, p50/p99 ms) {}",
                     by_turn.join(", ")
+                )?;
+            }
+        }
+        if !self.stages.is_empty() {
+            writeln!(
+                f,
+                "{:<8}{:>12}{:>9}{:>9}{:>8}{:>11}{:>11}{:>18}{:>16}",
+                "stage",
+                "load",
+                "length",
+                "rows",
+                "ok",
+                "sent/s",
+                "ok/s",
+                "TTFT p50/p99 ms",
+                "E2E p50/p99 ms"
+            )?;
+            for st in &self.stages {
+                writeln!(
+                    f,
+                    "{:<8}{:>12}{:>8.1}s{:>9}{:>8}{:>11.2}{:>11.2}{:>18}{:>16}",
+                    st.stage,
+                    st.load,
+                    st.duration_s,
+                    st.requests,
+                    st.ok,
+                    st.achieved_rate,
+                    st.request_throughput,
+                    format!(
+                        "{:.0}/{:.0}",
+                        st.ttft_from_schedule.p50_ms, st.ttft_from_schedule.p99_ms
+                    ),
+                    format!(
+                        "{:.0}/{:.0}",
+                        st.e2e_from_schedule.p50_ms, st.e2e_from_schedule.p99_ms
+                    ),
                 )?;
             }
         }

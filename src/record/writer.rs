@@ -66,6 +66,7 @@ struct Builders {
     prompt_tokens_sent: Int32Builder,
     history_tokens: Int32Builder,
     recorded_at: TimestampMicrosecondBuilder,
+    stage: Int32Builder,
     len: usize,
 }
 
@@ -107,6 +108,7 @@ impl Builders {
             prompt_tokens_sent: Int32Builder::new(),
             history_tokens: Int32Builder::new(),
             recorded_at: ts(),
+            stage: Int32Builder::new(),
             len: 0,
         }
     }
@@ -143,6 +145,7 @@ impl Builders {
         self.prompt_tokens_sent.append_option(r.prompt_tokens_sent);
         self.history_tokens.append_option(r.history_tokens);
         self.recorded_at.append_option(r.recorded_at_us);
+        self.stage.append_option(r.stage);
         self.len += 1;
     }
 
@@ -176,6 +179,7 @@ impl Builders {
             Arc::new(self.prompt_tokens_sent.finish()),
             Arc::new(self.history_tokens.finish()),
             Arc::new(self.recorded_at.finish()),
+            Arc::new(self.stage.finish()),
         ]
     }
 }

@@ -9,11 +9,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::pacer::Pacer;
 use crate::client::{Endpoint, Exchange, Outcome, RequestSpec, Timeouts};
 use crate::record::{Phase, ResultRow};
-use crate::schedule::ScheduledRequest;
+use crate::schedule::{ScheduledRequest, Stages};
 
 /// Sends one request and measures it. [`Endpoint`] is the real one; tests
 /// script their own.
@@ -229,6 +229,8 @@ pub struct Shared<T> {
     pub counters: Counters,
     /// Phase boundaries.
     pub phases: Phases,
+    /// The run's stages (`--stages`), which label each row.
+    pub stages: Option<Stages>,
 }
 
 impl<T: Transport> Shared<T> {
@@ -251,6 +253,10 @@ impl<T: Transport> Shared<T> {
                 .as_ref()
                 .and_then(|t| t.recorded_at)
                 .map(|t| self.clock.unix_us(t)),
+            stage: self
+                .stages
+                .as_ref()
+                .map(|s| i32::try_from(s.index_at(p.sched.offset_ns)).unwrap_or(i32::MAX)),
             ..ResultRow::default()
         }
     }
@@ -400,22 +406,51 @@ const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// A closed-loop run: `users` virtual users, each taking the next request
 /// (or session) of the schedule as soon as its last one ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClosedLoop {
-    /// Virtual users, the most requests ever in flight.
+    /// Virtual users, the most requests ever in flight (with `stages`, the
+    /// largest stage).
     pub users: usize,
     /// The run ends this long after t=0 (in-flight requests finish).
     pub duration: Option<Duration>,
+    /// User stages (`--stages 2u:60s,8u:60s`): how many users are active
+    /// at each moment. When a stage has fewer users than the last, users
+    /// leave as their request (or session) ends; none is cut off.
+    pub stages: Option<Stages>,
 }
 
 impl ClosedLoop {
-    /// As written in the run config: the users and the duration in
-    /// humantime form, as `grace` is.
-    pub fn to_json(self) -> serde_json::Value {
+    /// As written in the run config: the users, the duration in humantime
+    /// form (as `grace` is) and the stages.
+    pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "users": self.users,
             "duration": self.duration.map(|d| humantime::format_duration(d).to_string()),
+            "stages": self.stages,
         })
+    }
+
+    /// Users active at `offset_ns` into the run, and the offset at which
+    /// that may next change.
+    fn users_at(&self, offset_ns: u64) -> (usize, Option<u64>) {
+        let Some(stages) = &self.stages else {
+            return (self.users.max(1), None);
+        };
+        let (level, piece_end) = stages.level_at(offset_ns);
+        let users = level.round() as usize;
+        // Inside a ramp the count moves by one user at a time: wake again
+        // when the next user is due, not at the end of the ramp.
+        let next = piece_end.map(|end| {
+            let (end_level, _) = stages.level_at(end.saturating_sub(1));
+            let steps = (end_level - level).abs();
+            if steps >= 1.0 {
+                let step = (end - offset_ns) as f64 / steps;
+                (offset_ns + step.max(1_000_000.0) as u64).min(end)
+            } else {
+                end
+            }
+        });
+        (users, next)
     }
 }
 
@@ -476,7 +511,7 @@ where
 }
 
 /// Closed-loop dispatch: from t=0, each request (a whole session in
-/// session replay) leaves when one of `closed.users` users is free, and
+/// session replay) leaves when one of the users active then is free, and
 /// holds that user until it, and every later turn of its session, ended.
 async fn closed_loop<T, P, I>(
     shared: Arc<Shared<T>>,
@@ -499,7 +534,8 @@ where
             .wait_until(start.min(Instant::now() + STOP_CHECK))
             .await;
     }
-    let users = Arc::new(Semaphore::new(closed.users.max(1)));
+    let busy = Arc::new(AtomicUsize::new(0));
+    let freed = Arc::new(Notify::new());
     let end = closed.duration.map(|d| start + d);
     let until_end = async {
         match end {
@@ -509,30 +545,52 @@ where
     };
     tokio::pin!(until_end);
     let mut ended = false;
-    for p in prepared.by_ref() {
-        let permit = tokio::select! {
-            biased;
-            () = stop.cancelled() => None,
-            () = &mut until_end => {
-                ended = true;
-                None
+    let offset_of = |at: Instant| {
+        u64::try_from(at.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX)
+    };
+    'requests: for p in prepared.by_ref() {
+        // Wait for a free user among those active now.
+        let now = loop {
+            let now = Instant::now();
+            let (users, next_change) = closed.users_at(offset_of(now));
+            if busy.load(Ordering::Acquire) < users {
+                break now;
             }
-            permit = users.clone().acquire_owned() => permit.ok(),
-        };
-        let Some(permit) = permit else {
+            let change = async {
+                match next_change {
+                    Some(at) => tokio::time::sleep_until(shared.clock.deadline(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {}
+                () = &mut until_end => ended = true,
+                () = freed.notified() => continue,
+                () = change => continue,
+            }
             out.not_reached += u64::from(!ended);
-            break;
+            break 'requests;
         };
-        let now = Instant::now();
+        if stop.is_cancelled() {
+            out.not_reached += 1;
+            break;
+        }
+        if end.is_some_and(|end| now >= end) {
+            ended = true;
+            break;
+        }
+        busy.fetch_add(1, Ordering::AcqRel);
         // Its schedule is the moment its user was free.
         let mut p = p;
-        p.sched.offset_ns =
-            u64::try_from(now.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX);
+        p.sched.offset_ns = offset_of(now);
         let shared = shared.clone();
+        let (busy, freed) = (busy.clone(), freed.clone());
         tasks.spawn_on(
             async move {
                 run_request(shared, p, now).await;
-                drop(permit);
+                busy.fetch_sub(1, Ordering::AcqRel);
+                freed.notify_one();
             },
             &spawner,
         );
