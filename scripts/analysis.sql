@@ -107,3 +107,39 @@ FROM results
 WHERE turn_index IS NOT NULL
 GROUP BY ALL
 ORDER BY step, turn_index;
+
+-- TTFT of later turns against the share of their prompt that repeated the
+-- conversation so far (what a prefix cache can serve), in quarters: with a
+-- working prefix cache, TTFT falls as the share rises.
+CREATE OR REPLACE VIEW ttft_by_history_share AS
+SELECT step,
+       least(floor(history_tokens / nullif(prompt_tokens_sent, 0) * 4), 3)::INTEGER * 25 AS history_share_from_pct,
+       count(*) AS turns,
+       avg(prompt_tokens_sent) AS prompt_tokens_mean,
+       quantile_cont(ttft_us, 0.5) / 1e3 AS ttft_send_p50_ms,
+       quantile_cont(ttft_sched_us, 0.5) / 1e3 AS ttft_p50_ms,
+       quantile_cont(ttft_sched_us, 0.99) / 1e3 AS ttft_p99_ms
+FROM results
+WHERE outcome = 'ok' AND turn_index > 0 AND prompt_tokens_sent > 0
+GROUP BY ALL
+ORDER BY step, history_share_from_pct;
+
+-- A --stages run, per stage: rows, outcomes, the rate sent (over the span
+-- the stage's rows were scheduled in) and latency from the schedule. The
+-- stages' loads and lengths are in the results metadata (llm_replay.config).
+CREATE OR REPLACE VIEW stages AS
+SELECT step,
+       stage,
+       count(*) AS requests,
+       count(sent_at) AS sent,
+       count(*) FILTER (WHERE outcome = 'ok') AS ok,
+       min(scheduled_at) AS first_scheduled_at,
+       (count(sent_at) - 1) / nullif(epoch(max(sent_at)) - epoch(min(sent_at)), 0) AS achieved_rate,
+       quantile_cont(ttft_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p50_ms,
+       quantile_cont(ttft_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p99_ms,
+       quantile_cont(e2e_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p99_ms,
+       quantile_cont(send_lag_us, 0.99) / 1e3 AS send_lag_p99_ms
+FROM results
+WHERE stage IS NOT NULL
+GROUP BY ALL
+ORDER BY step, stage;

@@ -424,6 +424,16 @@ fn usage_errors_exit_64_and_name_the_flag() {
     let (code, _, err) = output(bin().args(["replay", "t.parquet", "--rate", "-1"]));
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("--rate") && err.contains("positive"), "{err}");
+    for (args, says) in [
+        (&["--stages", "10/s:1s", "--rate", "5"][..], "--rate"),
+        (&["--stages", "10/s:1s,2u:1s"][..], "all rates"),
+        (&["--stages", "10/s"][..], "LOAD:DURATION"),
+        (&["--ramp", "5s"][..], "--stages"),
+    ] {
+        let (code, _, err) = output(bin().args(["replay", "t.parquet"]).args(args));
+        assert_eq!(code, Some(64), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
     let (code, out, _) = output(bin().args(["--help"]));
     assert_eq!(code, Some(0));
     assert!(out.contains("replay"));

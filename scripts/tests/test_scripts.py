@@ -105,3 +105,46 @@ def test_session_turns_view(run, datasets, tmp_path):
     later = df[df["turn_index"] == 1]
     expected = (later["history_tokens"] / later["prompt_tokens_sent"]).mean()
     assert turns.loc[1, "history_share"] == pytest.approx(expected)
+
+
+def _views(con, results_dir, trace):
+    con.execute(f"SET VARIABLE results_dir = '{results_dir}'")
+    con.execute(f"SET VARIABLE trace_path = '{trace}'")
+    con.execute("SET VARIABLE slo_ttft_ms = 2000")
+    con.execute("SET VARIABLE slo_tpot_ms = 1000")
+    con.execute((ROOT / "scripts" / "analysis.sql").read_text())
+
+
+def test_stages_view_and_summary(run, datasets, tmp_path):
+    out = tmp_path / "runs"
+    out.mkdir()
+    trace = datasets / "azure_conv_small.parquet"
+    proc = run("replay", trace, "--stages", "20/s:1s,60/s:1s,0/s:500ms,20/s:1s", "--arrivals", "constant",
+               "--sim-zero-delay", "-q", "-o", out / "results.parquet", "--summary-json", tmp_path / "s.json")
+    assert "stage" in proc.stdout and "60/s" in proc.stdout
+    con = duckdb.connect()
+    _views(con, out, trace)
+    st = con.execute("SELECT stage, requests, sent, ok FROM stages").df()
+    assert list(st["stage"]) == [0, 1, 3], "the idle stage has no row"
+    assert list(st["requests"]) == [20, 60, 20]
+    assert (st["ok"] == st["requests"]).all()
+    import json
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert [s["requests"] for s in summary["stages"]] == [20, 60, 0, 20]
+    assert [s["load"] for s in summary["stages"]] == ["20/s", "60/s", "0/s", "20/s"]
+
+
+def test_ttft_by_history_share_view(run, datasets, tmp_path):
+    trace = tmp_path / "chats.parquet"
+    run("ingest", "sharegpt", datasets / "sharegpt_small.json", "-o", trace)
+    out = tmp_path / "runs"
+    out.mkdir()
+    run("replay", trace, "--rate", "20", "--think-time-scale", "0", "--sim-zero-delay", "-q",
+        "-o", out / "results.parquet")
+    con = duckdb.connect()
+    _views(con, out, trace)
+    share = con.execute("SELECT history_share_from_pct, turns FROM ttft_by_history_share").df()
+    df = pd.read_parquet(out / "results.parquet")
+    later = df[(df["turn_index"] > 0) & (df["outcome"] == "ok")]
+    assert share["turns"].sum() == len(later)
+    assert set(share["history_share_from_pct"]) <= {0, 25, 50, 75}

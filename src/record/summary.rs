@@ -276,6 +276,21 @@ pub struct SessionSummary {
     pub prompt_drift_mean_tokens: f64,
     /// TTFT from the schedule by turn index (`0`, `1`, `2`, `3`, `4+`).
     pub ttft_by_turn: Vec<TurnLatency>,
+    /// TTFT (from the schedule) of ok later turns by the share of their
+    /// prompt that repeated the conversation: `0-25%`, `25-50%`, `50-75%`,
+    /// `75-100%` (what a prefix cache could serve).
+    #[serde(default)]
+    pub ttft_by_history_share: Vec<ShareLatency>,
+}
+
+/// TTFT of the later turns whose prompt repeated the conversation by a
+/// share in one range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ShareLatency {
+    /// `0-25%`, `25-50%`, `50-75%` or `75-100%`.
+    pub history_share: String,
+    /// TTFT from the schedule of its ok rows.
+    pub ttft: Percentiles,
 }
 
 /// TTFT of the turns at one index.
@@ -440,6 +455,7 @@ struct SessionAcc {
     /// Per session: the highest turn sent so far and its stretch (µs).
     last: std::collections::HashMap<String, (i32, Option<i64>)>,
     ttft_by_turn: [Option<Metric>; 5],
+    ttft_by_share: [Option<Metric>; 4],
 }
 
 /// Kinds of error kept with their first message; more are only counted
@@ -631,6 +647,15 @@ impl SummaryBuilder {
             acc.ttft_by_turn[at]
                 .get_or_insert_with(Metric::new)
                 .record(v as f64);
+            if let (true, Some(history), Some(sent)) =
+                (turn > 0, row.history_tokens, row.prompt_tokens_sent)
+                && sent > 0
+            {
+                let quarter = (f64::from(history) / f64::from(sent) * 4.0) as usize;
+                acc.ttft_by_share[quarter.min(3)]
+                    .get_or_insert_with(Metric::new)
+                    .record(v as f64);
+            }
         }
     }
 
@@ -671,6 +696,17 @@ impl SummaryBuilder {
                 .filter_map(|(i, m)| {
                     m.as_ref().map(|m| TurnLatency {
                         turn: if i == 4 { "4+".into() } else { i.to_string() },
+                        ttft: m.percentiles(),
+                    })
+                })
+                .collect(),
+            ttft_by_history_share: acc
+                .ttft_by_share
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    m.as_ref().map(|m| ShareLatency {
+                        history_share: format!("{}-{}%", i * 25, i * 25 + 25),
                         ttft: m.percentiles(),
                     })
                 })
@@ -988,6 +1024,23 @@ impl fmt::Display for Summary {
                     by_turn.join(", ")
                 )?;
             }
+            let by_share: Vec<String> = ss
+                .ttft_by_history_share
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{}: {:.1}/{:.1} (n={})",
+                        t.history_share, t.ttft.p50_ms, t.ttft.p99_ms, t.ttft.count
+                    )
+                })
+                .collect();
+            if !by_share.is_empty() {
+                writeln!(
+                    f,
+                    "TTFT by history share  (later turns by the share of the prompt repeating the conversation, p50/p99 ms) {}",
+                    by_share.join(", ")
+                )?;
+            }
         }
         if !self.stages.is_empty() {
             writeln!(
@@ -1111,5 +1164,44 @@ mod tests {
         rows[0].phase = Phase::Warmup;
         rows[9].phase = Phase::Cooldown;
         assert_eq!(summarize(&rows, None, None).requests, 8);
+    }
+
+    #[test]
+    fn later_turns_are_bucketed_by_their_history_share() {
+        let turn = |i: i64, turn: i32, history: i32, ttft_ms: i64| ResultRow {
+            session_id: Some(format!("s{i}")),
+            turn_index: Some(turn),
+            prompt_tokens_sent: Some(100),
+            history_tokens: Some(history),
+            ..row(i, "ok", ttft_ms, ttft_ms + 10, 2)
+        };
+        let rows = [
+            turn(0, 0, 0, 50),
+            turn(1, 1, 10, 40),
+            turn(2, 1, 90, 5),
+            turn(3, 2, 100, 7),
+            turn(4, 1, 30, 20),
+        ];
+        let s = summarize(&rows, None, None);
+        let shares: Vec<(&str, u64, f64)> = s
+            .sessions
+            .as_ref()
+            .unwrap()
+            .ttft_by_history_share
+            .iter()
+            .map(|b| {
+                (
+                    b.history_share.as_str(),
+                    b.ttft.count,
+                    b.ttft.p50_ms.round(),
+                )
+            })
+            .collect();
+        // The first turn is left out; 100% counts in the top quarter.
+        assert_eq!(
+            shares,
+            [("0-25%", 1, 40.0), ("25-50%", 1, 20.0), ("75-100%", 2, 5.0)]
+        );
+        assert!(format!("{s}").contains("TTFT by history share"));
     }
 }
