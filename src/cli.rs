@@ -116,6 +116,12 @@ pub struct IngestArgs {
     /// is given.
     #[arg(long, value_parser = block_size)]
     pub block_size: Option<NonZeroU32>,
+    /// Mooncake only: link each request to the earlier one whose full prefix
+    /// blocks it starts with (at least 2), into sessions with
+    /// `session_id` and `turn_index`. Inferred, not recorded: a shared
+    /// prefix is evidence of a conversation, not proof.
+    #[arg(long)]
+    pub infer_sessions: bool,
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -7,6 +7,7 @@ mod client;
 mod edge;
 mod ingest_datasets;
 mod ingest_logs;
+mod ingest_mooncake_sessions;
 mod ingest_sharegpt;
 mod replay;
 mod sessions;

@@ -5,9 +5,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{Output, claim_outputs, stdout};
+use anyhow::bail;
+
+use super::{Output, UsageError, claim_outputs, stdout};
 use crate::cli::{FilterArgs, IngestArgs, LogArgs};
-use crate::ingest::{self, Config, FilterConfig, Input, LogConfig};
+use crate::ingest::{self, Config, FilterConfig, Format, Input, LogConfig};
 
 /// The ingest flags as a [`Config`].
 pub fn config(args: &IngestArgs) -> Config {
@@ -21,6 +23,7 @@ pub fn config(args: &IngestArgs) -> Config {
         block_size: args.block_size,
         filters: filters(&args.filters),
         log: log(&args.log),
+        infer_sessions: args.infer_sessions,
     }
 }
 
@@ -57,6 +60,15 @@ fn log(a: &LogArgs) -> LogConfig {
 /// Runs `llm-replay ingest`.
 pub fn run(args: &IngestArgs) -> anyhow::Result<ExitCode> {
     let cfg = config(args);
+    // The other formats either carry their sessions (Bailian, the chat
+    // formats, openai-log, BurstGPT v2) or have no prefix blocks to link by
+    // (Azure, BurstGPT v1): the flag would do nothing there, silently.
+    if cfg.infer_sessions && cfg.format != Format::Mooncake {
+        bail!(UsageError(format!(
+            "--infer-sessions is for mooncake traces only ({} traces carry their own sessions or have no prefix blocks to link by)",
+            cfg.format.name()
+        )));
+    }
     let mut inputs: Vec<&Path> = cfg
         .inputs
         .iter()

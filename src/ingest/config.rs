@@ -63,11 +63,16 @@ pub struct Config {
     pub filters: FilterConfig,
     /// Production-log options.
     pub log: LogConfig,
+    /// Mooncake only: infer sessions from prefix chains (see
+    /// [`super::mooncake`]). The command line refuses it with other
+    /// formats; a library caller that sets it for one has it ignored.
+    pub infer_sessions: bool,
 }
 
 impl Config {
     /// An ingest of `inputs` in `format` into `output`, with defaults:
-    /// o200k_base, stop at the first bad record, no text, no filters.
+    /// o200k_base, stop at the first bad record, no text, no filters, no
+    /// inferred sessions.
     pub fn new(format: Format, inputs: Vec<Input>, output: impl Into<PathBuf>) -> Self {
         Self {
             format,
@@ -79,6 +84,7 @@ impl Config {
             block_size: None,
             filters: FilterConfig::default(),
             log: LogConfig::default(),
+            infer_sessions: false,
         }
     }
 
