@@ -745,7 +745,7 @@ pub struct SweepArgs {
     #[arg(long)]
     pub out_dir: PathBuf,
     /// Offered rates: a list `1,2,4,8` or a range `2..32` (with --steps).
-    #[arg(long, conflicts_with_all = ["speedups", "auto"])]
+    #[arg(long, conflicts_with_all = ["speedups", "auto", "concurrency"])]
     pub rates: Option<String>,
     /// Steps of a `--rates A..B` range.
     #[arg(long, default_value_t = 6, value_parser = count_usize)]
@@ -755,12 +755,18 @@ pub struct SweepArgs {
     pub spacing: SpacingArg,
     /// Find the load where throughput stops growing with a short probe,
     /// then sweep from low load to it.
-    #[arg(long, conflicts_with = "speedups")]
+    #[arg(long, conflicts_with_all = ["speedups", "concurrency"])]
     pub auto: bool,
     /// For a recorded trace: speedups that keep its shape (burstiness,
     /// sessions) and multiply its load, e.g. `1,2,4`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "concurrency")]
     pub speedups: Option<String>,
+    /// Closed-loop virtual users per step, as `replay --concurrency`: a
+    /// list `1,2,4,8` or a range `1..64` (with --steps; rounded to whole
+    /// users). Each step runs --step-duration (or --requests); the knee
+    /// and the SLO capacity are then user counts.
+    #[arg(long)]
+    pub concurrency: Option<String>,
     /// How long each rate step schedules requests.
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub step_duration: Duration,

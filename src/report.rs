@@ -18,7 +18,7 @@ pub use crate::record::summary::{self, Slo, Summary, SummaryBuilder, summarize};
 use crate::record::run_meta::RunConfig;
 use crate::record::sweep_table::{SweepMode, SweepStep};
 use crate::record::{ResultRow, read_results};
-use capacity::{Capacity, knee, render_table, slo_capacity};
+use capacity::{Capacity, render_table};
 use svg::{Chart, Series, escape};
 
 /// One run, recomputed.
@@ -161,13 +161,11 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
             format!("{name}/results.parquet"),
         ));
     }
-    capacity.knee_offered_rate = knee(&steps);
     if let Some(slo) = slo {
-        let target = capacity.goodput_target.unwrap_or(0.99);
         capacity.slo = Some(slo.to_string());
-        capacity.goodput_target = Some(target);
-        capacity.slo_capacity_rate = slo_capacity(&steps, target);
+        capacity.goodput_target = Some(capacity.goodput_target.unwrap_or(0.99));
     }
+    capacity.conclude(&steps, slo.and(capacity.goodput_target));
     Ok(SweepReport {
         dir: dir.display().to_string(),
         steps,
@@ -445,20 +443,36 @@ fn run_charts(rows: &[ResultRow], label: &str) -> Vec<Chart> {
 }
 
 fn sweep_charts(s: &SweepReport) -> Vec<Chart> {
+    // A concurrency sweep is drawn against its users, the others against
+    // the offered rate.
+    let users = s.steps.iter().any(|st| st.mode == SweepMode::Concurrency);
+    let x = |st: &SweepStep| if users { st.offered } else { st.offered_rate };
     let line = |name: &str, f: fn(&SweepStep) -> f64| Series {
         name: name.into(),
-        points: s.steps.iter().map(|st| (st.offered_rate, f(st))).collect(),
+        points: s.steps.iter().map(|st| (x(st), f(st))).collect(),
     };
     let mut markers = Vec::new();
-    if let Some(c) = s.capacity.slo_capacity_rate {
+    let (capacity, knee) = if users {
+        (
+            s.capacity.slo_capacity_concurrency,
+            s.capacity.knee_concurrency,
+        )
+    } else {
+        (s.capacity.slo_capacity_rate, s.capacity.knee_offered_rate)
+    };
+    if let Some(c) = capacity {
         markers.push((c, format!("SLO capacity {c:.2}")));
     }
-    if let Some(k) = s.capacity.knee_offered_rate {
+    if let Some(k) = knee {
         markers.push((k, format!("knee {k:.2}")));
     }
     let chart = |title: &str, y: &str, series: Vec<Series>| Chart {
         title: title.into(),
-        x_label: "offered load (requests / s)".into(),
+        x_label: if users {
+            "virtual users (closed loop)".into()
+        } else {
+            "offered load (requests / s)".into()
+        },
         y_label: y.into(),
         series,
         markers: markers.clone(),

@@ -22,9 +22,9 @@ use crate::record::read_results;
 use crate::record::run_meta::key;
 use crate::record::summary::{FidelityLimits, Slo, summarize};
 use crate::record::sweep_table::{self, SweepMode, SweepStep};
-use crate::replay::dispatch::Phases;
+use crate::replay::dispatch::{ClosedLoop, Phases};
 use crate::replay::{self, RunOptions, Shutdown, Target, TargetConfig};
-use crate::report::capacity::{Capacity, fmt_load, knee, slo_capacity};
+use crate::report::capacity::{Capacity, fmt_load};
 use crate::schedule::{Arrivals, Limit, Order, ScheduleSpec};
 use crate::trace::{InputFile, Trace};
 
@@ -45,6 +45,8 @@ pub enum Loads {
     Rates(Vec<f64>),
     /// Speedups of the trace's recorded times, in run order.
     Speedups(Vec<f64>),
+    /// Closed-loop virtual users (whole numbers), in run order.
+    Concurrency(Vec<f64>),
     /// Probe at doubling rates for the knee, then sweep this many rates
     /// up to it.
     Auto {
@@ -97,7 +99,34 @@ impl StepSchedule {
                 spread_us: self.spread_us,
                 requests: self.requests,
             },
+            // Users, not times, decide when requests leave; the schedule
+            // gives their order and, with --requests, their number (else
+            // the step's duration ends it).
+            SweepMode::Concurrency => ScheduleSpec::Rate {
+                rate: 1.0,
+                arrivals: Arrivals::Constant,
+                order: self.order,
+                limit: Limit {
+                    duration_ns: None,
+                    requests: Some(self.requests.unwrap_or(u64::MAX)),
+                },
+                seed: self.seed,
+            },
         }
+    }
+
+    /// The closed loop of a concurrency step.
+    pub fn closed_loop(
+        &self,
+        mode: SweepMode,
+        load: f64,
+        step_duration: Duration,
+    ) -> Option<ClosedLoop> {
+        (mode == SweepMode::Concurrency).then(|| ClosedLoop {
+            users: load as usize,
+            duration: self.requests.is_none().then_some(step_duration),
+            stages: None,
+        })
     }
 }
 
@@ -143,6 +172,7 @@ impl SweepPlan {
     pub fn mode(&self) -> SweepMode {
         match self.loads {
             Loads::Speedups(_) => SweepMode::Speedup,
+            Loads::Concurrency(_) => SweepMode::Concurrency,
             Loads::Rates(_) | Loads::Auto { .. } => SweepMode::Rate,
         }
     }
@@ -281,7 +311,14 @@ impl Sweeper<'_> {
         }
         std::fs::create_dir_all(self.plan.out_dir.join(&dir_name))?;
         let schedule = self.plan.schedule.spec(mode, load, self.plan.step_duration);
-        let span_ns = crate::schedule::plan(&schedule, &self.trace.records)?.span_hint_ns();
+        let closed_loop = self
+            .plan
+            .schedule
+            .closed_loop(mode, load, self.plan.step_duration);
+        let span_ns = match &closed_loop {
+            Some(_) => u64::try_from(self.plan.step_duration.as_nanos()).unwrap_or(u64::MAX),
+            None => crate::schedule::plan(&schedule, &self.trace.records)?.span_hint_ns(),
+        };
         let metrics = crate::record::server_metrics::path_for(&path);
         if self.plan.target.scrape.is_some() && metrics.exists() {
             std::fs::remove_file(&metrics)
@@ -311,7 +348,7 @@ impl Sweeper<'_> {
                     (key::SWEEP_OFFERED.into(), load.to_string()),
                 ],
                 sessions: self.plan.sessions,
-                closed_loop: None,
+                closed_loop,
             },
             self.shutdown,
         )
@@ -368,7 +405,7 @@ pub async fn run(plan: &SweepPlan, shutdown: &Shutdown) -> anyhow::Result<SweepO
     };
     let mode = plan.mode();
     let loads = match &plan.loads {
-        Loads::Rates(l) | Loads::Speedups(l) => l.clone(),
+        Loads::Rates(l) | Loads::Speedups(l) | Loads::Concurrency(l) => l.clone(),
         Loads::Auto { steps } => auto_probe(&mut sw, &mut capacity, *steps).await?,
     };
     for load in loads {
@@ -377,8 +414,10 @@ pub async fn run(plan: &SweepPlan, shutdown: &Shutdown) -> anyhow::Result<SweepO
         }
         sw.record(mode, load).await?;
     }
-    // Capacity search between the last passing and the first failing rate.
-    if mode == SweepMode::Rate && plan.slo.is_some() && !shutdown.is_stopped() {
+    // Capacity search between the last passing and the first failing rate
+    // (or user count).
+    let searched = matches!(mode, SweepMode::Rate | SweepMode::Concurrency);
+    if searched && plan.slo.is_some() && !shutdown.is_stopped() {
         for _ in 0..plan.search_steps {
             let mut sorted = sw.steps.clone();
             sorted.sort_by(|a, b| a.offered.total_cmp(&b.offered));
@@ -395,17 +434,22 @@ pub async fn run(plan: &SweepPlan, shutdown: &Shutdown) -> anyhow::Result<SweepO
             let (Some(lo), Some(hi)) = (pass, fail) else {
                 break;
             };
-            let mid = ((lo + hi) / 2.0 * 1000.0).round() / 1000.0;
-            if (hi - lo) / hi < 0.05 || shutdown.is_stopped() {
+            let (mid, close) = if mode == SweepMode::Concurrency {
+                let mid = ((lo + hi) / 2.0).floor();
+                (mid, mid <= lo)
+            } else {
+                (
+                    ((lo + hi) / 2.0 * 1000.0).round() / 1000.0,
+                    (hi - lo) / hi < 0.05,
+                )
+            };
+            if close || shutdown.is_stopped() {
                 break;
             }
             sw.record(mode, mid).await?;
         }
     }
-    if plan.slo.is_some() {
-        capacity.slo_capacity_rate = slo_capacity(&sw.steps, plan.goodput);
-    }
-    capacity.knee_offered_rate = knee(&sw.steps);
+    capacity.conclude(&sw.steps, plan.slo.map(|_| plan.goodput));
     write_json(&plan.out_dir.join("capacity.json"), &capacity)?;
     Ok(SweepOutcome {
         steps: sw.steps,

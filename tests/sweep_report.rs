@@ -126,3 +126,72 @@ fn sweep_refuses_per_run_load_flags() {
         .to_string();
     assert!(err.contains("not --rate"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_sweep_runs_a_closed_loop_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let trace = format!(
+        "{}/datasets/azure_conv_small.parquet",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    sweep(&[
+        trace.as_str(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--concurrency",
+        "1,3",
+        "--requests",
+        "12",
+        "--slo",
+        "ttft=10s",
+        "--search-steps",
+        "0",
+        "--sim-decode-base-us",
+        "300",
+        "-q",
+    ])
+    .await;
+    for (step, users) in [("concurrency=1", 1), ("concurrency=3", 3)] {
+        let r = read_results(&out.join(step).join("results.parquet")).unwrap();
+        assert_eq!(r.rows.len(), 12, "{step}");
+        assert_eq!(r.metadata["llm_replay.sweep_mode"], "concurrency");
+        let config: serde_json::Value =
+            serde_json::from_str(&r.metadata["llm_replay.config"]).unwrap();
+        assert_eq!(config["closed_loop"]["users"], users, "{step}");
+        // Never more in flight than the step's users.
+        let mut edges: Vec<(i64, i32)> = r
+            .rows
+            .iter()
+            .flat_map(|row| {
+                [
+                    (row.sent_at_us.unwrap(), 1),
+                    (row.completed_at_us.unwrap(), -1),
+                ]
+            })
+            .collect();
+        edges.sort();
+        let most = edges
+            .iter()
+            .scan(0, |n, &(_, d)| {
+                *n += d;
+                Some(*n)
+            })
+            .max()
+            .unwrap();
+        assert_eq!(most, users, "{step}");
+    }
+    let capacity: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("capacity.json")).unwrap()).unwrap();
+    assert_eq!(capacity["slo_capacity_concurrency"], 3.0);
+    assert!(capacity["slo_capacity_rate"].is_null());
+    // The report recomputes the same conclusion from the files.
+    let report = llm_replay::report::load_sweep(&out, None).unwrap();
+    assert_eq!(report.capacity.slo_capacity_concurrency, Some(3.0));
+    assert_eq!(
+        report.capacity.knee_concurrency,
+        capacity["knee_concurrency"].as_f64()
+    );
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    assert!(csv.contains(",concurrency,3.0,"), "{csv}");
+}

@@ -38,10 +38,30 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
             parse_loads(r, args.steps, args.spacing.into())
                 .map_err(|e| usage(e.context("--rates")))?,
         )
+    } else if let Some(c) = &args.concurrency {
+        let users = parse_loads(c, args.steps, args.spacing.into())
+            .map_err(|e| usage(e.context("--concurrency")))?;
+        // A range is rounded to whole users; a list must be whole already.
+        let range = c.contains("..");
+        let mut whole: Vec<f64> = Vec::with_capacity(users.len());
+        for u in users {
+            if u < 1.0 || (!range && u.fract() != 0.0) {
+                bail!(UsageError(format!(
+                    "--concurrency: {u} is not a whole number of users (1 or more)"
+                )));
+            }
+            let u = u.round();
+            if !whole.contains(&u) {
+                whole.push(u);
+            }
+        }
+        Loads::Concurrency(whole)
     } else if args.auto {
         Loads::Auto { steps: args.steps }
     } else {
-        bail!(UsageError("give --rates, --speedups or --auto".into()));
+        bail!(UsageError(
+            "give --rates, --speedups, --concurrency or --auto".into()
+        ));
     };
     if args.warmup + args.cooldown >= args.step_duration && !matches!(loads, Loads::Speedups(_)) {
         bail!(UsageError(format!(

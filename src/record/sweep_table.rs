@@ -23,6 +23,8 @@ pub enum SweepMode {
     Rate,
     /// The speedup of a recorded trace's own times.
     Speedup,
+    /// Closed-loop virtual users (`sweep --concurrency`).
+    Concurrency,
 }
 
 impl SweepMode {
@@ -31,6 +33,7 @@ impl SweepMode {
         match self {
             Self::Rate => "rate",
             Self::Speedup => "speedup",
+            Self::Concurrency => "concurrency",
         }
     }
 
@@ -39,6 +42,7 @@ impl SweepMode {
         match name {
             "rate" => Some(Self::Rate),
             "speedup" => Some(Self::Speedup),
+            "concurrency" => Some(Self::Concurrency),
             _ => None,
         }
     }
@@ -57,7 +61,7 @@ pub struct SweepStep {
     pub step: i32,
     /// What the step varies.
     pub mode: SweepMode,
-    /// The rate or speedup.
+    /// The rate, speedup or number of users.
     pub offered: f64,
     /// Requests per second offered.
     pub offered_rate: f64,

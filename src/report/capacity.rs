@@ -19,6 +19,57 @@ pub struct Capacity {
     pub goodput_target: Option<f64>,
     /// Rates the auto probe ran, with the throughput each achieved.
     pub probe: Vec<(f64, f64)>,
+    /// A concurrency sweep's knee: the most users up to which each extra
+    /// user still added at least half the throughput per user of the step
+    /// below, if reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knee_concurrency: Option<f64>,
+    /// A concurrency sweep's highest user count at which the goodput
+    /// target was met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_capacity_concurrency: Option<f64>,
+}
+
+impl Capacity {
+    /// Fills the knee and, with an SLO, the capacity from `steps` (all of
+    /// one mode): in requests per second for rate and speedup sweeps, in
+    /// users for a concurrency sweep. The one rule `sweep` and `report`
+    /// share.
+    pub fn conclude(&mut self, steps: &[SweepStep], goodput: Option<f64>) {
+        let concurrency =
+            steps.iter().all(|s| s.mode == SweepMode::Concurrency) && !steps.is_empty();
+        if concurrency {
+            self.knee_concurrency = knee_concurrency(steps);
+            self.slo_capacity_concurrency = goodput.and_then(|g| {
+                steps
+                    .iter()
+                    .filter(|s| s.goodput_fraction.is_some_and(|f| f >= g))
+                    .map(|s| s.offered)
+                    .reduce(f64::max)
+            });
+        } else {
+            self.knee_offered_rate = knee(steps);
+            self.slo_capacity_rate = goodput.and_then(|g| slo_capacity(steps, g));
+        }
+    }
+}
+
+/// The knee of a concurrency sweep: the most users up to which each step's
+/// extra users still added at least half as much throughput per added user
+/// as the step below had per user. In a closed loop throughput follows the
+/// users while the server has room, then flattens while latency grows.
+pub fn knee_concurrency(steps: &[SweepStep]) -> Option<f64> {
+    if steps.iter().all(|s| s.ok == 0) {
+        return None;
+    }
+    let mut sorted: Vec<&SweepStep> = steps.iter().collect();
+    sorted.sort_by(|a, b| a.offered.total_cmp(&b.offered));
+    sorted.windows(2).find_map(|w| {
+        let d_users = w[1].offered - w[0].offered;
+        let per_user = w[0].request_throughput / w[0].offered.max(1.0);
+        let d_tput = w[1].request_throughput - w[0].request_throughput;
+        (d_users > 0.0 && d_tput < 0.5 * per_user * d_users).then_some(w[0].offered)
+    })
 }
 
 /// The knee: the highest offered rate up to which each step's extra load
@@ -77,7 +128,15 @@ pub fn render_table(steps: &[SweepStep], capacity: &Capacity) -> String {
     for s in sorted {
         out.push_str(&format!(
             "{:>9} {:>9.2} {:>9.2} {:>7} {:>9} {:>8.0}ms {:>8.0}ms {:>7.1}ms {:>7.1}ms {:>8.0}ms {:>6.2}ms{}\n",
-            format!("{}={}", if s.mode == SweepMode::Rate { "r" } else { "x" }, fmt_load(s.offered)),
+            format!(
+                "{}={}",
+                match s.mode {
+                    SweepMode::Rate => "r",
+                    SweepMode::Speedup => "x",
+                    SweepMode::Concurrency => "c",
+                },
+                fmt_load(s.offered)
+            ),
             s.request_throughput,
             s.achieved_rate,
             s.errors,
@@ -91,15 +150,39 @@ pub fn render_table(steps: &[SweepStep], capacity: &Capacity) -> String {
             if s.generator_bottleneck { "  (generator-bound)" } else { "" }
         ));
     }
-    match capacity.knee_offered_rate {
-        Some(k) => out.push_str(&format!(
-            "knee          throughput stops following the offered load above {k:.2} req/s\n"
-        )),
-        None => {
-            out.push_str("knee          not reached: throughput kept up with every offered load\n")
+    let concurrency = steps.iter().any(|s| s.mode == SweepMode::Concurrency);
+    if concurrency {
+        match capacity.knee_concurrency {
+            Some(k) => out.push_str(&format!(
+                "knee          throughput stops following the users above {k} users (closed loop)\n"
+            )),
+            None => out.push_str(
+                "knee          not reached: each added user still added throughput (closed loop)\n",
+            ),
+        }
+    } else {
+        match capacity.knee_offered_rate {
+            Some(k) => out.push_str(&format!(
+                "knee          throughput stops following the offered load above {k:.2} req/s\n"
+            )),
+            None => out.push_str(
+                "knee          not reached: throughput kept up with every offered load\n",
+            ),
         }
     }
-    if let Some(slo) = &capacity.slo {
+    if let Some(slo) = &capacity.slo
+        && concurrency
+    {
+        match capacity.slo_capacity_concurrency {
+            Some(c) => out.push_str(&format!(
+                "capacity      {c} users with {:.0}% of requests meeting {slo} (closed loop)\n",
+                capacity.goodput_target.unwrap_or(0.0) * 100.0
+            )),
+            None => out.push_str(&format!(
+                "capacity      no step met {slo} for enough requests\n"
+            )),
+        }
+    } else if let Some(slo) = &capacity.slo {
         match capacity.slo_capacity_rate {
             Some(c) => out.push_str(&format!(
                 "capacity      {c:.2} req/s with {:.0}% of requests meeting {slo}\n",
@@ -157,5 +240,31 @@ mod tests {
             s.errors = s.requests;
         }
         assert_eq!(knee(&steps), None);
+    }
+
+    #[test]
+    fn a_concurrency_knee_is_where_users_stop_adding_throughput() {
+        let users = |n: f64, tput: f64| SweepStep {
+            mode: SweepMode::Concurrency,
+            offered: n,
+            ..step(tput, tput)
+        };
+        // 1 -> 2 -> 4 users double throughput; 4 -> 8 adds a sixth of it.
+        let steps = [
+            users(1.0, 2.0),
+            users(2.0, 4.0),
+            users(4.0, 7.9),
+            users(8.0, 9.2),
+            users(16.0, 9.4),
+        ];
+        assert_eq!(knee_concurrency(&steps), Some(4.0));
+        assert_eq!(knee_concurrency(&steps[..3]), None);
+        let mut c = Capacity::default();
+        c.conclude(&steps, Some(0.9));
+        assert_eq!(c.knee_concurrency, Some(4.0));
+        assert_eq!(c.knee_offered_rate, None);
+        let table = render_table(&steps, &c);
+        assert!(table.contains("c=16"), "{table}");
+        assert!(table.contains("above 4 users"), "{table}");
     }
 }
