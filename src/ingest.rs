@@ -541,6 +541,14 @@ impl fmt::Display for IngestSummary {
         for (reason, n) in &m.rows_dropped {
             writeln!(f, "  dropped {n:>8}  {reason}")?;
         }
+        // The format's own counts (`mooncake.linked_turns`,
+        // `bailian.orphan_parents`, ...), as the metadata holds them.
+        let own = format!("{}.", m.source_format);
+        for (key, value) in m.extra.iter().filter(|(k, _)| k.starts_with(&own)) {
+            if value.len() <= 120 {
+                writeln!(f, "{key} {value}")?;
+            }
+        }
         if let Some(t) = &m.tokenizer {
             writeln!(f, "tokenizer {t}")?;
         }
