@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use llm_replay::client::Api;
+use llm_replay::prompt::PromptMode;
 use llm_replay::record::{Outcome, ResultRow, read_results};
 use llm_replay::replay::dispatch::ClosedLoop;
 use llm_replay::replay::session::{SessionOptions, TurnFailure, TurnTiming};
@@ -140,6 +141,7 @@ fn write_trace(path: &std::path::Path) {
             session_id: session.map(str::to_owned),
             turn_index: session.map(|_| turn),
             think_time_us: think,
+            prompt_text: Some(format!("question {id}")),
             source_row: i as i64,
             ..TraceRecord::default()
         })
@@ -181,6 +183,28 @@ async fn replay_full(
     llm_replay::record::summary::Summary,
     usize,
 ) {
+    replay_prompts(
+        sessions,
+        fail_words,
+        api,
+        closed_loop,
+        PromptMode::Synthetic,
+    )
+    .await
+}
+
+async fn replay_prompts(
+    sessions: Option<SessionOptions>,
+    fail_words: Option<usize>,
+    api: Api,
+    closed_loop: Option<ClosedLoop>,
+    prompts: PromptMode,
+) -> (
+    Vec<ResultRow>,
+    Vec<Value>,
+    llm_replay::record::summary::Summary,
+    usize,
+) {
     // A closed loop gets slow answers, so its users surely overlap.
     let work = Duration::from_millis(if closed_loop.is_some() { 200 } else { 20 });
     let (url, seen, busy) = serve_counting(fail_words, work).await;
@@ -192,6 +216,7 @@ async fn replay_full(
         url: Some(url),
         model: Some("m".into()),
         api,
+        prompts,
         ..TargetConfig::default()
     };
     let target = Target::connect(&cfg, &trace, 0).await.unwrap();
@@ -434,4 +459,48 @@ async fn a_closed_loop_never_has_more_users_in_flight_at_the_server() {
     let (rows, _, _, most) = replay_full(None, None, Api::Completions, users).await;
     assert_eq!(rows.len(), 6);
     assert_eq!(most, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn original_prompts_resend_the_recorded_conversation_with_the_servers_replies() {
+    let opts = Some(SessionOptions {
+        think_time_scale: 0.0,
+        ..SessionOptions::default()
+    });
+    // Completions: a transcript of the turns' own text and the replies.
+    let (rows, bodies, _, _) =
+        replay_prompts(opts, None, Api::Completions, None, PromptMode::Original).await;
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r.outcome == Outcome::Ok));
+    let prompts: Vec<&str> = bodies.iter().filter_map(|b| b["prompt"].as_str()).collect();
+    let reply = " x x x x x";
+    for want in [
+        "question a0".to_owned(),
+        format!("question a0{reply}\n\nquestion a1"),
+        format!("question a0{reply}\n\nquestion a1{reply}\n\nquestion a2"),
+        "question solo".to_owned(),
+    ] {
+        assert!(prompts.contains(&want.as_str()), "{want:?} in {prompts:?}");
+    }
+    // Chat: the messages, the assistant's replies as streamed between them.
+    let (_, bodies, _, _) = replay_prompts(opts, None, Api::Chat, None, PromptMode::Original).await;
+    let last = bodies
+        .iter()
+        .map(|b| b["messages"].as_array().unwrap().clone())
+        .max_by_key(Vec::len)
+        .unwrap();
+    let got: Vec<(&str, &str)> = last
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("user", "question a0"),
+            ("assistant", reply),
+            ("user", "question a1"),
+            ("assistant", reply),
+            ("user", "question a2"),
+        ]
+    );
 }

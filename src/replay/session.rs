@@ -197,6 +197,9 @@ struct Cursor {
     history: History,
     /// The message list, when the session speaks the chat API.
     chat: Option<Chat>,
+    /// The transcript so far, replaying the trace's own text
+    /// (`--prompts original`) with the completions API.
+    transcript: Option<String>,
     /// The first turn's scheduled instant.
     start: Instant,
     repeat: u32,
@@ -212,6 +215,7 @@ impl SessionRun {
         let record = self.trace.records.get(idx as usize)?;
         let chat_mode = self.chat_mode();
         let mut chat = None;
+        let mut transcript = None;
         let (request, history, sent) = match (self.builder.prompts, &self.builder.synth) {
             (PromptMode::Synthetic | PromptMode::Tokens, Some(synth)) => {
                 match synth.first_turn(record, s.repeat) {
@@ -236,6 +240,30 @@ impl SessionRun {
                     }
                     Err(e) => (Err(format!("prompt: {e}")), History::default(), None),
                 }
+            }
+            // The trace's own text: later turns resend it with the replies.
+            (PromptMode::Original, _) if turns.len() > 1 => {
+                let text = record.prompt_text.clone().unwrap_or_default();
+                let p = if self.builder.api == Api::Chat {
+                    let conversation = Chat {
+                        messages: vec![Message {
+                            role: "user",
+                            content: text,
+                        }],
+                        tokens: 0,
+                    };
+                    let p = Prompt::Messages(conversation.messages.clone());
+                    chat = Some(conversation);
+                    p
+                } else {
+                    transcript = Some(text.clone());
+                    Prompt::Text(text)
+                };
+                (
+                    self.builder.body_keeping(record, s.repeat, p, true),
+                    History::default(),
+                    None,
+                )
             }
             _ => (
                 self.builder.build(record, s.repeat),
@@ -273,6 +301,7 @@ impl SessionRun {
                 pos: 1,
                 history,
                 chat,
+                transcript,
                 start,
                 repeat: s.repeat,
             }));
@@ -406,7 +435,40 @@ fn next_turn(mut c: Cursor, end: TurnEnd) -> Option<(Prepared, Instant)> {
         (TurnTiming::Max, Some(r)) => r.max(after_think),
     };
     let mut chat = None;
+    let mut transcript = None;
     let (request, history, sent, repeated) = match (run.builder.prompts, &run.builder.synth) {
+        (PromptMode::Original, _) => {
+            let text = record.prompt_text.clone().unwrap_or_default();
+            let reply = end.reply_text.filter(|r| end.ok && !r.is_empty());
+            let p = if let Some(mut so_far) = c.chat.take() {
+                so_far.messages.extend(reply.map(|r| Message {
+                    role: "assistant",
+                    content: r,
+                }));
+                so_far.messages.push(Message {
+                    role: "user",
+                    content: text,
+                });
+                let p = Prompt::Messages(so_far.messages.clone());
+                chat = Some(so_far);
+                p
+            } else {
+                let mut so_far = c.transcript.take().unwrap_or_default();
+                if let Some(r) = reply {
+                    so_far.push_str(&r);
+                }
+                so_far.push_str(TURN_SEPARATOR);
+                so_far.push_str(&text);
+                transcript = Some(so_far.clone());
+                Prompt::Text(so_far)
+            };
+            (
+                run.builder.body_keeping(record, c.repeat, p, true),
+                History::default(),
+                None,
+                None,
+            )
+        }
         (PromptMode::Synthetic, Some(synth)) if c.chat.is_some() => {
             // The conversation moves on to the next cursor, not copied.
             let so_far = c.chat.take().unwrap_or_default();
@@ -463,11 +525,16 @@ fn next_turn(mut c: Cursor, end: TurnEnd) -> Option<(Prepared, Instant)> {
             pos: c.pos + 1,
             history,
             chat,
+            transcript,
             ..c
         }));
     }
     Some((p, due))
 }
+
+/// Between a reply and the next user turn in a completions transcript
+/// (`--prompts original`).
+const TURN_SEPARATOR: &str = "\n\n";
 
 /// The next chat turn: the conversation so far, the assistant's reply (the
 /// server's text; for a failed turn, synthetic text of the recorded reply
