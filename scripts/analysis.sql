@@ -8,15 +8,17 @@
 --
 -- Every view reads the Parquet files directly; nothing is copied.
 
--- All result rows. A sweep's steps are hive partitions (rate=4/, speedup=2/),
--- so `rate` or `speedup` is a column; a plain run has neither (union_by_name).
+-- All result rows. A sweep's steps are hive partitions (rate=4/, speedup=2/,
+-- concurrency=8/), so `rate`, `speedup` or `concurrency` is a column; a
+-- plain run has none (union_by_name). A sharded run's shards (shard=K/) are
+-- one run: `shard` is a column and `step` is empty.
 CREATE OR REPLACE VIEW results AS
 SELECT *,
        send_lag_us + ttft_us AS ttft_sched_us,
        send_lag_us + e2e_us  AS e2e_sched_us,
        CASE WHEN coalesce(usage_completion_tokens, output_tokens) > 1
             THEN (e2e_us - ttft_us) / (coalesce(usage_completion_tokens, output_tokens) - 1) END AS tpot_us,
-       regexp_extract(filename, '(rate|speedup)=([0-9.]+)', 0) AS step
+       regexp_extract(filename, '(rate|speedup|concurrency)=([0-9.]+)', 0) AS step
 FROM read_parquet(getvariable('results_dir') || '/**/results*.parquet',
                   hive_partitioning = true, union_by_name = true, filename = true);
 

@@ -26,7 +26,7 @@ def load_results(results_dir):
     frames = []
     for path in sorted(pathlib.Path(results_dir).glob("**/results*.parquet")):
         df = pd.read_parquet(path, engine="pyarrow")
-        m = re.search(r"(rate|speedup)=([0-9.]+)", str(path))
+        m = re.search(r"(rate|speedup|concurrency)=([0-9.]+)", str(path))
         df["step"] = m.group(0) if m else path.stem
         frames.append(df)
     if not frames:

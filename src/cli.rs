@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::schedule::Stages;
+use crate::schedule::{Shard, Stages};
 use crate::sim::SimConfig;
 use crate::tokenize::TokenizerSpec;
 
@@ -734,6 +734,25 @@ pub struct ReplayArgs {
     /// shorter) instead of stepping.
     #[arg(long, value_parser = positive_duration, requires = "stages", help_heading = "Schedule")]
     pub ramp: Option<Duration>,
+    /// Send only the K-th of N interleaved parts (0-based) of the schedule
+    /// this run would send, so N processes (on N hosts) with the same
+    /// trace, seed and flags together send what one would; a shard owns
+    /// whole sessions. Results go to `-o DIR` as `DIR/shard=K/results.parquet`,
+    /// which `report DIR`, the SQL views and pandas read as one run.
+    #[arg(long, help_heading = "Many hosts", conflicts_with = "concurrency")]
+    pub shard: Option<Shard>,
+    /// Start the schedule (t=0) at this wall-clock time, RFC 3339 (e.g.
+    /// 2026-12-03T18:00:00Z), so that shards start together; it must not
+    /// have passed. Hosts' clocks must agree (NTP).
+    #[arg(long, value_parser = rfc3339_us, help_heading = "Many hosts")]
+    pub start_at: Option<i64>,
+}
+
+/// An RFC 3339 time as microseconds since the Unix epoch.
+fn rfc3339_us(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.timestamp_micros())
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-12-03T18:00:00Z: {e}"))
 }
 
 /// `llm-replay sweep TRACE --out-dir DIR`.

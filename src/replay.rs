@@ -514,6 +514,12 @@ pub struct RunOptions {
     /// Closed loop (`--concurrency`): the schedule gives the order and
     /// number of requests, and virtual users send them back to back.
     pub closed_loop: Option<dispatch::ClosedLoop>,
+    /// Send only this shard of the schedule (`--shard K/N`).
+    pub shard: Option<schedule::Shard>,
+    /// The schedule's t=0 as wall-clock microseconds since the epoch
+    /// (`--start-at`), so that shards start together; `None` starts
+    /// shortly after the run is set up.
+    pub start_at_us: Option<i64>,
 }
 
 /// Replays `trace` against `target` under `opts` until the schedule ends
@@ -536,6 +542,23 @@ pub async fn run(
     let schedule = match &sessions {
         Some((plan, _)) => schedule::plan(&opts.schedule, &plan.firsts)?,
         None => schedule::plan(&opts.schedule, &trace.records)?,
+    };
+    let schedule = match opts.shard {
+        Some(shard) => schedule.sharded(shard),
+        None => schedule,
+    };
+    // The clock is set now, before the results file exists: a start time
+    // already past is an error, not a run that starts late.
+    let clock = match opts.start_at_us {
+        Some(at) => RunClock::starting_at(at).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--start-at {} has passed: give a time a little in the future, the same for every shard",
+                chrono::DateTime::from_timestamp_micros(at)
+                    .map_or_else(|| at.to_string(), |t| t.to_rfc3339())
+            )
+        })?,
+        // A short lead lets the producer fill its queue before t=0.
+        None => RunClock::starting_in(Duration::from_millis(200)),
     };
     // In session mode the schedule counts sessions; a session stands for
     // its turns on average.
@@ -582,10 +605,20 @@ pub async fn run(
         (key::STARTED_AT, started_at.to_rfc3339()),
         (key::REQUESTS_SCHEDULED, planned.requests.to_string()),
         (key::CONFIG, serde_json::to_string(&config)?),
+        (
+            key::T0,
+            chrono::DateTime::from_timestamp_micros(clock.start_unix_us)
+                .map_or_else(String::new, |t| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                }),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if let Some(shard) = opts.shard {
+        kv.push((key::SHARD.to_owned(), shard.to_string()));
+    }
     kv.extend(opts.extra_metadata.iter().cloned());
     let writer = ResultsWriter::create(&opts.output, &kv)?;
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
@@ -602,8 +635,6 @@ pub async fn run(
         shutdown.clone(),
     )?;
 
-    // A short lead lets the producer fill its queue before t=0.
-    let clock = RunClock::starting_in(Duration::from_millis(200));
     let session_run = sessions.map(|(plan, o)| {
         Arc::new(session::SessionRun {
             trace: trace.clone(),

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 pub use crate::record::summary::{self, Slo, Summary, SummaryBuilder, summarize};
 
-use crate::record::run_meta::RunConfig;
+use crate::record::run_meta::{RunConfig, key};
 use crate::record::sweep_table::{SweepMode, SweepStep};
 use crate::record::{ResultRow, read_results};
 use capacity::{Capacity, render_table};
@@ -28,10 +28,32 @@ pub struct RunReport {
     pub path: String,
     /// Its summary.
     pub summary: Summary,
+    /// The shards of a sharded run (`--shard`), read as one run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardInfo>,
     #[serde(skip)]
     rows: Vec<ResultRow>,
     #[serde(skip)]
     server_metrics: Vec<crate::record::server_metrics::Sample>,
+}
+
+/// One shard of a sharded run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardInfo {
+    /// `K/N`.
+    pub shard: String,
+    /// Its results file.
+    pub path: String,
+    /// Its rows.
+    pub rows: u64,
+    /// Its schedule's t=0 (RFC 3339).
+    pub t0: String,
+    /// Its t=0 minus the earliest shard's, ms: 0 when the shards were
+    /// started together with `--start-at` (as each host's clock saw it;
+    /// whether the clocks agree only the server's side can tell).
+    pub t0_offset_ms: f64,
+    /// Its send lag p99, ms.
+    pub send_lag_p99_ms: f64,
 }
 
 /// A sweep, recomputed.
@@ -65,7 +87,91 @@ pub enum Input {
 /// Loads one results file.
 pub fn load_run(path: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
     let results = read_results(path)?;
-    let config = RunConfig::from_metadata(&results.metadata);
+    let metrics_path = crate::record::server_metrics::path_for(path);
+    let server_metrics = if metrics_path.exists() {
+        crate::record::server_metrics::read(&metrics_path)?
+    } else {
+        Vec::new()
+    };
+    Ok(run_report(
+        path.display().to_string(),
+        results.rows,
+        &results.metadata,
+        slo,
+        server_metrics,
+    ))
+}
+
+/// The shard files of a sharded run (`DIR/shard=K/results.parquet`), by K.
+fn shard_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let k = name.strip_prefix("shard=")?.parse().ok()?;
+            let path = e.path().join("results.parquet");
+            path.exists().then_some((k, path))
+        })
+        .collect();
+    files.sort();
+    files.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Loads a sharded run's directory as one run.
+pub fn load_shards(dir: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
+    let mut rows = Vec::new();
+    let mut shards = Vec::new();
+    let mut first_meta = None;
+    for path in shard_files(dir) {
+        let results = read_results(&path)?;
+        let meta = &results.metadata;
+        shards.push(ShardInfo {
+            shard: meta.get(key::SHARD).cloned().unwrap_or_else(|| "?".into()),
+            path: path.display().to_string(),
+            rows: results.rows.len() as u64,
+            t0: meta.get(key::T0).cloned().unwrap_or_default(),
+            t0_offset_ms: 0.0,
+            send_lag_p99_ms: summarize(&results.rows, None, None)
+                .fidelity
+                .send_lag
+                .p99_ms,
+        });
+        rows.extend(results.rows);
+        first_meta.get_or_insert(results.metadata);
+    }
+    let Some(meta) = first_meta else {
+        bail!("{}: no shard=K/results.parquet", dir.display());
+    };
+    let t0s: Vec<Option<i64>> = shards
+        .iter()
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(&s.t0)
+                .ok()
+                .map(|t| t.timestamp_micros())
+        })
+        .collect();
+    if let Some(min) = t0s.iter().flatten().min().copied() {
+        for (s, t) in shards.iter_mut().zip(&t0s) {
+            s.t0_offset_ms = t.map_or(0.0, |t| (t - min) as f64 / 1e3);
+        }
+    }
+    rows.sort_by_key(|r| r.scheduled_at_us);
+    let mut report = run_report(dir.display().to_string(), rows, &meta, slo, Vec::new());
+    report.shards = shards;
+    Ok(report)
+}
+
+/// The report of `rows`, run under the config in `metadata`.
+fn run_report(
+    path: String,
+    rows: Vec<ResultRow>,
+    metadata: &std::collections::BTreeMap<String, String>,
+    slo: Option<Slo>,
+    server_metrics: Vec<crate::record::server_metrics::Sample>,
+) -> RunReport {
+    let config = RunConfig::from_metadata(metadata);
     let target = config.as_ref().and_then(|c| c.schedule.target_rate());
     // A staged run's stages: in the schedule (rates) or the closed loop
     // (users).
@@ -83,18 +189,13 @@ pub fn load_run(path: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
             .and_then(|c| c.slo.as_deref())
             .and_then(|s| s.parse().ok())
     });
-    let metrics_path = crate::record::server_metrics::path_for(path);
-    let server_metrics = if metrics_path.exists() {
-        crate::record::server_metrics::read(&metrics_path)?
-    } else {
-        Vec::new()
-    };
-    Ok(RunReport {
-        path: path.display().to_string(),
-        summary: summary::summarize_stages(&results.rows, slo, target, stages.as_ref()),
-        rows: results.rows,
+    RunReport {
+        path,
+        summary: summary::summarize_stages(&rows, slo, target, stages.as_ref()),
+        shards: Vec::new(),
+        rows,
         server_metrics,
-    })
+    }
 }
 
 /// Loads a sweep directory: every `<mode>=<load>/results.parquet`.
@@ -176,7 +277,9 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
 
 /// Loads a results file or, for a directory, a sweep.
 pub fn load(path: &Path, slo: Option<Slo>) -> anyhow::Result<Input> {
-    if path.is_dir() {
+    if path.is_dir() && !shard_files(path).is_empty() {
+        Ok(Input::Run(Box::new(load_shards(path, slo)?)))
+    } else if path.is_dir() {
         Ok(Input::Sweep(load_sweep(path, slo)?))
     } else {
         Ok(Input::Run(Box::new(load_run(path, slo)?)))
@@ -190,6 +293,13 @@ pub fn render_text(inputs: &[Input]) -> String {
         match input {
             Input::Run(r) => {
                 let _ = writeln!(out, "== {}", r.path);
+                for s in &r.shards {
+                    let _ = writeln!(
+                        out,
+                        "shard {:<7} {:>8} rows  t0 {} ({:+.3} ms)  send lag p99 {:.3} ms",
+                        s.shard, s.rows, s.t0, s.t0_offset_ms, s.send_lag_p99_ms
+                    );
+                }
                 let _ = write!(out, "{}", r.summary);
             }
             Input::Sweep(s) => {

@@ -595,6 +595,65 @@ pub enum Schedule {
     Recorded(std::vec::IntoIter<ScheduledRequest>),
     /// An arrival process, generated lazily.
     Rate(Box<RateSchedule>),
+    /// One shard of a schedule: its entries `index`, `index + count`, ...
+    Sharded {
+        /// The whole schedule.
+        inner: Box<Schedule>,
+        /// Which part.
+        shard: Shard,
+        /// Entries of the whole schedule walked so far.
+        pos: u64,
+    },
+}
+
+/// One of `count` interleaved parts of a schedule (`--shard K/N`): entry
+/// `i` of the whole schedule belongs to shard `i % count`, so N processes
+/// with the same trace, seed and flags together send exactly what one
+/// would. In session replay an entry is a session, so a shard owns whole
+/// sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// 0-based (Kubernetes' `JOB_COMPLETION_INDEX`).
+    pub index: u32,
+    /// How many shards.
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// `K/N` with `0 <= K < N`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?}: expected K/N with 0 <= K < N, such as 0/4");
+        let (k, n) = text.split_once('/').ok_or_else(bad)?;
+        let index: u32 = k.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// How many of the `len` entries from position `pos` of the whole
+    /// schedule are this shard's.
+    fn take_of(self, pos: u64, len: u64) -> u64 {
+        let (k, n) = (u64::from(self.index), u64::from(self.count));
+        let first = pos + (k + n - pos % n) % n;
+        let end = pos.saturating_add(len);
+        if first >= end {
+            0
+        } else {
+            (end - 1 - first) / n + 1
+        }
+    }
 }
 
 /// How many requests a schedule still holds.
@@ -617,6 +676,25 @@ impl Schedule {
                 exact: true,
             },
             Self::Rate(r) => r.remaining(),
+            Self::Sharded { inner, shard, pos } => {
+                let all = inner.remaining();
+                Remaining {
+                    requests: shard.take_of(*pos, all.requests),
+                    exact: all.exact,
+                }
+            }
+        }
+    }
+
+    /// Only the entries of `shard` (all of them for a single shard).
+    pub fn sharded(self, shard: Shard) -> Self {
+        if shard.count <= 1 {
+            return self;
+        }
+        Self::Sharded {
+            inner: Box::new(self),
+            shard,
+            pos: 0,
         }
     }
 
@@ -626,6 +704,7 @@ impl Schedule {
         match self {
             Self::Recorded(rows) => rows.as_slice().last().map_or(0, |r| r.offset_ns),
             Self::Rate(r) => r.span_hint_ns(),
+            Self::Sharded { inner, .. } => inner.span_hint_ns(),
         }
     }
 }
@@ -637,6 +716,14 @@ impl Iterator for Schedule {
         match self {
             Self::Recorded(rows) => rows.next(),
             Self::Rate(r) => r.next(),
+            Self::Sharded { inner, shard, pos } => loop {
+                let entry = inner.next()?;
+                let at = *pos;
+                *pos += 1;
+                if at % u64::from(shard.count) == u64::from(shard.index) {
+                    break Some(entry);
+                }
+            },
         }
     }
 }
@@ -1194,5 +1281,44 @@ mod tests {
         };
         let n = build(&spec, &trace(&[None; 3])).unwrap().len();
         assert!((569..=571).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn shards_interleave_to_exactly_the_whole_schedule() {
+        let t = trace(&[None; 7]);
+        let spec = rate_spec(
+            100.0,
+            Arrivals::Poisson,
+            Limit {
+                duration_ns: None,
+                requests: Some(50),
+            },
+            9,
+        );
+        let whole = build(&spec, &t).unwrap();
+        let mut union = Vec::new();
+        for index in 0..3 {
+            let shard = Shard { index, count: 3 };
+            let part = plan(&spec, &t).unwrap().sharded(shard);
+            let expected = part.remaining();
+            let entries: Vec<_> = part.collect();
+            assert_eq!(expected.requests, entries.len() as u64, "shard {index}");
+            union.extend(entries);
+        }
+        union.sort_by_key(|r| (r.offset_ns, r.trace_index, r.repeat));
+        let mut whole_sorted = whole.clone();
+        whole_sorted.sort_by_key(|r| (r.offset_ns, r.trace_index, r.repeat));
+        assert_eq!(union, whole_sorted);
+        assert_eq!("2/3".parse::<Shard>(), Ok(Shard { index: 2, count: 3 }));
+        for bad in ["3/3", "1/0", "a/2", "1"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        // Remaining counts midway.
+        let mut part = plan(&spec, &t)
+            .unwrap()
+            .sharded(Shard { index: 1, count: 4 });
+        part.next();
+        // Entries 1, 5, ..., 49 are its 13; one taken leaves 12.
+        assert_eq!(part.remaining().requests, 12);
     }
 }

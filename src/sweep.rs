@@ -349,6 +349,8 @@ impl Sweeper<'_> {
                 ],
                 sessions: self.plan.sessions,
                 closed_loop,
+                shard: None,
+                start_at_us: None,
             },
             self.shutdown,
         )
@@ -506,6 +508,8 @@ async fn auto_probe(
                 extra_metadata: vec![(key::SWEEP_PROBE.into(), rate.to_string())],
                 sessions: sw.plan.sessions,
                 closed_loop: None,
+                shard: None,
+                start_at_us: None,
             },
             sw.shutdown,
         )

@@ -11,6 +11,7 @@ mod ingest_mooncake_sessions;
 mod ingest_sharegpt;
 mod replay;
 mod sessions;
+mod shards;
 mod sim;
 mod sweep_report;
 mod trace_format;

@@ -238,6 +238,8 @@ async fn replay_prompts(
         extra_metadata: vec![],
         sessions,
         closed_loop,
+        shard: None,
+        start_at_us: None,
     };
     let recorded = llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await

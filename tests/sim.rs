@@ -247,6 +247,8 @@ async fn a_replay_with_faults_has_one_right_row_per_request() {
         extra_metadata: vec![],
         sessions: None,
         closed_loop: None,
+        shard: None,
+        start_at_us: None,
     };
     let recorded = llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await
@@ -333,6 +335,8 @@ async fn scraped_server_metrics_land_beside_the_results() {
         extra_metadata: vec![],
         sessions: None,
         closed_loop: None,
+        shard: None,
+        start_at_us: None,
     };
     llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await

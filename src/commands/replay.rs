@@ -228,7 +228,25 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         (None, None) => (schedule_spec(&args.schedule)?, None),
     };
     let target_cfg = target_config(&args.target)?;
-    let output = args.output.clone().unwrap_or_else(replay::default_output);
+    if args.shard.is_some() && closed.is_some() {
+        bail!(UsageError(
+            "--shard splits an open-loop schedule; a closed loop's users are per process (run each host with its own --concurrency)".into()
+        ));
+    }
+    let output = match (args.shard, &args.output) {
+        (Some(shard), Some(dir)) => {
+            let dir = dir.join(format!("shard={}", shard.index));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+            dir.join("results.parquet")
+        }
+        (Some(_), None) => bail!(UsageError(
+            "--shard needs -o DIR, the same directory (or path on shared storage) for every shard"
+                .into()
+        )),
+        (None, Some(path)) => path.clone(),
+        (None, None) => replay::default_output(),
+    };
     let metrics = crate::record::server_metrics::path_for(&output);
     let mut outputs = vec![Output {
         path: &output,
@@ -256,7 +274,10 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
     let trace = Arc::new(crate::trace::read_trace(&args.trace)?);
     let target = replay::Target::connect(&target_cfg, &trace, args.schedule.seed).await?;
-    let planned = crate::schedule::plan(&schedule, &trace.records)?;
+    let mut planned = crate::schedule::plan(&schedule, &trace.records)?;
+    if let Some(shard) = args.shard {
+        planned = planned.sharded(shard);
+    }
     let remaining = planned.remaining();
     let load = match &closed {
         Some(ClosedLoop {
@@ -284,6 +305,10 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             remaining.requests,
             humantime::format_duration(Duration::from_secs(planned.span_hint_ns() / 1_000_000_000)),
         ),
+    };
+    let load = match args.shard {
+        Some(shard) => format!("{load}, shard {shard}"),
+        None => load,
     };
     eprintln!(
         "replaying {} ({} rows) against {}{}, model {}: {load}",
@@ -314,6 +339,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         extra_metadata: Vec::new(),
         sessions: args.session.options(),
         closed_loop: closed,
+        shard: args.shard,
+        start_at_us: args.start_at,
     };
     let recorded = replay::run(trace, &target, opts, &shutdown).await?;
     stdout(format_args!("{}", recorded.summary));

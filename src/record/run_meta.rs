@@ -47,6 +47,11 @@ pub mod key {
     pub const SWEEP_OFFERED: &str = "llm_replay.sweep_offered";
     /// The rate of an auto-probe step.
     pub const SWEEP_PROBE: &str = "llm_replay.sweep_probe";
+    /// The schedule's t=0 (RFC 3339, microseconds, UTC): `scheduled_at`
+    /// minus this is the request's offset in the schedule.
+    pub const T0: &str = "llm_replay.t0";
+    /// `K/N` of a sharded run (`--shard`).
+    pub const SHARD: &str = "llm_replay.shard";
 }
 
 /// The run's configuration as written under [`key::CONFIG`].

@@ -152,6 +152,20 @@ impl RunClock {
         }
     }
 
+    /// A clock whose t=0 is the wall-clock time `unix_us` (`--start-at`),
+    /// or `None` when that is already past.
+    pub fn starting_at(unix_us: i64) -> Option<Self> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let lead = u64::try_from(unix_us.checked_sub(now)?).ok()?;
+        Some(Self {
+            start: Instant::now() + Duration::from_micros(lead),
+            start_unix_us: unix_us,
+        })
+    }
+
     /// Absolute microseconds of `at`.
     pub fn unix_us(&self, at: Instant) -> i64 {
         self.start_unix_us + signed_us(at, self.start)
