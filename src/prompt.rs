@@ -4,9 +4,12 @@
 //! are whole lowercase words (3-10 ASCII letters) of one token each and stay
 //! one token each when written one after another, because the pre-tokenizer
 //! splits before every space. The pool is checked in sequence when a
-//! [`PromptSynth`] is built, and every prompt is re-tokenized before it is
-//! returned: a peer's decode/encode drift turned 6,758-token rows into 7,253,
-//! so a prompt of the wrong length is never handed out.
+//! [`PromptSynth`] is built. Under a HuggingFace tokenizer every prompt is
+//! re-tokenized before it is returned (a peer's decode/encode drift turned
+//! 6,758-token rows into 7,253, so a prompt of the wrong length is never
+//! handed out); under tiktoken's encodings a prompt is exact by
+//! construction, which one prompt in 64 re-tokenized checks during the run
+//! (see `PromptSynth::exact_under_tokenizer`).
 //!
 //! Each prompt is unique from its first token: its words come from a hash of
 //! the seed, the request id and the loop count, so the server's prefix cache
@@ -24,9 +27,11 @@
 
 mod words;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use thiserror::Error;
 
-use crate::tokenize::{TokenizeError, Tokenizer};
+use crate::tokenize::{TokenizeError, Tokenizer, TokenizerSpec};
 use crate::trace::TraceRecord;
 
 use words::{Word, WordPool};
@@ -229,7 +234,19 @@ pub struct PromptSynth {
     pool: WordPool,
     block_size: u32,
     seed: u64,
+    /// Whether rendered ids are the text's tokens by construction (see
+    /// [`PromptSynth::exact_under_tokenizer`]).
+    by_construction: bool,
+    /// Prompts handed out, for the spot checks.
+    handed_out: AtomicU64,
+    /// Set when a spot check found a prompt that was not exact: from then
+    /// on every prompt is re-tokenized.
+    tripped: AtomicBool,
 }
+
+/// With prompts exact by construction, one in this many is re-tokenized
+/// anyway, so a tokenizer that breaks the argument is caught in the run.
+const SPOT_CHECK_EVERY: u64 = 64;
 
 impl PromptSynth {
     /// Scans the vocabulary of `tokenizer` for safe words and checks them in
@@ -239,11 +256,26 @@ impl PromptSynth {
     /// every prompt.
     pub fn new(tokenizer: Tokenizer, block_size: u32, seed: u64) -> Result<Self, PromptError> {
         let pool = WordPool::scan(&tokenizer)?;
+        // tiktoken's pre-tokenizer regexes (o200k_base and cl100k_base)
+        // split text of lowercase ASCII words joined by single spaces into
+        // exactly one piece per word, `word` or ` word` (an optional
+        // non-letter, then a run of letters, which the next space ends),
+        // and encode each piece on its own. The pool holds only words whose
+        // piece is one token, so a rendered prompt's ids are its tokens:
+        // re-encoding it proves nothing new. HuggingFace tokenizers
+        // (normalizers, other pre-tokenizers) are re-encoded every time.
+        let by_construction = matches!(
+            tokenizer.spec(),
+            TokenizerSpec::O200kBase | TokenizerSpec::Cl100kBase
+        );
         Ok(Self {
             tokenizer,
             pool,
             block_size,
             seed,
+            by_construction,
+            handed_out: AtomicU64::new(0),
+            tripped: AtomicBool::new(false),
         })
     }
 
@@ -276,9 +308,7 @@ impl PromptSynth {
         repeat: u32,
     ) -> Result<SynthPrompt, PromptError> {
         let mut picks = self.picks(record, repeat)?;
-        self.exact(&record.request_id, &mut picks, |text| {
-            self.tokenizer.encode(text)
-        })
+        self.exact_under_tokenizer(&record.request_id, &mut picks)
     }
 
     /// The first turn of a session: the prompt [`Self::synthesize`] gives
@@ -289,9 +319,7 @@ impl PromptSynth {
         repeat: u32,
     ) -> Result<(SynthPrompt, History), PromptError> {
         let mut picks = self.picks(record, repeat)?;
-        let prompt = self.exact(&record.request_id, &mut picks, |text| {
-            self.tokenizer.encode(text)
-        })?;
+        let prompt = self.exact_under_tokenizer(&record.request_id, &mut picks)?;
         Ok((prompt, History { picks }))
     }
 
@@ -335,9 +363,7 @@ impl PromptSynth {
             record.request_id.as_bytes(),
         ));
         self.draw(&mut rng, fresh, &mut picks);
-        let prompt = self.exact(&record.request_id, &mut picks, |text| {
-            self.tokenizer.encode(text)
-        })?;
+        let prompt = self.exact_under_tokenizer(&record.request_id, &mut picks)?;
         Ok((prompt, History { picks }, repeated))
     }
 
@@ -362,7 +388,7 @@ impl PromptSynth {
         let mut rng = SplitMix::new(seed_of(tag, self.seed, repeat, request_id.as_bytes()));
         let mut picks = Vec::with_capacity(tokens.max(1));
         self.draw(&mut rng, tokens.max(1), &mut picks);
-        self.exact(request_id, &mut picks, |text| self.tokenizer.encode(text))
+        self.exact_under_tokenizer(request_id, &mut picks)
     }
 
     /// Tokens of `text` under the prompt tokenizer.
@@ -459,6 +485,36 @@ impl PromptSynth {
             }
         }
         SynthPrompt { ids, text }
+    }
+
+    /// [`Self::exact`] under the prompt tokenizer. Where the ids are the
+    /// text's tokens by construction (tiktoken encodings), only one prompt
+    /// in [`SPOT_CHECK_EVERY`] is re-encoded; a spot check that finds a
+    /// difference (which the construction rules out) is repaired as usual,
+    /// logged, and makes every later prompt of the run re-encoded. The
+    /// prompts are the same either way: re-encoding a correct prompt
+    /// changes nothing.
+    fn exact_under_tokenizer(
+        &self,
+        request_id: &str,
+        picks: &mut [u32],
+    ) -> Result<SynthPrompt, PromptError> {
+        let n = self.handed_out.fetch_add(1, Ordering::Relaxed);
+        let trusted = self.by_construction && !self.tripped.load(Ordering::Relaxed);
+        if trusted && n % SPOT_CHECK_EVERY != 0 {
+            return Ok(self.render(picks));
+        }
+        let before: Vec<u32> = if trusted { picks.to_vec() } else { Vec::new() };
+        let prompt = self.exact(request_id, picks, |text| self.tokenizer.encode(text))?;
+        if trusted && (before.as_slice() != &*picks || prompt.ids != self.render(picks).ids) {
+            self.tripped.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                request_id,
+                tokenizer = %self.tokenizer.name(),
+                "a synthetic prompt did not re-tokenize to its own ids; re-tokenizing every prompt from now on"
+            );
+        }
+        Ok(prompt)
     }
 
     /// Renders `picks` and re-encodes the text with `encode` until it gives
@@ -638,12 +694,7 @@ mod tests {
         assert_eq!(a, O200K_AGAIN.synthesize(&rec("a", 300, None), 0).unwrap());
         let again = s.synthesize(&rec("a", 300, None), 1).unwrap();
         assert_ne!(a.ids[0], again.ids[0]);
-        let other_seed = PromptSynth {
-            tokenizer: s.tokenizer.clone(),
-            pool: WordPool::scan(&s.tokenizer).unwrap(),
-            block_size: BLOCK,
-            seed: 8,
-        };
+        let other_seed = PromptSynth::new(s.tokenizer.clone(), BLOCK, 8).unwrap();
         assert_ne!(
             a.ids[..4],
             other_seed.synthesize(&rec("a", 300, None), 0).unwrap().ids[..4]
@@ -718,12 +769,7 @@ mod tests {
 
     #[test]
     fn blocks_with_a_zero_block_size_are_refused() {
-        let s = PromptSynth {
-            tokenizer: O200K.tokenizer.clone(),
-            pool: WordPool::scan(&O200K.tokenizer).unwrap(),
-            block_size: 0,
-            seed: 7,
-        };
+        let s = PromptSynth::new(O200K.tokenizer.clone(), 0, 7).unwrap();
         let err = s.synthesize(&rec("z", 10, Some(vec![1])), 0).unwrap_err();
         assert!(matches!(err, PromptError::BlockSize { .. }), "{err}");
         // Without blocks the block size does not matter.
@@ -921,5 +967,26 @@ mod tests {
         assert_eq!(repeated, 90);
         assert_eq!(third.ids.len(), 91);
         assert_eq!(&third.ids[..50], &second.ids[..]);
+    }
+
+    #[test]
+    fn prompts_exact_by_construction_equal_the_re_tokenized_ones() {
+        for synth in [&*O200K, &*CL100K] {
+            assert!(synth.by_construction);
+            for i in 0..300 {
+                let r = rec(&format!("c{i}"), 1 + (i * 37) % 900, None);
+                let fast = synth.synthesize(&r, 0).unwrap();
+                let mut picks = synth.picks(&r, 0).unwrap();
+                let checked = synth
+                    .exact(&r.request_id, &mut picks, |t| synth.tokenizer.encode(t))
+                    .unwrap();
+                assert_eq!(fast, checked, "{i}");
+                assert_eq!(synth.tokenizer.encode(&fast.text).unwrap(), fast.ids);
+            }
+            assert!(
+                !synth.tripped.load(Ordering::Relaxed),
+                "no spot check failed"
+            );
+        }
     }
 }
