@@ -513,6 +513,13 @@ pub struct TargetArgs {
     /// What a request over `--max-in-flight` does.
     #[arg(long, value_enum, default_value = "wait")]
     pub on_cap: OnCapArg,
+    /// Most connections open at once (with --http2, requests in flight):
+    /// a request over it waits for one, and the wait is its `queue_wait_us`
+    /// (part of the send lag), so overload queues in the client instead of
+    /// opening sockets until a side runs out of descriptors. Default: the
+    /// smaller of 4096 and half the open-file limit.
+    #[arg(long, value_parser = count_usize)]
+    pub max_connections: Option<usize>,
     /// Read this Prometheus endpoint (e.g. http://127.0.0.1:8000/metrics)
     /// every second during the run into server_metrics.parquet beside the
     /// results; `report` plots it on the run's timeline.

@@ -85,6 +85,10 @@ pub struct TargetConfig {
     pub tokenizer: Option<TokenizerSpec>,
     /// In-flight cap and what a request over it does.
     pub cap: Option<(usize, CapPolicy)>,
+    /// Most connections (with HTTP/2, streams) open at once; requests over
+    /// it wait for one, recorded as `queue_wait_us`. `None`: the smaller
+    /// of [`MAX_CONNECTIONS_DEFAULT`] and half the open-file limit.
+    pub max_connections: Option<usize>,
     /// Prometheus endpoint read every second.
     pub scrape: Option<String>,
     /// Check the server, credentials and model before t=0.
@@ -114,11 +118,33 @@ impl Default for TargetConfig {
             prompts: PromptMode::Synthetic,
             tokenizer: None,
             cap: None,
+            max_connections: None,
             scrape: None,
             preflight: true,
             sim: SimConfig::default(),
         }
     }
+}
+
+/// The most connections a run opens by default: one core's worth of
+/// streams with room to spare (10,000 req/s at 400 ms each).
+pub const MAX_CONNECTIONS_DEFAULT: usize = 4_096;
+
+/// The default `--max-connections`: the smaller of
+/// [`MAX_CONNECTIONS_DEFAULT`] and half the open-file limit, so that
+/// overload queues requests in the client (each one recorded) instead of
+/// running the process, or a server on the same host, out of descriptors.
+pub fn default_max_connections() -> usize {
+    open_file_limit().map_or(MAX_CONNECTIONS_DEFAULT, |n| {
+        (n / 2).clamp(1, MAX_CONNECTIONS_DEFAULT)
+    })
+}
+
+/// The soft limit on open files (Linux `/proc/self/limits`).
+fn open_file_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// A connected target: the endpoint, the model, and how bodies are built.
@@ -127,6 +153,7 @@ pub struct Target {
     builder: Arc<RequestBuilder>,
     timeouts: Timeouts,
     cap: Option<(usize, CapPolicy)>,
+    connections: usize,
     scrape: Option<String>,
     config_json: serde_json::Value,
     seed: u64,
@@ -163,6 +190,10 @@ impl Target {
         let api_key = std::env::var(&cfg.api_key_env)
             .ok()
             .filter(|k| !k.is_empty());
+        let connections = cfg
+            .max_connections
+            .unwrap_or_else(default_max_connections)
+            .max(1);
         let endpoint = Endpoint::new(EndpointConfig {
             base_url,
             api: cfg.api,
@@ -170,7 +201,7 @@ impl Target {
             api_key,
             http2: cfg.http2,
             connect_timeout: cfg.timeouts.connect,
-            pool_max_idle_per_host: 4_096,
+            pool_max_idle_per_host: connections,
             max_response_bytes: cfg.max_response_bytes,
         })?;
         let model = pick_model(&endpoint, cfg).await?;
@@ -201,6 +232,7 @@ impl Target {
             "tokenizer": synth.as_ref().map(|s: &Arc<PromptSynth>| s.tokenizer().name()),
             "max_in_flight": cfg.cap.map(|(n, _)| n),
             "on_cap": cfg.cap.map(|(_, p)| p),
+            "max_connections": connections,
             "preflight": cfg.preflight,
             "sim": sim.is_some().then(|| serde_json::to_value(&cfg.sim).unwrap_or_default()),
         });
@@ -216,6 +248,7 @@ impl Target {
             }),
             timeouts: cfg.timeouts.clone(),
             cap: cfg.cap,
+            connections,
             scrape: cfg.scrape.clone(),
             config_json,
             seed,
@@ -714,6 +747,7 @@ pub async fn run(
         cap: target
             .cap
             .map(|(n, policy)| (Arc::new(Semaphore::new(n)), policy)),
+        connections: Some(Arc::new(Semaphore::new(target.connections))),
         rows: rows_tx,
         clock,
         cancel: cancel.clone(),

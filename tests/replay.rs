@@ -139,6 +139,18 @@ async fn run_staged(
     closed: Option<ClosedLoop>,
     stages: Option<Stages>,
 ) -> Run {
+    run_with(transport, prepared, cap, stop_after, closed, stages, None).await
+}
+
+async fn run_with(
+    transport: Scripted,
+    prepared: Vec<Prepared>,
+    cap: Option<(usize, CapPolicy)>,
+    stop_after: Option<Duration>,
+    closed: Option<ClosedLoop>,
+    stages: Option<Stages>,
+    connections: Option<usize>,
+) -> Run {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let clock = RunClock::starting_in(Duration::from_millis(10));
     let stop = CancellationToken::new();
@@ -150,6 +162,7 @@ async fn run_staged(
             request: None,
         },
         cap: cap.map(|(n, p)| (Arc::new(Semaphore::new(n)), p)),
+        connections: connections.map(|n| Arc::new(Semaphore::new(n))),
         rows: tx,
         clock,
         cancel: CancellationToken::new(),
@@ -552,4 +565,41 @@ async fn user_stages_change_the_users_at_their_boundaries() {
     // Users leave as their request ends: none is cut off, none is lost.
     assert!(run.rows.iter().all(|r| r.outcome.as_str() == "ok"));
     assert_eq!(run.dispatched.dispatched as usize, run.rows.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_max_connections_requests_wait_in_the_client_and_are_rows() {
+    // 40 requests 10 ms apart, each holding its connection 100 ms: about
+    // ten would be open at once; with 4 connections the rest queue.
+    let offsets: Vec<Option<i64>> = (0..40).map(|i| Some(i * 10_000)).collect();
+    let t = trace(&offsets);
+    let spec = ScheduleSpec::Recorded {
+        speedup: 1.0,
+        start_us: None,
+        end_us: None,
+        spread_us: None,
+        requests: None,
+    };
+    let slow = Scripted {
+        ttft: Duration::from_millis(70),
+        itl: Duration::from_millis(10),
+        tokens: 4,
+    };
+    let run = run_with(slow, prepared(&t, &spec), None, None, None, None, Some(4)).await;
+    assert_eq!(run.rows.len(), 40);
+    assert!(run.rows.iter().all(|r| r.outcome.as_str() == "ok"));
+    assert_eq!(max_in_flight(&run.rows), 4);
+    // The first four never waited (no queue_wait_us); later ones did, and
+    // their wait is their send lag.
+    let waited: Vec<&ResultRow> = run
+        .rows
+        .iter()
+        .filter(|r| r.queue_wait_us.is_some())
+        .collect();
+    assert!(waited.len() >= 30, "{}", waited.len());
+    assert!(run.rows[..4].iter().all(|r| r.queue_wait_us.is_none()));
+    for r in waited {
+        assert_eq!(r.queue_wait_us, r.send_lag_us);
+        assert!(r.queue_wait_us.unwrap() > 0);
+    }
 }

@@ -53,6 +53,7 @@ pub fn target_config(args: &TargetArgs) -> anyhow::Result<TargetConfig> {
         prompts: args.prompts.into(),
         tokenizer: args.tokenizer.clone(),
         cap: args.max_in_flight.map(|n| (n, args.on_cap.into())),
+        max_connections: args.max_connections,
         scrape: args.scrape.clone(),
         preflight: !args.no_preflight,
         sim: args.sim.clone().into(),

@@ -129,7 +129,7 @@ pub const COLUMNS: &[ColumnDoc] = &[
         col::QUEUE_WAIT_US,
         "int64",
         true,
-        "part of the send lag spent waiting for a `--max-in-flight` slot",
+        "part of the send lag spent waiting for a `--max-in-flight` slot or, over `--max-connections`, for a connection (null when neither applied)",
     ),
     c(
         col::FIRST_TOKEN_AT,

@@ -199,6 +199,8 @@ pub struct Counters {
     pub in_flight: AtomicU64,
     /// Later turns of sessions that the run stopped before they were due.
     pub not_reached: AtomicU64,
+    /// Requests that waited for a connection (`--max-connections`).
+    pub connection_waits: AtomicU64,
 }
 
 /// Which phase a scheduled offset falls in (sweeps' warm-up and cool-down).
@@ -231,6 +233,9 @@ pub struct Shared<T> {
     pub timeouts: Timeouts,
     /// In-flight cap.
     pub cap: Option<(Arc<Semaphore>, CapPolicy)>,
+    /// Connections (streams, with HTTP/2) open at once (`--max-connections`):
+    /// a request waits for one after any in-flight cap.
+    pub connections: Option<Arc<Semaphore>>,
     /// To the recorder.
     pub rows: mpsc::UnboundedSender<ResultRow>,
     /// Instants to UTC.
@@ -375,8 +380,31 @@ async fn execute<T: Transport>(
             }
         },
     };
+    let mut waited_for_connection = false;
+    let _connection = match &shared.connections {
+        None => None,
+        Some(sem) => match sem.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                waited_for_connection = true;
+                shared
+                    .counters
+                    .connection_waits
+                    .fetch_add(1, Ordering::Relaxed);
+                tokio::select! {
+                    permit = sem.clone().acquire_owned() => permit.ok(),
+                    () = shared.cancel.cancelled() => {
+                        row.outcome = Outcome::Cancelled;
+                        row.error = Some("cancelled while waiting for a connection (--max-connections)".into());
+                        row.queue_wait_us = Some(signed_us(Instant::now(), queue_start));
+                        return row;
+                    }
+                }
+            }
+        },
+    };
     let sent = Instant::now();
-    if shared.cap.is_some() {
+    if shared.cap.is_some() || waited_for_connection {
         row.queue_wait_us = Some(signed_us(sent, queue_start));
     }
     row.sent_at_us = Some(shared.clock.unix_us(sent));
