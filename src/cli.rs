@@ -520,6 +520,27 @@ pub struct TargetArgs {
     /// smaller of 4096 and half the open-file limit.
     #[arg(long, value_parser = count_usize)]
     pub max_connections: Option<usize>,
+    /// Sampling temperature, sent as `temperature` in every body.
+    #[arg(long, help_heading = "Sampling", allow_negative_numbers = true)]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling, sent as `top_p`.
+    #[arg(long, help_heading = "Sampling", allow_negative_numbers = true)]
+    pub top_p: Option<f64>,
+    /// Top-k sampling, sent as `top_k` (vLLM, SGLang, llama.cpp, TGI).
+    #[arg(long, help_heading = "Sampling", allow_negative_numbers = true)]
+    pub top_k: Option<i64>,
+    /// The body's `seed` (sampling; `--seed` seeds the schedule and prompts).
+    #[arg(long, help_heading = "Sampling")]
+    pub sampling_seed: Option<u64>,
+    /// A stop sequence, sent in `stop` (repeat for several).
+    #[arg(long, help_heading = "Sampling")]
+    pub stop: Vec<String>,
+    /// A JSON object merged into every body, or `@FILE` holding one (e.g.
+    /// '{"ignore_eos": true}' or chat_template_kwargs); the sampling flags
+    /// above win over its keys. The keys llm-replay sets itself (model,
+    /// prompt, messages, max_tokens, stream) are refused: use their flags.
+    #[arg(long, help_heading = "Sampling")]
+    pub extra_body: Option<String>,
     /// Read this Prometheus endpoint (e.g. http://127.0.0.1:8000/metrics)
     /// every second during the run into server_metrics.parquet beside the
     /// results; `report` plots it on the run's timeline.

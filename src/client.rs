@@ -72,8 +72,9 @@ pub struct RequestSpec {
     /// Add vLLM/SGLang's `ignore_eos` and `min_tokens` so the output is
     /// exactly `max_tokens` long.
     pub force_output_len: bool,
-    /// Merged into the body last.
-    pub extra_body: Option<Map<String, Value>>,
+    /// Merged into the body last (sampling parameters, `--extra-body`);
+    /// shared by every request of a run.
+    pub extra_body: Option<std::sync::Arc<Map<String, Value>>>,
     /// Keep the reply's text in [`Exchange::reply_text`] (session replay
     /// sends it back as the conversation's history).
     pub keep_reply: bool,
@@ -138,7 +139,7 @@ pub fn build_body(api: Api, spec: &RequestSpec) -> Result<Bytes, ClientError> {
         body.insert("min_tokens".into(), json!(spec.max_tokens));
     }
     if let Some(extra) = &spec.extra_body {
-        for (k, v) in extra {
+        for (k, v) in extra.iter() {
             body.insert(k.clone(), v.clone());
         }
     }

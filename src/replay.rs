@@ -89,6 +89,9 @@ pub struct TargetConfig {
     /// it wait for one, recorded as `queue_wait_us`. `None`: the smaller
     /// of [`MAX_CONNECTIONS_DEFAULT`] and half the open-file limit.
     pub max_connections: Option<usize>,
+    /// Merged into every request body: sampling parameters and
+    /// `--extra-body` (validated at the edge).
+    pub extra_body: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Prometheus endpoint read every second.
     pub scrape: Option<String>,
     /// Check the server, credentials and model before t=0.
@@ -119,6 +122,7 @@ impl Default for TargetConfig {
             tokenizer: None,
             cap: None,
             max_connections: None,
+            extra_body: None,
             scrape: None,
             preflight: true,
             sim: SimConfig::default(),
@@ -233,6 +237,7 @@ impl Target {
             "max_in_flight": cfg.cap.map(|(n, _)| n),
             "on_cap": cfg.cap.map(|(_, p)| p),
             "max_connections": connections,
+            "extra_body": cfg.extra_body.as_deref(),
             "preflight": cfg.preflight,
             "sim": sim.is_some().then(|| serde_json::to_value(&cfg.sim).unwrap_or_default()),
         });
@@ -245,6 +250,7 @@ impl Target {
                 force_output_len: cfg.force_output_len,
                 prompts: cfg.prompts,
                 synth,
+                extra_body: cfg.extra_body.clone(),
             }),
             timeouts: cfg.timeouts.clone(),
             cap: cfg.cap,
@@ -355,6 +361,7 @@ struct RequestBuilder {
     force_output_len: bool,
     prompts: PromptMode,
     synth: Option<Arc<PromptSynth>>,
+    extra_body: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl RequestBuilder {
@@ -435,7 +442,7 @@ impl RequestBuilder {
             max_tokens: u32::try_from(record.output_tokens.max(1)).unwrap_or(1),
             stream: self.stream,
             force_output_len: self.force_output_len,
-            extra_body: None,
+            extra_body: self.extra_body.clone(),
             keep_reply,
         };
         let body =

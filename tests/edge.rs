@@ -515,3 +515,24 @@ fn ingest_never_replaces_its_input_or_an_existing_trace() {
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("--block-size"), "{err}");
 }
+
+#[test]
+fn a_bad_extra_body_names_the_flag_the_file_and_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.json");
+    std::fs::write(&file, "{\n  \"ignore_eos\": @\n}\n").unwrap();
+    let at = format!("@{}", file.display());
+    for (value, says) in [
+        (at.as_str(), "line 2"),
+        ("[1, 2]", "expected a JSON object"),
+        (r#"{"max_tokens": 5}"#, "\"max_tokens\""),
+        ("@/no/such/file.json", "cannot read it"),
+    ] {
+        let (code, _, err) = output(bin().args(["replay", &trace(), "--extra-body", value]));
+        assert_eq!(code, Some(64), "{value}: {err}");
+        assert!(
+            err.contains("--extra-body") && err.contains(says),
+            "{value}: {err}"
+        );
+    }
+}

@@ -189,6 +189,7 @@ async fn replay_full(
         api,
         closed_loop,
         PromptMode::Synthetic,
+        None,
     )
     .await
 }
@@ -199,6 +200,7 @@ async fn replay_prompts(
     api: Api,
     closed_loop: Option<ClosedLoop>,
     prompts: PromptMode,
+    extra_body: Option<serde_json::Map<String, Value>>,
 ) -> (
     Vec<ResultRow>,
     Vec<Value>,
@@ -217,6 +219,7 @@ async fn replay_prompts(
         model: Some("m".into()),
         api,
         prompts,
+        extra_body: extra_body.map(Arc::new),
         ..TargetConfig::default()
     };
     let target = Target::connect(&cfg, &trace, 0).await.unwrap();
@@ -470,8 +473,15 @@ async fn original_prompts_resend_the_recorded_conversation_with_the_servers_repl
         ..SessionOptions::default()
     });
     // Completions: a transcript of the turns' own text and the replies.
-    let (rows, bodies, _, _) =
-        replay_prompts(opts, None, Api::Completions, None, PromptMode::Original).await;
+    let (rows, bodies, _, _) = replay_prompts(
+        opts,
+        None,
+        Api::Completions,
+        None,
+        PromptMode::Original,
+        None,
+    )
+    .await;
     assert_eq!(rows.len(), 6);
     assert!(rows.iter().all(|r| r.outcome == Outcome::Ok));
     let prompts: Vec<&str> = bodies.iter().filter_map(|b| b["prompt"].as_str()).collect();
@@ -485,7 +495,8 @@ async fn original_prompts_resend_the_recorded_conversation_with_the_servers_repl
         assert!(prompts.contains(&want.as_str()), "{want:?} in {prompts:?}");
     }
     // Chat: the messages, the assistant's replies as streamed between them.
-    let (_, bodies, _, _) = replay_prompts(opts, None, Api::Chat, None, PromptMode::Original).await;
+    let (_, bodies, _, _) =
+        replay_prompts(opts, None, Api::Chat, None, PromptMode::Original, None).await;
     let last = bodies
         .iter()
         .map(|b| b["messages"].as_array().unwrap().clone())
@@ -505,4 +516,53 @@ async fn original_prompts_resend_the_recorded_conversation_with_the_servers_repl
             ("user", "question a2"),
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_parameters_and_the_extra_body_arrive_in_every_body() {
+    use clap::Parser;
+    let cli = llm_replay::cli::Cli::try_parse_from([
+        "llm-replay",
+        "replay",
+        "t.parquet",
+        "--temperature",
+        "0.7",
+        "--top-k",
+        "20",
+        "--sampling-seed",
+        "42",
+        "--stop",
+        "END",
+        "--stop",
+        "###",
+        "--extra-body",
+        r#"{"ignore_eos": true, "temperature": 2.0, "chat_template_kwargs": {"enable_thinking": false}}"#,
+    ])
+    .unwrap();
+    let llm_replay::cli::Command::Replay(args) = cli.command else {
+        unreachable!()
+    };
+    let extra = llm_replay::commands::replay::extra_body(&args.target)
+        .unwrap()
+        .unwrap();
+    let (rows, bodies, _, _) = replay_prompts(
+        Some(SessionOptions::default()),
+        None,
+        Api::Chat,
+        None,
+        PromptMode::Synthetic,
+        Some(extra),
+    )
+    .await;
+    assert_eq!(bodies.len(), rows.len());
+    for b in &bodies {
+        // The flag wins over the same key in --extra-body.
+        assert_eq!(b["temperature"], 0.7);
+        assert_eq!(b["top_k"], 20);
+        assert_eq!(b["seed"], 42);
+        assert_eq!(b["stop"], json!(["END", "###"]));
+        assert_eq!(b["ignore_eos"], true);
+        assert_eq!(b["chat_template_kwargs"]["enable_thinking"], false);
+        assert!(b["messages"].is_array() && b["model"] == "m");
+    }
 }

@@ -54,10 +54,74 @@ pub fn target_config(args: &TargetArgs) -> anyhow::Result<TargetConfig> {
         tokenizer: args.tokenizer.clone(),
         cap: args.max_in_flight.map(|n| (n, args.on_cap.into())),
         max_connections: args.max_connections,
+        extra_body: extra_body(args)?.map(Arc::new),
         scrape: args.scrape.clone(),
         preflight: !args.no_preflight,
         sim: args.sim.clone().into(),
     })
+}
+
+/// Keys of the body that come from the trace and the other flags.
+const OWN_KEYS: [&str; 5] = ["model", "prompt", "messages", "max_tokens", "stream"];
+
+/// `--extra-body` (inline or `@FILE`) with the sampling flags merged over
+/// it; `None` when none was given.
+pub fn extra_body(
+    args: &TargetArgs,
+) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    use serde_json::{Value, json};
+    let mut body = match &args.extra_body {
+        None => serde_json::Map::new(),
+        Some(text) => {
+            let (what, json_text) = match text.strip_prefix('@') {
+                Some(path) => (
+                    format!("--extra-body @{path}"),
+                    std::fs::read_to_string(path).map_err(|e| {
+                        UsageError(format!("--extra-body @{path}: cannot read it: {e}"))
+                    })?,
+                ),
+                None => ("--extra-body".to_owned(), text.clone()),
+            };
+            match serde_json::from_str::<Value>(&json_text) {
+                Ok(Value::Object(map)) => map,
+                Ok(other) => bail!(UsageError(format!(
+                    "{what}: expected a JSON object, got {}",
+                    super::clip(&other.to_string(), 80)
+                ))),
+                Err(e) => bail!(UsageError(format!("{what}: not JSON: {e}"))),
+            }
+        }
+    };
+    if let Some(key) = OWN_KEYS.iter().find(|k| body.contains_key(**k)) {
+        bail!(UsageError(format!(
+            "--extra-body sets {key:?}, which llm-replay sets from the trace and its flags (--model, --no-stream, the trace's output_tokens)"
+        )));
+    }
+    let finite = |flag: &str, v: f64| -> anyhow::Result<Value> {
+        if v.is_finite() {
+            Ok(json!(v))
+        } else {
+            bail!(UsageError(format!(
+                "{flag} must be a finite number, got {v}"
+            )))
+        }
+    };
+    if let Some(t) = args.temperature {
+        body.insert("temperature".into(), finite("--temperature", t)?);
+    }
+    if let Some(p) = args.top_p {
+        body.insert("top_p".into(), finite("--top-p", p)?);
+    }
+    if let Some(k) = args.top_k {
+        body.insert("top_k".into(), json!(k));
+    }
+    if let Some(s) = args.sampling_seed {
+        body.insert("seed".into(), json!(s));
+    }
+    if !args.stop.is_empty() {
+        body.insert("stop".into(), json!(args.stop));
+    }
+    Ok((!body.is_empty()).then_some(body))
 }
 
 /// Microseconds of an optional duration.
