@@ -520,6 +520,16 @@ pub struct TargetArgs {
     /// smaller of 4096 and half the open-file limit.
     #[arg(long, value_parser = count_usize)]
     pub max_connections: Option<usize>,
+    /// Send the same synthetic prompts as an earlier run with the same
+    /// seed. By default every run (and every sweep step) salts its prompts,
+    /// so that nothing an earlier run left in the server's prefix cache is
+    /// hit; prefix sharing inside the run stays as the trace says.
+    #[arg(long, conflicts_with = "prompt_salt")]
+    pub same_prompts: bool,
+    /// Salt the prompts with this value (the `llm_replay.prompt_salt` of an
+    /// earlier run's results sends that run's prompts again).
+    #[arg(long)]
+    pub prompt_salt: Option<u64>,
     /// Sampling temperature, sent as `temperature` in every body.
     #[arg(long, help_heading = "Sampling", allow_negative_numbers = true)]
     pub temperature: Option<f64>,

@@ -159,6 +159,7 @@ const MAX_REPAIRS: usize = 8;
 const TAG_REQUEST: &[u8] = b"llm-replay/prompt/request/v1";
 const TAG_BLOCK: &[u8] = b"llm-replay/prompt/block/v1";
 const TAG_REPLY: &[u8] = b"llm-replay/prompt/reply/v1";
+const TAG_SALT: &[u8] = b"llm-replay/prompt/salt/v1";
 
 /// splitmix64 (Steele, Lea and Flood, 2014): a few multiply-xorshifts per
 /// word, statistically plenty for choosing words and several times faster
@@ -231,7 +232,7 @@ impl History {
 #[derive(Debug)]
 pub struct PromptSynth {
     tokenizer: Tokenizer,
-    pool: WordPool,
+    pool: std::sync::Arc<WordPool>,
     block_size: u32,
     seed: u64,
     /// Whether rendered ids are the text's tokens by construction (see
@@ -270,13 +271,34 @@ impl PromptSynth {
         );
         Ok(Self {
             tokenizer,
-            pool,
+            pool: std::sync::Arc::new(pool),
             block_size,
             seed,
             by_construction,
             handed_out: AtomicU64::new(0),
             tripped: AtomicBool::new(false),
         })
+    }
+
+    /// The same synthesiser with every prompt salted by `salt` (0 keeps
+    /// them): a run or sweep step that salts its prompts sends none of the
+    /// text an earlier run left in the server's prefix cache, while prefix
+    /// sharing inside the run (equal `prefix_block_ids`, session history)
+    /// is kept, since every prompt of the run is salted alike.
+    pub fn salted(&self, salt: u64) -> Self {
+        Self {
+            tokenizer: self.tokenizer.clone(),
+            pool: self.pool.clone(),
+            block_size: self.block_size,
+            seed: if salt == 0 {
+                self.seed
+            } else {
+                seed_of(TAG_SALT, self.seed, 0, &salt.to_le_bytes())
+            },
+            by_construction: self.by_construction,
+            handed_out: AtomicU64::new(0),
+            tripped: AtomicBool::new(self.tripped.load(Ordering::Relaxed)),
+        }
     }
 
     /// The tokenizer prompts are exact under.
@@ -988,5 +1010,27 @@ mod tests {
                 "no spot check failed"
             );
         }
+    }
+
+    #[test]
+    fn a_salt_changes_every_prompt_and_keeps_sharing_inside_the_run() {
+        let plain = &*O200K;
+        let salted = plain.salted(99);
+        let a = rec("a", 64, Some(vec![7, 8]));
+        let b = rec("b", 64, Some(vec![7, 9]));
+        let (pa, sa) = (
+            plain.synthesize(&a, 0).unwrap(),
+            salted.synthesize(&a, 0).unwrap(),
+        );
+        assert_ne!(pa.ids[..BLOCK as usize], sa.ids[..BLOCK as usize]);
+        assert_eq!(sa.ids.len(), 64);
+        assert_eq!(salted.tokenizer().encode(&sa.text).unwrap(), sa.ids);
+        // Block 7 is shared by a and b under the salt as without it.
+        let sb = salted.synthesize(&b, 0).unwrap();
+        assert_eq!(sa.ids[..BLOCK as usize], sb.ids[..BLOCK as usize]);
+        assert_ne!(sa.ids[BLOCK as usize..], sb.ids[BLOCK as usize..]);
+        // Salt 0 is no salt; the same salt gives the same prompts.
+        assert_eq!(plain.salted(0).synthesize(&a, 0).unwrap(), pa);
+        assert_eq!(plain.salted(99).synthesize(&a, 0).unwrap(), sa);
     }
 }

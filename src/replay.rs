@@ -365,6 +365,19 @@ struct RequestBuilder {
 }
 
 impl RequestBuilder {
+    /// The same builder with its prompts salted by `salt` (0: unchanged).
+    fn salted(&self, salt: u64) -> Self {
+        Self {
+            model: self.model.clone(),
+            api: self.api,
+            stream: self.stream,
+            force_output_len: self.force_output_len,
+            prompts: self.prompts,
+            synth: self.synth.as_ref().map(|s| Arc::new(s.salted(salt))),
+            extra_body: self.extra_body.clone(),
+        }
+    }
+
     /// Builds the request for one scheduled trace row.
     fn prepare(&self, record: &TraceRecord, sched: ScheduledRequest) -> Prepared {
         let request = self.build(record, sched.repeat);
@@ -556,6 +569,10 @@ pub struct RunOptions {
     pub closed_loop: Option<dispatch::ClosedLoop>,
     /// Send only this shard of the schedule (`--shard K/N`).
     pub shard: Option<schedule::Shard>,
+    /// Salts every synthetic prompt of the run (0: none), so that a rerun
+    /// or the next sweep step finds nothing of this one in the server's
+    /// prefix cache; sharing inside the run is kept.
+    pub prompt_salt: u64,
     /// The schedule's t=0 as wall-clock microseconds since the epoch
     /// (`--start-at`), so that shards start together; `None` starts
     /// shortly after the run is set up.
@@ -659,6 +676,12 @@ pub async fn run(
     if let Some(shard) = opts.shard {
         kv.push((key::SHARD.to_owned(), shard.to_string()));
     }
+    kv.push((key::PROMPT_SALT.to_owned(), opts.prompt_salt.to_string()));
+    let builder = if opts.prompt_salt == 0 {
+        target.builder.clone()
+    } else {
+        Arc::new(target.builder.salted(opts.prompt_salt))
+    };
     kv.extend(opts.extra_metadata.iter().cloned());
     let writer = ResultsWriter::create(&opts.output, &kv)?;
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
@@ -679,7 +702,7 @@ pub async fn run(
         Arc::new(session::SessionRun {
             trace: trace.clone(),
             plan,
-            builder: target.builder.clone(),
+            builder: builder.clone(),
             opts: o,
             speedup: match opts.schedule {
                 ScheduleSpec::Recorded { speedup, .. } => speedup,
@@ -702,7 +725,7 @@ pub async fn run(
     let producer = {
         let trace = trace.clone();
         let stop = shutdown.stop_token();
-        let builder = target.builder.clone();
+        let builder = builder.clone();
         let session_run = session_run.clone();
         std::thread::Builder::new()
             .name("llm-replay-prompts".into())

@@ -165,6 +165,21 @@ pub struct SweepPlan {
     pub schedule: StepSchedule,
     /// Session replay options (`None`: rows on their own).
     pub sessions: Option<crate::replay::session::SessionOptions>,
+    /// Salt of the sweep's prompts (0: none, `--same-prompts`); each step
+    /// (and probe) salts its own from it, so no step is served from the
+    /// prefix cache an earlier step warmed.
+    pub prompt_salt: u64,
+}
+
+/// The prompt salt of step `step` (probes count down from -1).
+fn step_salt(base: u64, step: i32) -> u64 {
+    if base == 0 {
+        return 0;
+    }
+    let mut z = base
+        ^ u64::from(u32::from_ne_bytes(step.to_ne_bytes())).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (z ^ (z >> 29)).max(1)
 }
 
 impl SweepPlan {
@@ -351,6 +366,7 @@ impl Sweeper<'_> {
                 closed_loop,
                 shard: None,
                 start_at_us: None,
+                prompt_salt: step_salt(self.plan.prompt_salt, step_no),
             },
             self.shutdown,
         )
@@ -510,6 +526,7 @@ async fn auto_probe(
                 closed_loop: None,
                 shard: None,
                 start_at_us: None,
+                prompt_salt: step_salt(sw.plan.prompt_salt, -1 - i),
             },
             sw.shutdown,
         )
@@ -566,5 +583,14 @@ mod tests {
         assert!(parse_loads("4..2", 3, Spacing::Linear).is_err());
         assert!(parse_loads("1,x", 3, Spacing::Linear).is_err());
         assert!(parse_loads("0,1", 3, Spacing::Linear).is_err());
+    }
+
+    #[test]
+    fn every_step_and_probe_salts_its_prompts_apart() {
+        let salts: std::collections::HashSet<u64> =
+            (-12..40).map(|step| step_salt(12345, step)).collect();
+        assert_eq!(salts.len(), 52);
+        assert!(!salts.contains(&0));
+        assert_eq!(step_salt(0, 3), 0, "--same-prompts salts nothing");
     }
 }

@@ -243,6 +243,7 @@ async fn replay_prompts(
         closed_loop,
         shard: None,
         start_at_us: None,
+        prompt_salt: 0,
     };
     let recorded = llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await

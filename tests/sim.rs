@@ -249,6 +249,7 @@ async fn a_replay_with_faults_has_one_right_row_per_request() {
         closed_loop: None,
         shard: None,
         start_at_us: None,
+        prompt_salt: 0,
     };
     let recorded = llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await
@@ -337,6 +338,7 @@ async fn scraped_server_metrics_land_beside_the_results() {
         closed_loop: None,
         shard: None,
         start_at_us: None,
+        prompt_salt: 0,
     };
     llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
         .await

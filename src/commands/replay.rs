@@ -61,6 +61,24 @@ pub fn target_config(args: &TargetArgs) -> anyhow::Result<TargetConfig> {
     })
 }
 
+/// The prompt salt of a run: none with `--same-prompts`, the value of
+/// `--prompt-salt`, else a new one from the clock (never 0).
+pub fn prompt_salt(args: &TargetArgs) -> u64 {
+    if args.same_prompts {
+        return 0;
+    }
+    args.prompt_salt.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        // SplitMix64's finaliser spreads the clock over all 64 bits.
+        let mut z = (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)).max(1)
+    })
+}
+
 /// Keys of the body that come from the trace and the other flags.
 const OWN_KEYS: [&str; 5] = ["model", "prompt", "messages", "max_tokens", "stream"];
 
@@ -406,6 +424,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         closed_loop: closed,
         shard: args.shard,
         start_at_us: args.start_at,
+        prompt_salt: prompt_salt(&args.target),
     };
     let recorded = replay::run(trace, &target, opts, &shutdown).await?;
     stdout(format_args!("{}", recorded.summary));

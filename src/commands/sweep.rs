@@ -87,6 +87,7 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
         progress: !args.quiet,
         target: target_config(&args.target)?,
         sessions: args.session.options(),
+        prompt_salt: super::replay::prompt_salt(&args.target),
         schedule: StepSchedule {
             arrivals: arrivals(&args.schedule),
             order: args.schedule.order.into(),

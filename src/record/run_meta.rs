@@ -50,6 +50,9 @@ pub mod key {
     /// The schedule's t=0 (RFC 3339, microseconds, UTC): `scheduled_at`
     /// minus this is the request's offset in the schedule.
     pub const T0: &str = "llm_replay.t0";
+    /// The salt of the run's synthetic prompts (0: none); `--prompt-salt`
+    /// with this value and the same seed sends the same prompts again.
+    pub const PROMPT_SALT: &str = "llm_replay.prompt_salt";
     /// `K/N` of a sharded run (`--shard`).
     pub const SHARD: &str = "llm_replay.shard";
 }
