@@ -248,6 +248,12 @@ pub async fn start(cfg: SimConfig, bind: SocketAddr) -> Result<SimServer, SimErr
         .with_state(state.clone());
     let server = tokio::spawn(async move {
         let shutdown = stop.clone();
+        // Without TCP_NODELAY, Nagle holds each small SSE event until the
+        // client's delayed ACK (about 40 ms on Linux): every TTFT would be
+        // at least that long.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
