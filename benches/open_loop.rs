@@ -6,6 +6,11 @@
 //! peak memory of a long run against a short one. The simulator and the
 //! client share the machine's cores, as they would on a 2-core load box.
 //!
+//! Each rate runs against a simulator of its own that logs arrivals, and
+//! a second table judges the run from that log: the rate, gap CV and Fano
+//! factor the server saw next to the schedule's own, and how late each
+//! request arrived against its `scheduled_at`.
+//!
 //! `cargo bench --bench open_loop`
 //! (`LLM_REPLAY_BENCH_SECONDS=N` sets each step's length, default 10;
 //! `LLM_REPLAY_BENCH_LONG=1` adds a 1,000,000-request run.)
@@ -79,6 +84,18 @@ fn write_session_trace(path: &Path, sessions: usize) {
 }
 
 fn run(dir: &Path, trace: &Path, url: &str, rate: u32, extra: &[&str]) -> serde_json::Value {
+    run_keeping(dir, trace, url, rate, extra, false).0
+}
+
+/// [`run`], keeping the results file when `keep` (its path is returned).
+fn run_keeping(
+    dir: &Path,
+    trace: &Path,
+    url: &str,
+    rate: u32,
+    extra: &[&str],
+    keep: bool,
+) -> (serde_json::Value, std::path::PathBuf) {
     // Outputs are never overwritten: every run gets its own names.
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -93,15 +110,7 @@ fn run(dir: &Path, trace: &Path, url: &str, rate: u32, extra: &[&str]) -> serde_
             "--model",
             "llm-replay-sim",
         ])
-        .args([
-            "--rate",
-            &rate.to_string(),
-            "--arrivals",
-            "constant",
-            "--order",
-            "shuffle",
-            "-q",
-        ])
+        .args(["--rate", &rate.to_string(), "--order", "shuffle", "-q"])
         .args([
             "-o",
             out.to_str().unwrap(),
@@ -115,8 +124,84 @@ fn run(dir: &Path, trace: &Path, url: &str, rate: u32, extra: &[&str]) -> serde_
     assert!(status.success());
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-    std::fs::remove_file(out).unwrap();
-    s
+    if !keep {
+        std::fs::remove_file(&out).unwrap();
+    }
+    (s, out)
+}
+
+/// A simulator on its own core, logging arrivals to `log`.
+fn logging_sim(port: u16, log: &Path) -> std::process::Child {
+    let sim = pinned("1")
+        .args([
+            "sim",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--sim-zero-delay",
+            "--sim-max-batch",
+            "100000",
+            "--log-arrivals",
+            log.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    sim
+}
+
+/// Stops a simulator with SIGINT, so that it writes its arrival log.
+fn stop(mut sim: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &sim.id().to_string()])
+        .status();
+    let _ = sim.wait();
+}
+
+/// The server's view of one run: its arrivals' spread, the schedule's own
+/// spread for reference, and each arrival's lateness against its schedule.
+fn server_side(results: &Path, log: &Path) -> String {
+    use llm_replay::sim::arrivals::{read_log, spread};
+    let rows = llm_replay::record::read_results(results).unwrap().rows;
+    let scheduled: std::collections::HashMap<String, i64> = rows
+        .iter()
+        .map(|r| {
+            let id = if r.repeat_index == 0 {
+                r.request_id.clone()
+            } else {
+                format!("{}#{}", r.request_id, r.repeat_index)
+            };
+            (id, r.scheduled_at_us)
+        })
+        .collect();
+    let arrivals = read_log(log).unwrap();
+    let mut at: Vec<i64> = arrivals.iter().map(|a| a.0).collect();
+    let server = spread(&mut at);
+    let mut sched: Vec<i64> = rows.iter().map(|r| r.scheduled_at_us).collect();
+    let planned = spread(&mut sched);
+    let mut jitter: Vec<i64> = arrivals
+        .iter()
+        .filter_map(|(t, id)| scheduled.get(id).map(|s| t - s))
+        .collect();
+    jitter.sort_unstable();
+    let q = |p: f64| {
+        jitter
+            .get(((jitter.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |&v| v as f64 / 1e3)
+    };
+    format!(
+        "{:>9} {:>10.1} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>9.3}ms {:>9.3}ms {:>9.3}ms",
+        server.count,
+        server.rate,
+        server.gap_cv,
+        planned.gap_cv,
+        server.fano,
+        planned.fano,
+        q(0.5),
+        q(0.99),
+        q(1.0),
+    )
 }
 
 fn main() {
@@ -167,14 +252,28 @@ fn main() {
         "CPU/request",
         "peak MiB"
     );
+    let mut judged = Vec::new();
     for rate in [500u32, 1_000, 2_000, 5_000, 10_000] {
-        let s = run(
+        // Each rate gets a simulator of its own, whose arrival log judges
+        // the run from the server's side.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.path().join(format!("arrivals-{rate}.csv"));
+        let sim = logging_sim(port, &log);
+        let (s, results) = run_keeping(
             dir.path(),
             &trace,
-            &url,
+            &format!("http://127.0.0.1:{port}"),
             rate,
             &["--duration", &format!("{seconds}s")],
+            true,
         );
+        stop(sim);
+        judged.push((rate, server_side(&results, &log)));
+        std::fs::remove_file(&results).unwrap();
         let f = &s["fidelity"];
         println!(
             "{rate:>7} {:>10.1} {:>8.2}% {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>8} {:>10.1}µs {:>9.0}",
@@ -187,6 +286,25 @@ fn main() {
             s["client"]["cpu_us_per_request"].as_f64().unwrap_or(0.0),
             s["client"]["peak_rss_mib"].as_f64().unwrap_or(0.0),
         );
+    }
+    println!(
+        "at the server (Poisson schedule; gap CV and Fano factor of 10 ms counts are 1 for Poisson; lateness = arrival - scheduled_at):"
+    );
+    println!(
+        "{:>7} {:>9} {:>10} {:>7} {:>7} {:>7} {:>7} {:>11} {:>11} {:>11}",
+        "rate",
+        "arrivals",
+        "rate",
+        "CV",
+        "CV plan",
+        "Fano",
+        "F plan",
+        "late p50",
+        "late p99",
+        "late max"
+    );
+    for (rate, line) in judged {
+        println!("{rate:>7} {line}");
     }
     let mut lengths = vec![20_000u64, 60_000];
     if std::env::var("LLM_REPLAY_BENCH_LONG").is_ok() {

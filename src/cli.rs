@@ -991,6 +991,11 @@ pub struct SimArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub bind: std::net::SocketAddr,
+    /// Write every request's arrival to this CSV (`arrival_us,request_id`:
+    /// UTC microseconds when its head was parsed, and its X-Request-Id),
+    /// to judge a load generator from the server's side.
+    #[arg(long)]
+    pub log_arrivals: Option<std::path::PathBuf>,
     /// Simulator options.
     #[command(flatten)]
     pub sim: SimFlags,

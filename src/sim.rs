@@ -8,6 +8,7 @@
 //! request whose `X-Request-Id` contains `fault=429`, `fault=500`,
 //! `fault=stall`, `fault=disconnect` or `fault=garble`.
 
+pub mod arrivals;
 pub mod engine;
 
 use std::collections::BTreeMap;
@@ -142,6 +143,8 @@ impl Fault {
 }
 
 struct AppState {
+    /// Where arrivals go (`sim --log-arrivals`), until shutdown.
+    arrivals: Mutex<Option<std::sync::mpsc::Sender<(i64, String)>>>,
     cfg: SimConfig,
     jobs: mpsc::UnboundedSender<Job>,
     gauges: Arc<EngineGauges>,
@@ -158,6 +161,8 @@ pub struct SimServer {
     state: Arc<AppState>,
     server: tokio::task::JoinHandle<()>,
     engine: tokio::task::JoinHandle<()>,
+    /// Writes the arrival log; ends when the log's sender is dropped.
+    arrival_writer: Option<std::thread::JoinHandle<std::io::Result<u64>>>,
 }
 
 impl SimServer {
@@ -180,11 +185,50 @@ impl SimServer {
         self.state.stop.cancel();
         let _ = self.server.await;
         let _ = self.engine.await;
+        if let Ok(mut log) = self.state.arrivals.lock() {
+            log.take();
+        }
+        if let Some(writer) = self.arrival_writer {
+            match writer.join() {
+                Ok(Ok(n)) => tracing::debug!(arrivals = n, "arrival log written"),
+                Ok(Err(e)) => eprintln!("writing the arrival log: {e}"),
+                Err(_) => eprintln!("the arrival log writer panicked"),
+            }
+        }
     }
 }
 
 /// Binds `bind` (port 0 picks one) and serves in the background.
 pub async fn start(cfg: SimConfig, bind: SocketAddr) -> Result<SimServer, SimError> {
+    start_logging(cfg, bind, None).await
+}
+
+/// [`start`], and with `arrival_log` a CSV of every generation request's
+/// (POST's) arrival:
+/// `arrival_us,request_id`, the time (UTC microseconds since the epoch, the
+/// clock of the results' `scheduled_at` and `sent_at`) at which its head
+/// was parsed, before its body is read, and its `X-Request-Id`. Rows are
+/// handed to a writer thread, so the log costs a request a clock read and
+/// a channel send.
+pub async fn start_logging(
+    cfg: SimConfig,
+    bind: SocketAddr,
+    arrival_log: Option<&std::path::Path>,
+) -> Result<SimServer, SimError> {
+    let (arrivals, arrival_writer) = match arrival_log {
+        None => (None, None),
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|error| {
+                SimError::Config(format!("--log-arrivals {}: {error}", path.display()))
+            })?;
+            let (tx, rx) = std::sync::mpsc::channel::<(i64, String)>();
+            let writer = std::thread::Builder::new()
+                .name("llm-replay-sim-arrivals".into())
+                .spawn(move || write_arrivals(file, &rx))
+                .map_err(|e| SimError::Config(format!("starting the arrival log writer: {e}")))?;
+            (Some(tx), Some(writer))
+        }
+    };
     for (name, v) in [
         ("--sim-fail-429", cfg.fail_429),
         ("--sim-fail-500", cfg.fail_500),
@@ -230,7 +274,9 @@ pub async fn start(cfg: SimConfig, bind: SocketAddr) -> Result<SimServer, SimErr
         }
     };
     let engine = tokio::spawn(engine::run(params, jobs_rx, gauges.clone(), stop.clone()));
+    let logging = arrivals.is_some();
     let state = Arc::new(AppState {
+        arrivals: Mutex::new(arrivals),
         rng: Mutex::new(StdRng::seed_from_u64(cfg.seed)),
         cfg,
         jobs: jobs_tx,
@@ -246,6 +292,14 @@ pub async fn start(cfg: SimConfig, bind: SocketAddr) -> Result<SimServer, SimErr
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
         .with_state(state.clone());
+    let app = if logging {
+        app.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            log_arrival,
+        ))
+    } else {
+        app
+    };
     let server = tokio::spawn(async move {
         let shutdown = stop.clone();
         // Without TCP_NODELAY, Nagle holds each small SSE event until the
@@ -263,7 +317,58 @@ pub async fn start(cfg: SimConfig, bind: SocketAddr) -> Result<SimServer, SimErr
         state,
         server,
         engine,
+        arrival_writer,
     })
+}
+
+/// Notes a request's arrival before it is handled.
+async fn log_arrival(
+    State(s): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // Generation requests only: the model list and metrics scrapes are
+    // not load.
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if let Ok(log) = s.arrivals.lock()
+        && let Some(tx) = log.as_ref()
+    {
+        let _ = tx.send((at, id));
+    }
+    next.run(request).await
+}
+
+/// Writes arrivals as CSV until every sender is gone; returns the count.
+fn write_arrivals(
+    file: std::fs::File,
+    rx: &std::sync::mpsc::Receiver<(i64, String)>,
+) -> std::io::Result<u64> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    writeln!(out, "arrival_us,request_id")?;
+    let mut n = 0u64;
+    for (at, id) in rx {
+        // Ids are the trace's; quote the rare one that needs it.
+        if id.contains([',', '"', '\n', '\r']) {
+            writeln!(out, "{at},\"{}\"", id.replace('"', "\"\""))?;
+        } else {
+            writeln!(out, "{at},{id}")?;
+        }
+        n += 1;
+    }
+    out.flush()?;
+    Ok(n)
 }
 
 async fn models(State(s): State<Arc<AppState>>) -> Response {

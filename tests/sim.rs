@@ -359,3 +359,42 @@ async fn scraped_server_metrics_land_beside_the_results() {
     assert!(requests >= 8.0, "{requests}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_arrival_log_has_one_row_per_request_with_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("arrivals.csv");
+    let server = sim::start_logging(fast_sim(), "127.0.0.1:0".parse().unwrap(), Some(&log))
+        .await
+        .unwrap();
+    let e = endpoint(&server.url(), Api::Completions);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    for id in ["a1", "b,2", "c3"] {
+        assert_eq!(
+            send(&e, Api::Completions, &spec(id, true)).await.outcome,
+            Outcome::Ok
+        );
+    }
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    server.shutdown().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "arrival_us,request_id");
+    let rows: Vec<(i64, &str)> = lines[1..]
+        .iter()
+        .map(|l| {
+            let (t, id) = l.split_once(',').unwrap();
+            (t.parse().unwrap(), id)
+        })
+        .collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r.1).collect();
+    assert_eq!(ids, ["a1", "\"b,2\"", "c3"]);
+    assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0));
+    assert!(rows.iter().all(|r| (before..=after).contains(&r.0)));
+}

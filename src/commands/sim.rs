@@ -8,7 +8,8 @@ use crate::replay::Shutdown;
 
 /// Runs `llm-replay sim`.
 pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
-    let server = crate::sim::start(args.sim.into(), args.bind).await?;
+    let server =
+        crate::sim::start_logging(args.sim.into(), args.bind, args.log_arrivals.as_deref()).await?;
     eprintln!(
         "simulated endpoint on {} (OpenAI-compatible: /v1/models, /v1/completions, /v1/chat/completions, /metrics); Ctrl-C stops it",
         server.url()
