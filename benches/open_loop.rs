@@ -130,6 +130,15 @@ fn run_keeping(
     (s, out)
 }
 
+/// A loopback port nothing listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A simulator on its own core, logging arrivals to `log`.
 fn logging_sim(port: u16, log: &Path) -> std::process::Child {
     let sim = pinned("1")
@@ -215,11 +224,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("short.parquet");
     write_trace(&trace, 10_000);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let sim = pinned("1")
         .args([
@@ -256,11 +261,7 @@ fn main() {
     for rate in [500u32, 1_000, 2_000, 5_000, 10_000] {
         // Each rate gets a simulator of its own, whose arrival log judges
         // the run from the server's side.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let log = dir.path().join(format!("arrivals-{rate}.csv"));
         let sim = logging_sim(port, &log);
         let (s, results) = run_keeping(

@@ -200,6 +200,12 @@ fn seed_of(tag: &[u8], seed: u64, repeat: u32, key: &[u8]) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// A salt made from `base` and `key` (a sweep step, a process), never 0
+/// (which means no salt): the same hash that seeds every prompt.
+pub fn derive_salt(base: u64, key: &[u8]) -> u64 {
+    seed_of(TAG_SALT, base, u32::MAX, key).max(1)
+}
+
 /// Index of the first token where `want` and `got` differ, `None` if equal.
 fn first_difference(want: &[u32], got: &[u32]) -> Option<usize> {
     match want.iter().zip(got).position(|(a, b)| a != b) {

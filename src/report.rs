@@ -562,14 +562,7 @@ fn sweep_charts(s: &SweepReport) -> Vec<Chart> {
         points: s.steps.iter().map(|st| (x(st), f(st))).collect(),
     };
     let mut markers = Vec::new();
-    let (capacity, knee) = if users {
-        (
-            s.capacity.slo_capacity_concurrency,
-            s.capacity.knee_concurrency,
-        )
-    } else {
-        (s.capacity.slo_capacity_rate, s.capacity.knee_offered_rate)
-    };
+    let (knee, capacity) = s.capacity.conclusions(users);
     if let Some(c) = capacity {
         markers.push((c, format!("SLO capacity {c:.2}")));
     }

@@ -284,38 +284,34 @@ impl Stages {
         (0.0, None)
     }
 
-    /// The load as linear pieces over the run's clock.
-    fn segments(&self) -> Vec<Segment> {
-        let mut out = Vec::with_capacity(self.stages.len() * 2);
+    /// The load as linear pieces over the run's clock, generated as walked
+    /// (the closed loop asks for the level on every wait).
+    fn segments(&self) -> impl Iterator<Item = Segment> + '_ {
         let mut start = 0u64;
         let mut prev: Option<f64> = None;
-        for s in &self.stages {
+        self.stages.iter().flat_map(move |s| {
             let level = s.load.level();
             let end = start.saturating_add(s.duration_ns);
             let ramp = match prev {
                 Some(p) if self.ramp_ns > 0 && p != level => self.ramp_ns.min(s.duration_ns),
                 _ => 0,
             };
-            if ramp > 0 {
-                out.push(Segment {
-                    start_ns: start,
-                    end_ns: start + ramp,
-                    from: prev.unwrap_or(level),
-                    to: level,
-                });
-            }
-            if start + ramp < end {
-                out.push(Segment {
-                    start_ns: start + ramp,
-                    end_ns: end,
-                    from: level,
-                    to: level,
-                });
-            }
+            let ramping = (ramp > 0).then(|| Segment {
+                start_ns: start,
+                end_ns: start + ramp,
+                from: prev.unwrap_or(level),
+                to: level,
+            });
+            let holding = (start + ramp < end).then_some(Segment {
+                start_ns: start + ramp,
+                end_ns: end,
+                from: level,
+                to: level,
+            });
             prev = Some(level);
             start = end;
-        }
-        out
+            ramping.into_iter().chain(holding)
+        })
     }
 }
 
@@ -367,7 +363,7 @@ struct StagedClock {
 impl StagedClock {
     fn new(stages: &Stages) -> Self {
         Self {
-            segments: stages.segments(),
+            segments: stages.segments().collect(),
             at: 0,
             before: 0.0,
         }
@@ -432,6 +428,24 @@ impl ScheduleSpec {
         match self {
             Self::Rate { rate, .. } => Some(*rate),
             Self::Recorded { .. } | Self::Stages { .. } => None,
+        }
+    }
+
+    /// The schedule of a closed loop (`--concurrency`, user stages, a
+    /// concurrency sweep step): virtual users, not times, decide when
+    /// requests leave, so only the rows' order and their number count
+    /// (`None`: one pass over the trace).
+    pub fn closed_loop(order: Order, requests: Option<u64>, seed: u64) -> Self {
+        Self::Rate {
+            // Unused: no request waits for an offset.
+            rate: 1.0,
+            arrivals: Arrivals::Constant,
+            order,
+            limit: Limit {
+                duration_ns: None,
+                requests,
+            },
+            seed,
         }
     }
 

@@ -102,16 +102,11 @@ impl StepSchedule {
             // Users, not times, decide when requests leave; the schedule
             // gives their order and, with --requests, their number (else
             // the step's duration ends it).
-            SweepMode::Concurrency => ScheduleSpec::Rate {
-                rate: 1.0,
-                arrivals: Arrivals::Constant,
-                order: self.order,
-                limit: Limit {
-                    duration_ns: None,
-                    requests: Some(self.requests.unwrap_or(u64::MAX)),
-                },
-                seed: self.seed,
-            },
+            SweepMode::Concurrency => ScheduleSpec::closed_loop(
+                self.order,
+                Some(self.requests.unwrap_or(u64::MAX)),
+                self.seed,
+            ),
         }
     }
 
@@ -176,10 +171,7 @@ fn step_salt(base: u64, step: i32) -> u64 {
     if base == 0 {
         return 0;
     }
-    let mut z = base
-        ^ u64::from(u32::from_ne_bytes(step.to_ne_bytes())).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    (z ^ (z >> 29)).max(1)
+    crate::prompt::derive_salt(base, &step.to_le_bytes())
 }
 
 impl SweepPlan {

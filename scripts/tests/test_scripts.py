@@ -90,11 +90,7 @@ def test_session_turns_view(run, datasets, tmp_path):
     run("replay", trace, "--rate", "20", "--think-time-scale", "0", "--sim-zero-delay", "-q",
         "-o", out / "results.parquet")
     con = duckdb.connect()
-    con.execute(f"SET VARIABLE results_dir = '{out}'")
-    con.execute(f"SET VARIABLE trace_path = '{trace}'")
-    con.execute("SET VARIABLE slo_ttft_ms = 2000")
-    con.execute("SET VARIABLE slo_tpot_ms = 1000")
-    con.execute((ROOT / "scripts" / "analysis.sql").read_text())
+    _views(con, out, trace)
     turns = con.execute("SELECT turn_index, turns, ok, history_share FROM session_turns").df()
     df = pd.read_parquet(out / "results.parquet")
     assert turns["turns"].sum() == len(df)

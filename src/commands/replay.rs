@@ -71,11 +71,7 @@ pub fn prompt_salt(args: &TargetArgs) -> u64 {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        // SplitMix64's finaliser spreads the clock over all 64 bits.
-        let mut z = (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)).max(1)
+        crate::prompt::derive_salt(nanos as u64, &std::process::id().to_le_bytes())
     })
 }
 
@@ -226,20 +222,8 @@ pub fn closed_loop(
         (None, Some(_)) => Some(u64::MAX),
         (n, _) => n,
     };
-    let spec = ScheduleSpec::Rate {
-        // Unused: virtual users, not times, decide when requests leave.
-        rate: 1.0,
-        arrivals: Arrivals::Constant,
-        order: args.order.into(),
-        limit: Limit {
-            duration_ns: None,
-            requests,
-        },
-        seed: args.seed,
-    };
-    spec.validate().map_err(|e| UsageError(e.to_string()))?;
     Ok((
-        spec,
+        ScheduleSpec::closed_loop(args.order.into(), requests, args.seed),
         ClosedLoop {
             users,
             duration: args.duration,
@@ -268,20 +252,12 @@ pub fn staged(
             })
             .max()
             .unwrap_or(1);
-        let spec = ScheduleSpec::Rate {
-            // Unused, as for --concurrency.
-            rate: 1.0,
-            arrivals: Arrivals::Constant,
-            order: args.order.into(),
-            limit: Limit {
-                duration_ns: None,
-                requests: Some(args.requests.unwrap_or(u64::MAX)),
-            },
-            seed: args.seed,
-        };
-        spec.validate().map_err(|e| UsageError(e.to_string()))?;
         return Ok((
-            spec,
+            ScheduleSpec::closed_loop(
+                args.order.into(),
+                Some(args.requests.unwrap_or(u64::MAX)),
+                args.seed,
+            ),
             Some(ClosedLoop {
                 users,
                 duration: Some(total),

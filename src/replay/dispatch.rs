@@ -199,8 +199,6 @@ pub struct Counters {
     pub in_flight: AtomicU64,
     /// Later turns of sessions that the run stopped before they were due.
     pub not_reached: AtomicU64,
-    /// Requests that waited for a connection (`--max-connections`).
-    pub connection_waits: AtomicU64,
 }
 
 /// Which phase a scheduled offset falls in (sweeps' warm-up and cool-down).
@@ -358,19 +356,18 @@ async fn execute<T: Transport>(
         }
     };
     let queue_start = Instant::now();
+    let cancelled = |mut row: ResultRow, waiting_for: &str| {
+        row.outcome = Outcome::Cancelled;
+        row.error = Some(format!("cancelled while waiting for {waiting_for}"));
+        row.queue_wait_us = Some(signed_us(Instant::now(), queue_start));
+        row
+    };
     let _permit = match &shared.cap {
         None => None,
-        Some((sem, CapPolicy::Wait)) => {
-            tokio::select! {
-                permit = sem.clone().acquire_owned() => permit.ok(),
-                () = shared.cancel.cancelled() => {
-                    row.outcome = Outcome::Cancelled;
-                    row.error = Some("cancelled while waiting for an in-flight slot".into());
-                    row.queue_wait_us = Some(signed_us(Instant::now(), queue_start));
-                    return row;
-                }
-            }
-        }
+        Some((sem, CapPolicy::Wait)) => match wait_for(sem, &shared.cancel).await {
+            Ok(permit) => permit,
+            Err(Cancelled) => return cancelled(row, "an in-flight slot"),
+        },
         Some((sem, CapPolicy::Drop)) => match sem.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
@@ -387,17 +384,10 @@ async fn execute<T: Transport>(
             Ok(permit) => Some(permit),
             Err(_) => {
                 waited_for_connection = true;
-                shared
-                    .counters
-                    .connection_waits
-                    .fetch_add(1, Ordering::Relaxed);
-                tokio::select! {
-                    permit = sem.clone().acquire_owned() => permit.ok(),
-                    () = shared.cancel.cancelled() => {
-                        row.outcome = Outcome::Cancelled;
-                        row.error = Some("cancelled while waiting for a connection (--max-connections)".into());
-                        row.queue_wait_us = Some(signed_us(Instant::now(), queue_start));
-                        return row;
+                match wait_for(sem, &shared.cancel).await {
+                    Ok(permit) => permit,
+                    Err(Cancelled) => {
+                        return cancelled(row, "a connection (--max-connections)");
                     }
                 }
             }
@@ -419,6 +409,21 @@ async fn execute<T: Transport>(
     fill_from_exchange(&mut row, &exchange, sent, &shared.clock);
     *reply_text = exchange.reply_text.take();
     row
+}
+
+/// The run cancelled in-flight requests during a wait.
+struct Cancelled;
+
+/// A permit of `sem`, waiting for one unless `cancel` fires first (`None`
+/// if the semaphore was closed, which the run never does).
+async fn wait_for(
+    sem: &Arc<Semaphore>,
+    cancel: &CancellationToken,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Cancelled> {
+    tokio::select! {
+        permit = sem.clone().acquire_owned() => Ok(permit.ok()),
+        () = cancel.cancelled() => Err(Cancelled),
+    }
 }
 
 fn fill_from_exchange(row: &mut ResultRow, ex: &Exchange, sent: Instant, clock: &RunClock) {

@@ -31,6 +31,16 @@ pub struct Capacity {
 }
 
 impl Capacity {
+    /// The knee and the SLO capacity of a sweep of users (`users`) or of
+    /// rates and speedups.
+    pub fn conclusions(&self, users: bool) -> (Option<f64>, Option<f64>) {
+        if users {
+            (self.knee_concurrency, self.slo_capacity_concurrency)
+        } else {
+            (self.knee_offered_rate, self.slo_capacity_rate)
+        }
+    }
+
     /// Fills the knee and, with an SLO, the capacity from `steps` (all of
     /// one mode): in requests per second for rate and speedup sweeps, in
     /// users for a concurrency sweep. The one rule `sweep` and `report`
@@ -150,48 +160,39 @@ pub fn render_table(steps: &[SweepStep], capacity: &Capacity) -> String {
             if s.generator_bottleneck { "  (generator-bound)" } else { "" }
         ));
     }
-    let concurrency = steps.iter().any(|s| s.mode == SweepMode::Concurrency);
-    if concurrency {
-        match capacity.knee_concurrency {
-            Some(k) => out.push_str(&format!(
-                "knee          throughput stops following the users above {k} users (closed loop)\n"
-            )),
-            None => out.push_str(
-                "knee          not reached: each added user still added throughput (closed loop)\n",
-            ),
+    let users = steps.iter().any(|s| s.mode == SweepMode::Concurrency);
+    let (knee, slo_capacity) = capacity.conclusions(users);
+    let load = |v: f64| {
+        if users {
+            format!("{v} users")
+        } else {
+            format!("{v:.2} req/s")
         }
-    } else {
-        match capacity.knee_offered_rate {
-            Some(k) => out.push_str(&format!(
-                "knee          throughput stops following the offered load above {k:.2} req/s\n"
-            )),
-            None => out.push_str(
-                "knee          not reached: throughput kept up with every offered load\n",
-            ),
+    };
+    let closed = if users { " (closed loop)" } else { "" };
+    out.push_str(&match (knee, users) {
+        (Some(k), _) => format!(
+            "knee          throughput stops following the {} above {}{closed}\n",
+            if users { "users" } else { "offered load" },
+            load(k)
+        ),
+        (None, true) => {
+            "knee          not reached: each added user still added throughput (closed loop)\n"
+                .into()
         }
-    }
-    if let Some(slo) = &capacity.slo
-        && concurrency
-    {
-        match capacity.slo_capacity_concurrency {
-            Some(c) => out.push_str(&format!(
-                "capacity      {c} users with {:.0}% of requests meeting {slo} (closed loop)\n",
+        (None, false) => {
+            "knee          not reached: throughput kept up with every offered load\n".into()
+        }
+    });
+    if let Some(slo) = &capacity.slo {
+        out.push_str(&match slo_capacity {
+            Some(c) => format!(
+                "capacity      {} with {:.0}% of requests meeting {slo}{closed}\n",
+                load(c),
                 capacity.goodput_target.unwrap_or(0.0) * 100.0
-            )),
-            None => out.push_str(&format!(
-                "capacity      no step met {slo} for enough requests\n"
-            )),
-        }
-    } else if let Some(slo) = &capacity.slo {
-        match capacity.slo_capacity_rate {
-            Some(c) => out.push_str(&format!(
-                "capacity      {c:.2} req/s with {:.0}% of requests meeting {slo}\n",
-                capacity.goodput_target.unwrap_or(0.0) * 100.0
-            )),
-            None => out.push_str(&format!(
-                "capacity      no step met {slo} for enough requests\n"
-            )),
-        }
+            ),
+            None => format!("capacity      no step met {slo} for enough requests\n"),
+        });
     }
     out
 }
