@@ -520,6 +520,12 @@ pub struct TargetArgs {
     /// smaller of 4096 and half the open-file limit.
     #[arg(long, value_parser = count_usize)]
     pub max_connections: Option<usize>,
+    /// Engine threads: each is one event loop that paces and sends an
+    /// interleaved share of the schedule (whole sessions) on connections of
+    /// its own. Default: one per CPU this process may run on (`taskset`
+    /// narrows it), at most 8. A closed loop (`--concurrency`) uses one.
+    #[arg(long, value_parser = count_usize)]
+    pub engine_threads: Option<usize>,
     /// Send the same synthetic prompts as an earlier run with the same
     /// seed. By default every run (and every sweep step) salts its prompts,
     /// so that nothing an earlier run left in the server's prefix cache is

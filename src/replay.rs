@@ -4,13 +4,15 @@
 //!
 //! Threads and tasks of a run:
 //! - a *producer* thread walks the schedule (generated as it goes, so its
-//!   memory does not depend on the run's length) and builds request bodies
-//!   (prompt synthesis and its re-tokenizing check) ahead of time, into a
-//!   bounded channel;
-//! - a *dispatcher* thread paces to each absolute deadline with the OS's
-//!   high-resolution sleep ([`pacer::ThreadPacer`]) and spawns the request
-//!   onto the main runtime; it never waits for a response;
-//! - request tasks send, stream, time, and hand a plain row to
+//!   memory does not depend on the run's length), builds request bodies
+//!   (prompt synthesis) ahead of time, and deals them in batches to
+//! - the *engine* threads (`--engine-threads`, one per CPU by default): each
+//!   is a single-threaded event loop that owns an interleaved share of the
+//!   schedule (whole sessions in session replay) and its own connections.
+//!   It paces to each absolute deadline on a timerfd inside that loop
+//!   ([`pacer::TimerPacer`]), so a request is written by the thread that woke
+//!   for it; it never waits for a response. Its request tasks send, stream,
+//!   time, and hand a plain row to
 //! - the *recorder* thread, which owns the results file and the summary.
 //!
 //! One shutdown path ([`Shutdown`]) for a signal, the end of the schedule and
@@ -89,6 +91,11 @@ pub struct TargetConfig {
     /// it wait for one, recorded as `queue_wait_us`. `None`: the smaller
     /// of [`MAX_CONNECTIONS_DEFAULT`] and half the open-file limit.
     pub max_connections: Option<usize>,
+    /// Engine threads (`--engine-threads`): each runs its own event loop,
+    /// paces and sends an interleaved share of the schedule (whole
+    /// sessions), and owns its connections. `None`: one per CPU this
+    /// process may run on, at most [`MAX_ENGINE_THREADS`].
+    pub engine_threads: Option<usize>,
     /// Merged into every request body: sampling parameters and
     /// `--extra-body` (validated at the edge).
     pub extra_body: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
@@ -122,12 +129,24 @@ impl Default for TargetConfig {
             tokenizer: None,
             cap: None,
             max_connections: None,
+            engine_threads: None,
             extra_body: None,
             scrape: None,
             preflight: true,
             sim: SimConfig::default(),
         }
     }
+}
+
+/// The most engine threads a run starts by default.
+pub const MAX_ENGINE_THREADS: usize = 8;
+
+/// The default `--engine-threads`: one per CPU in this process's affinity
+/// mask (so `taskset -c 0` gives one), at most [`MAX_ENGINE_THREADS`].
+pub fn default_engine_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAX_ENGINE_THREADS)
 }
 
 /// The most connections a run opens by default: one core's worth of
@@ -154,6 +173,9 @@ fn open_file_limit() -> Option<usize> {
 /// A connected target: the endpoint, the model, and how bodies are built.
 pub struct Target {
     endpoint: Arc<Endpoint>,
+    /// Builds each engine thread's own endpoint (its own connections).
+    endpoint_config: EndpointConfig,
+    engines: usize,
     builder: Arc<RequestBuilder>,
     timeouts: Timeouts,
     cap: Option<(usize, CapPolicy)>,
@@ -198,7 +220,7 @@ impl Target {
             .max_connections
             .unwrap_or_else(default_max_connections)
             .max(1);
-        let endpoint = Endpoint::new(EndpointConfig {
+        let endpoint_config = EndpointConfig {
             base_url,
             api: cfg.api,
             headers: cfg.headers.clone(),
@@ -207,7 +229,12 @@ impl Target {
             connect_timeout: cfg.timeouts.connect,
             pool_max_idle_per_host: connections,
             max_response_bytes: cfg.max_response_bytes,
-        })?;
+        };
+        let endpoint = Endpoint::new(endpoint_config.clone())?;
+        let engines = cfg
+            .engine_threads
+            .unwrap_or_else(default_engine_threads)
+            .max(1);
         let model = pick_model(&endpoint, cfg).await?;
         let synth = match cfg.prompts {
             PromptMode::Original => None,
@@ -237,12 +264,15 @@ impl Target {
             "max_in_flight": cfg.cap.map(|(n, _)| n),
             "on_cap": cfg.cap.map(|(_, p)| p),
             "max_connections": connections,
+            "engine_threads": engines,
             "extra_body": cfg.extra_body.as_deref(),
             "preflight": cfg.preflight,
             "sim": sim.is_some().then(|| serde_json::to_value(&cfg.sim).unwrap_or_default()),
         });
         Ok(Self {
             endpoint: Arc::new(endpoint),
+            endpoint_config,
+            engines,
             builder: Arc::new(RequestBuilder {
                 model,
                 api: cfg.api,
@@ -720,8 +750,20 @@ pub async fn run(
             run.opts.think_time_scale
         );
     }
-    // The producer runs ahead of the dispatcher by up to this many requests.
-    let (prep_tx, prep_rx) = std::sync::mpsc::sync_channel::<Prepared>(4_096);
+    // One engine per thread; a closed loop's users share one count, so it
+    // runs on one engine.
+    let engines = if opts.closed_loop.is_some() {
+        1
+    } else {
+        target.engines
+    };
+    let mut feeds = Vec::with_capacity(engines);
+    let mut senders = Vec::with_capacity(engines);
+    for _ in 0..engines {
+        let (tx, rx) = mpsc::channel::<Vec<Prepared>>((FEED_BATCHES / engines).max(2));
+        senders.push(tx);
+        feeds.push(dispatch::Feed::new(rx));
+    }
     let producer = {
         let trace = trace.clone();
         let stop = shutdown.stop_token();
@@ -730,38 +772,20 @@ pub async fn run(
         std::thread::Builder::new()
             .name("llm-replay-prompts".into())
             .spawn(move || -> Remaining {
-                let mut schedule = schedule;
-                // After a stop, requests not yet handed over are never
-                // reached: counted, not built.
-                let unsent = |schedule: &schedule::Schedule| {
-                    let rest = schedule.remaining();
-                    Remaining {
-                        requests: ((rest.requests + 1) as f64 * turns_per_unit).round() as u64,
-                        exact: rest.exact && turns_per_unit == 1.0,
-                    }
-                };
-                while let Some(s) = schedule.next() {
-                    if stop.is_cancelled() {
-                        return unsent(&schedule);
-                    }
-                    let prepared = match &session_run {
+                produce(
+                    schedule,
+                    &senders,
+                    clock,
+                    &stop,
+                    turns_per_unit,
+                    |s| match &session_run {
                         Some(run) => run.first(s),
                         None => trace
                             .records
                             .get(s.trace_index as usize)
                             .map(|record| builder.prepare(record, s)),
-                    };
-                    let Some(prepared) = prepared else {
-                        continue;
-                    };
-                    if prep_tx.send(prepared).is_err() {
-                        return unsent(&schedule);
-                    }
-                }
-                Remaining {
-                    requests: 0,
-                    exact: true,
-                }
+                    },
+                )
             })?
     };
 
@@ -771,53 +795,80 @@ pub async fn run(
         .clone()
         .map(|url| tokio::spawn(scrape::run(url, scrape_stop.clone())));
     let cancel = CancellationToken::new();
-    let shared = Arc::new(Shared {
-        transport: EndpointRef(target.endpoint.clone()),
-        timeouts: target.timeouts.clone(),
-        cap: target
-            .cap
-            .map(|(n, policy)| (Arc::new(Semaphore::new(n)), policy)),
-        connections: Some(Arc::new(Semaphore::new(target.connections))),
-        rows: rows_tx,
-        clock,
-        cancel: cancel.clone(),
-        stop: shutdown.stop_token(),
-        counters: Counters::default(),
-        phases: opts.phases,
-        stages,
-    });
+    let counters = Arc::new(Counters::default());
+    let cap = target
+        .cap
+        .map(|(n, policy)| (Arc::new(Semaphore::new(n)), policy));
+    let connections = Arc::new(Semaphore::new(target.connections));
     let tasks = TaskTracker::new();
-    let dispatcher = {
-        let shared = shared.clone();
+    let mut threads = Vec::with_capacity(engines);
+    let mut dispatched_rx = Vec::with_capacity(engines);
+    for (index, feed) in feeds.into_iter().enumerate() {
+        // Each engine has its own endpoint: its connections live on its
+        // event loop and never wake another thread.
+        let shared = Shared {
+            transport: EndpointRef(Arc::new(Endpoint::new(target.endpoint_config.clone())?)),
+            timeouts: target.timeouts.clone(),
+            cap: cap.clone(),
+            connections: Some(connections.clone()),
+            rows: rows_tx.clone(),
+            clock,
+            cancel: cancel.clone(),
+            stop: shutdown.stop_token(),
+            counters: counters.clone(),
+            phases: opts.phases,
+            stages: stages.clone(),
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        dispatched_rx.push(done_rx);
         let stop = shutdown.stop_token();
         let tasks = tasks.clone();
-        let handle = tokio::runtime::Handle::current();
         let closed = opts.closed_loop.clone();
-        std::thread::Builder::new()
-            .name("llm-replay-dispatch".into())
-            .spawn(move || -> anyhow::Result<dispatch::Dispatched> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                Ok(rt.block_on(dispatch::dispatch(
-                    shared,
-                    prep_rx,
-                    pacer::ThreadPacer,
-                    stop,
-                    tasks,
-                    handle,
-                    closed,
-                )))
-            })?
-    };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("llm-replay-engine-{index}"))
+                .spawn(move || -> anyhow::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        let pacer = engine_pacer()?;
+                        let shared = Arc::new(shared);
+                        let dispatched =
+                            dispatch::dispatch(shared, feed, pacer, stop, tasks.clone(), closed)
+                                .await;
+                        let _ = done_tx.send(dispatched);
+                        // Its requests run on this thread until they end.
+                        tasks.wait().await;
+                        Ok(())
+                    })
+                })?,
+        );
+    }
+    // The recorder finishes when the last row sender goes: this one goes
+    // only after the run's end (stop reason, requests never reached) is
+    // written for it below.
+    let last_rows = rows_tx;
 
     let progress = (opts.progress && std::io::stderr().is_terminal())
-        .then(|| tokio::spawn(progress_line(shared.clone())));
+        .then(|| tokio::spawn(progress_line(counters.clone())));
 
-    let dispatched = tokio::task::spawn_blocking(move || dispatcher.join())
-        .await
-        .context("joining the dispatcher")?
-        .map_err(|_| anyhow::anyhow!("the dispatcher thread panicked"))??;
+    let mut dispatched = dispatch::Dispatched::default();
+    let mut engine_failed = false;
+    for rx in dispatched_rx {
+        match rx.await {
+            Ok(d) => {
+                dispatched.dispatched += d.dispatched;
+                dispatched.not_reached += d.not_reached;
+            }
+            // The engine thread ended before dispatching: its error comes
+            // with the join below.
+            Err(_) => engine_failed = true,
+        }
+    }
+    if engine_failed {
+        shutdown.stop_now("fatal: an engine thread failed");
+    }
     tracing::debug!(?dispatched, "dispatch finished");
     tasks.close();
     // In-flight requests finish (each bounded by --request-timeout) unless
@@ -841,12 +892,20 @@ pub async fn run(
         p.abort();
         eprintln!();
     }
+    let joined = tokio::task::spawn_blocking(move || {
+        threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
+    })
+    .await
+    .context("joining the engine threads")?;
+    for result in joined {
+        result.map_err(|_| anyhow::anyhow!("an engine thread panicked"))??;
+    }
     let produced = tokio::task::spawn_blocking(move || producer.join())
         .await
         .context("joining the prompt producer")?
         .map_err(|_| anyhow::anyhow!("the prompt producer thread panicked"))?;
     if let Ok(mut e) = end.lock() {
-        let later_turns = shared.counters.not_reached.load(Ordering::Relaxed);
+        let later_turns = counters.not_reached.load(Ordering::Relaxed);
         // A closed loop bounded by time has no schedule left to miss.
         let timed_closed_loop = opts
             .closed_loop
@@ -862,7 +921,7 @@ pub async fn run(
         e.not_reached_exact = produced.exact || timed_closed_loop;
         e.stopped_by = shutdown.reason();
     }
-    drop(shared);
+    drop(last_rows);
     let recorded = tokio::task::spawn_blocking(move || recorder.join())
         .await
         .context("joining the recorder")??;
@@ -886,6 +945,95 @@ pub async fn run(
     Ok(recorded)
 }
 
+/// Requests handed to an engine at once: one wake-up of its event loop per
+/// batch, not per request.
+const FEED_BATCH: usize = 64;
+
+/// Batches the engines' feeds hold between them: the producer runs up to
+/// this many times [`FEED_BATCH`] requests ahead (each holds its body).
+const FEED_BATCHES: usize = 64;
+
+/// A batch not yet full is handed over when its first request is due
+/// within this (slow traces, and a producer that is behind).
+const FEED_AHEAD: Duration = Duration::from_millis(50);
+
+/// The producer: walks the schedule (generated as it goes), builds each
+/// request with `prepare`, and deals them to the engines in turn, so each
+/// engine sends an interleaved share of the schedule (in session replay an
+/// entry is a whole session, which stays on its engine). Returns what a stop
+/// left unsent: requests never reached, counted and not built.
+fn produce(
+    mut schedule: schedule::Schedule,
+    engines: &[mpsc::Sender<Vec<Prepared>>],
+    clock: RunClock,
+    stop: &CancellationToken,
+    turns_per_unit: f64,
+    mut prepare: impl FnMut(ScheduledRequest) -> Option<Prepared>,
+) -> Remaining {
+    let unsent = |schedule: &schedule::Schedule, held: usize| {
+        let rest = schedule.remaining();
+        Remaining {
+            requests: ((rest.requests + held as u64) as f64 * turns_per_unit).round() as u64,
+            exact: rest.exact && turns_per_unit == 1.0,
+        }
+    };
+    let held = |pending: &[Vec<Prepared>]| pending.iter().map(Vec::len).sum::<usize>();
+    let mut pending: Vec<Vec<Prepared>> = engines
+        .iter()
+        .map(|_| Vec::with_capacity(FEED_BATCH))
+        .collect();
+    let mut turn = 0;
+    while let Some(s) = schedule.next() {
+        if stop.is_cancelled() {
+            return unsent(&schedule, 1 + held(&pending));
+        }
+        let Some(prepared) = prepare(s) else {
+            continue;
+        };
+        pending[turn].push(prepared);
+        turn = (turn + 1) % engines.len();
+        let soon = tokio::time::Instant::now() + FEED_AHEAD;
+        for (engine, batch) in engines.iter().zip(pending.iter_mut()) {
+            let due = batch
+                .first()
+                .is_some_and(|p| clock.deadline(p.sched.offset_ns) <= soon);
+            if batch.len() >= FEED_BATCH || due {
+                let full = std::mem::replace(batch, Vec::with_capacity(FEED_BATCH));
+                if let Err(lost) = engine.blocking_send(full) {
+                    return unsent(&schedule, lost.0.len() + held(&pending));
+                }
+            }
+        }
+    }
+    let mut lost = 0;
+    for (engine, batch) in engines.iter().zip(pending) {
+        if !batch.is_empty()
+            && let Err(e) = engine.blocking_send(batch)
+        {
+            lost += e.0.len();
+        }
+    }
+    if lost > 0 {
+        return unsent(&schedule, lost);
+    }
+    Remaining {
+        requests: 0,
+        exact: true,
+    }
+}
+
+/// The pacer of an engine thread: its own timerfd.
+#[cfg(target_os = "linux")]
+fn engine_pacer() -> std::io::Result<pacer::TimerPacer> {
+    pacer::TimerPacer::new()
+}
+
+/// The pacer of an engine thread: tokio's clock (1 ms) off Linux.
+#[cfg(not(target_os = "linux"))]
+fn engine_pacer() -> std::io::Result<pacer::TokioPacer> {
+    Ok(pacer::TokioPacer)
+}
+
 /// An endpoint shared by the run's tasks.
 struct EndpointRef(Arc<Endpoint>);
 
@@ -901,13 +1049,13 @@ impl dispatch::Transport for EndpointRef {
     }
 }
 
-async fn progress_line<T: dispatch::Transport>(shared: Arc<Shared<T>>) {
+async fn progress_line(counters: Arc<Counters>) {
     let start = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_sent = 0u64;
     loop {
         tick.tick().await;
-        let c = &shared.counters;
+        let c = &counters;
         let sent = c.sent.load(Ordering::Relaxed);
         eprint!(
             "\r[{:>6.1}s] sent {sent} | in flight {} | done {} | errors {} | {} req/s   ",

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use llm_replay::client::{Exchange, Outcome, Prompt, RequestSpec, Timeouts};
 use llm_replay::record::ResultRow;
 use llm_replay::replay::dispatch::{
-    self, CapPolicy, ClosedLoop, Counters, Phases, Prepared, RunClock, Shared, Transport,
+    self, CapPolicy, ClosedLoop, Phases, Prepared, RunClock, Shared, Transport,
 };
 use llm_replay::replay::pacer::TokioPacer;
 use llm_replay::schedule::{self, Arrivals, Limit, Order, ScheduleSpec, Stages};
@@ -167,7 +167,7 @@ async fn run_with(
         clock,
         cancel: CancellationToken::new(),
         stop: stop.clone(),
-        counters: Counters::default(),
+        counters: Arc::default(),
         phases: Phases::default(),
         stages,
     });
@@ -181,11 +181,10 @@ async fn run_with(
     let tasks = TaskTracker::new();
     let dispatched = dispatch::dispatch(
         shared.clone(),
-        prepared,
+        prepared.into(),
         TokioPacer,
         stop,
         tasks.clone(),
-        tokio::runtime::Handle::current(),
         closed,
     )
     .await;

@@ -98,3 +98,87 @@ fn two_shards_send_exactly_the_single_process_schedule() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("has passed"));
     assert!(!dir.path().join("late.parquet").exists());
 }
+
+/// `(trace_row, repeat_index, session_id, turn_index)` of every row, and
+/// whether each session's turns (in each repeat) left in order, each after the one before it ended.
+type Turns = BTreeSet<(i64, i32, Option<String>, Option<i32>)>;
+
+fn turns_of(path: &std::path::Path) -> (Turns, bool) {
+    let r = read_results(path).unwrap();
+    let mut by_session = std::collections::BTreeMap::new();
+    for row in &r.rows {
+        if let Some(s) = &row.session_id {
+            let key = (s.clone(), row.repeat_index);
+            by_session.entry(key).or_insert_with(Vec::new).push((
+                row.turn_index,
+                row.sent_at_us,
+                row.completed_at_us,
+            ));
+        }
+    }
+    let ordered = by_session.values_mut().all(|turns| {
+        turns.sort();
+        turns.windows(2).all(|w| w[1].1 >= w[0].2)
+    });
+    let rows = r
+        .rows
+        .iter()
+        .map(|row| {
+            (
+                row.trace_row,
+                row.repeat_index,
+                row.session_id.clone(),
+                row.turn_index,
+            )
+        })
+        .collect();
+    (rows, ordered)
+}
+
+#[test]
+fn engine_threads_share_the_schedule_and_keep_sessions_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("conversations.parquet");
+    let ingest = bin()
+        .args(["ingest", "sharegpt"])
+        .arg(format!(
+            "{}/datasets/sharegpt_small.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg("-o")
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(ingest.status.success());
+    let run = |engines: &str, sessions: bool| {
+        let out = dir.path().join(format!("e{engines}-{sessions}.parquet"));
+        let mut cmd = bin();
+        cmd.arg("replay")
+            .arg(&trace)
+            .args(["--rate", "200", "--seed", "3", "--sim-zero-delay", "-q"])
+            .args(["--engine-threads", engines, "-o"])
+            .arg(&out);
+        // The trace four times over: 9 sessions of 15 turns, or 15 rows.
+        if sessions {
+            cmd.args(["--requests", "36"]);
+        } else {
+            cmd.args(["--requests", "60", "--sessions", "independent"]);
+        }
+        assert!(cmd.status().unwrap().success());
+        out
+    };
+    for sessions in [true, false] {
+        let (one, ordered_one) = turns_of(&run("1", sessions));
+        let threaded = run("3", sessions);
+        let (three, ordered_three) = turns_of(&threaded);
+        assert_eq!(
+            read_results(&threaded).unwrap().rows.len(),
+            60,
+            "sessions {sessions}"
+        );
+        assert_eq!(one, three, "the same requests, whatever the threads");
+        if sessions {
+            assert!(ordered_one && ordered_three, "turns waited for replies");
+        }
+    }
+}

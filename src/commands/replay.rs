@@ -54,6 +54,7 @@ pub fn target_config(args: &TargetArgs) -> anyhow::Result<TargetConfig> {
         tokenizer: args.tokenizer.clone(),
         cap: args.max_in_flight.map(|n| (n, args.on_cap.into())),
         max_connections: args.max_connections,
+        engine_threads: args.engine_threads,
         extra_body: extra_body(args)?.map(Arc::new),
         scrape: args.scrape.clone(),
         preflight: !args.no_preflight,

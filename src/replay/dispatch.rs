@@ -129,6 +129,56 @@ impl std::fmt::Debug for Continuation {
     }
 }
 
+/// The requests one engine thread sends, in schedule order: batches from
+/// the producer thread (one wake-up per batch, not per request), or a list
+/// made up front.
+#[derive(Debug)]
+pub struct Feed {
+    rx: Option<mpsc::Receiver<Vec<Prepared>>>,
+    batch: std::vec::IntoIter<Prepared>,
+}
+
+impl Feed {
+    /// Batches as the producer sends them; the feed ends when it hangs up.
+    pub fn new(rx: mpsc::Receiver<Vec<Prepared>>) -> Self {
+        Self {
+            rx: Some(rx),
+            batch: Vec::new().into_iter(),
+        }
+    }
+
+    /// The next request, waiting for the producer when it is behind.
+    pub async fn next(&mut self) -> Option<Prepared> {
+        loop {
+            if let Some(p) = self.batch.next() {
+                return Some(p);
+            }
+            self.batch = self.rx.as_mut()?.recv().await?.into_iter();
+        }
+    }
+
+    /// Counts what is left, to the producer's end (it stops at its next
+    /// hand-over once the run is stopped).
+    pub async fn count(mut self) -> u64 {
+        let mut n = self.batch.len() as u64;
+        if let Some(rx) = self.rx.as_mut() {
+            while let Some(batch) = rx.recv().await {
+                n += batch.len() as u64;
+            }
+        }
+        n
+    }
+}
+
+impl From<Vec<Prepared>> for Feed {
+    fn from(prepared: Vec<Prepared>) -> Self {
+        Self {
+            rx: None,
+            batch: prepared.into_iter(),
+        }
+    }
+}
+
 /// Maps run instants to absolute UTC microseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct RunClock {
@@ -242,8 +292,8 @@ pub struct Shared<T> {
     pub cancel: CancellationToken,
     /// Fired when the run stops: sessions send no further turns.
     pub stop: CancellationToken,
-    /// Live counts.
-    pub counters: Counters,
+    /// Live counts, one set for all the run's engine threads.
+    pub counters: Arc<Counters>,
     /// Phase boundaries.
     pub phases: Phases,
     /// The run's stages (`--stages`), which label each row.
@@ -516,26 +566,23 @@ pub struct Dispatched {
 /// remaining requests are counted (draining `prepared`) and not sent.
 /// With `closed`, deadlines are not used: each request waits for a free
 /// virtual user instead.
-pub async fn dispatch<T, P, I>(
+pub async fn dispatch<T, P>(
     shared: Arc<Shared<T>>,
-    prepared: I,
+    mut prepared: Feed,
     mut pacer: P,
     stop: CancellationToken,
     tasks: TaskTracker,
-    spawner: tokio::runtime::Handle,
     closed: Option<ClosedLoop>,
 ) -> Dispatched
 where
     T: Transport,
     P: Pacer,
-    I: IntoIterator<Item = Prepared>,
 {
-    let mut prepared = prepared.into_iter();
     if let Some(closed) = closed {
-        return closed_loop(shared, prepared, pacer, stop, tasks, spawner, closed).await;
+        return closed_loop(shared, prepared, pacer, stop, tasks, closed).await;
     }
     let mut out = Dispatched::default();
-    for p in prepared.by_ref() {
+    while let Some(p) = prepared.next().await {
         let deadline = shared.clock.deadline(p.sched.offset_ns);
         while !stop.is_cancelled() {
             let now = Instant::now();
@@ -548,31 +595,28 @@ where
             out.not_reached += 1;
             break;
         }
-        let task = run_request(shared.clone(), p, deadline);
-        tasks.spawn_on(task, &spawner);
+        tasks.spawn(run_request(shared.clone(), p, deadline));
         out.dispatched += 1;
     }
     // What the producer had already built (it stops at the next request).
-    out.not_reached += prepared.count() as u64;
+    out.not_reached += prepared.count().await;
     out
 }
 
 /// Closed-loop dispatch: from t=0, each request (a whole session in
 /// session replay) leaves when one of the users active then is free, and
 /// holds that user until it, and every later turn of its session, ended.
-async fn closed_loop<T, P, I>(
+async fn closed_loop<T, P>(
     shared: Arc<Shared<T>>,
-    mut prepared: I,
+    mut prepared: Feed,
     mut pacer: P,
     stop: CancellationToken,
     tasks: TaskTracker,
-    spawner: tokio::runtime::Handle,
     closed: ClosedLoop,
 ) -> Dispatched
 where
     T: Transport,
     P: Pacer,
-    I: Iterator<Item = Prepared>,
 {
     let mut out = Dispatched::default();
     let start = shared.clock.deadline(0);
@@ -595,7 +639,7 @@ where
     let offset_of = |at: Instant| {
         u64::try_from(at.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX)
     };
-    'requests: for p in prepared.by_ref() {
+    'requests: while let Some(p) = prepared.next().await {
         // Wait for a free user among those active now.
         let now = loop {
             let now = Instant::now();
@@ -633,18 +677,15 @@ where
         p.sched.offset_ns = offset_of(now);
         let shared = shared.clone();
         let (busy, freed) = (busy.clone(), freed.clone());
-        tasks.spawn_on(
-            async move {
-                run_request(shared, p, now).await;
-                busy.fetch_sub(1, Ordering::AcqRel);
-                freed.notify_one();
-            },
-            &spawner,
-        );
+        tasks.spawn(async move {
+            run_request(shared, p, now).await;
+            busy.fetch_sub(1, Ordering::AcqRel);
+            freed.notify_one();
+        });
         out.dispatched += 1;
     }
     if !ended {
-        out.not_reached += prepared.count() as u64;
+        out.not_reached += prepared.count().await;
     }
     out
 }
