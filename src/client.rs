@@ -553,47 +553,9 @@ impl Endpoint {
         }
         if !spec.stream {
             let body = read_body(&mut response, self.max_response_bytes).await;
-            let now = Instant::now();
-            ex.completed_at = Some(now);
-            let parsed = match body {
-                Ok(b) => serde_json::from_slice::<Value>(&b)
-                    .map_err(|e| format!("response is not JSON: {e}")),
-                Err(BodyError::TooLong(_)) => Err(format!(
-                    "response body longer than --max-response-bytes {}",
-                    self.max_response_bytes
-                )),
-                Err(BodyError::Broken(e)) => Err(e),
-            };
-            return match parsed {
-                Ok(v) => {
-                    let usage = v.get("usage");
-                    let get = |k: &str| {
-                        usage
-                            .and_then(|u| u.get(k))
-                            .and_then(Value::as_u64)
-                            .and_then(|n| u32::try_from(n).ok())
-                    };
-                    ex.usage_prompt_tokens = get("prompt_tokens");
-                    ex.usage_completion_tokens = get("completion_tokens");
-                    ex.output_tokens = ex.usage_completion_tokens.unwrap_or(0);
-                    if let Some(reply) = ex.reply_text.as_mut() {
-                        let choice = &v["choices"][0];
-                        let text = choice["text"]
-                            .as_str()
-                            .or_else(|| choice["message"]["content"].as_str());
-                        reply.push_str(text.unwrap_or_default());
-                    }
-                    // Without streaming, the first token is only seen with
-                    // the whole response.
-                    ex.first_token_at = Some(now);
-                }
-                Err(e) => fail(ex, Outcome::StreamError, &e),
-            };
+            return finish_whole(ex, body, self.max_response_bytes);
         }
-        let mut parser = SseParser::new();
-        let mut events: Vec<SseEvent> = Vec::new();
-        let mut done = false;
-        let mut finished = false;
+        let mut stream = StreamState::new(self.max_response_bytes);
         loop {
             let next = response.chunk();
             let chunk = match (ex.first_token_at, ttft_deadline) {
@@ -614,62 +576,139 @@ impl Endpoint {
                     );
                 }
             };
-            let now = Instant::now();
-            parser.push(&bytes, &mut events);
-            for event in events.drain(..) {
-                if event.data.trim() == "[DONE]" {
-                    done = true;
-                    continue;
-                }
-                match parse_chunk_into(&event.data, ex.reply_text.as_mut()) {
-                    Ok(info) => {
-                        if let Some(err) = info.error {
-                            return fail(ex, Outcome::StreamError, &format!("error event: {err}"));
-                        }
-                        if info.has_content {
-                            if ex.first_token_at.is_none() {
-                                ex.first_token_at = Some(now);
-                            }
-                            ex.chunk_times.push(now);
-                            ex.output_tokens += 1;
-                        }
-                        finished |= info.finished;
-                        if info.prompt_tokens.is_some() {
-                            ex.usage_prompt_tokens = info.prompt_tokens;
-                        }
-                        if info.completion_tokens.is_some() {
-                            ex.usage_completion_tokens = info.completion_tokens;
-                        }
-                    }
-                    Err(e) => {
-                        return fail(ex, Outcome::StreamError, &format!("garbled SSE data: {e}"));
-                    }
-                }
-            }
-            // One event (or a line without its end) may not outgrow the cap:
-            // a server that never ends a line must not grow memory forever.
-            if parser.pending_bytes() > self.max_response_bytes {
-                return fail(
-                    ex,
-                    Outcome::StreamError,
-                    &format!(
-                        "an SSE event longer than --max-response-bytes {} (no line end in sight)",
-                        self.max_response_bytes
-                    ),
-                );
+            if let Err((outcome, why)) = stream.push(ex, &bytes, Instant::now()) {
+                return fail(ex, outcome, &why);
             }
         }
+        stream.finish(ex);
+    }
+}
+
+/// A streamed response being read: SSE events to chunks, chunks to the
+/// exchange's instants and counts.
+struct StreamState {
+    parser: SseParser,
+    events: Vec<SseEvent>,
+    done: bool,
+    finished: bool,
+    max_response_bytes: usize,
+}
+
+impl StreamState {
+    fn new(max_response_bytes: usize) -> Self {
+        Self {
+            parser: SseParser::new(),
+            events: Vec::new(),
+            done: false,
+            finished: false,
+            max_response_bytes,
+        }
+    }
+
+    /// Takes body bytes that arrived at `now`; an error ends the request.
+    fn push(
+        &mut self,
+        ex: &mut Exchange,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Result<(), (Outcome, String)> {
+        self.parser.push(bytes, &mut self.events);
+        for event in self.events.drain(..) {
+            if event.data.trim() == "[DONE]" {
+                self.done = true;
+                continue;
+            }
+            match parse_chunk_into(&event.data, ex.reply_text.as_mut()) {
+                Ok(info) => {
+                    if let Some(err) = info.error {
+                        return Err((Outcome::StreamError, format!("error event: {err}")));
+                    }
+                    if info.has_content {
+                        if ex.first_token_at.is_none() {
+                            ex.first_token_at = Some(now);
+                        }
+                        ex.chunk_times.push(now);
+                        ex.output_tokens += 1;
+                    }
+                    self.finished |= info.finished;
+                    if info.prompt_tokens.is_some() {
+                        ex.usage_prompt_tokens = info.prompt_tokens;
+                    }
+                    if info.completion_tokens.is_some() {
+                        ex.usage_completion_tokens = info.completion_tokens;
+                    }
+                }
+                Err(e) => {
+                    return Err((Outcome::StreamError, format!("garbled SSE data: {e}")));
+                }
+            }
+        }
+        // One event (or a line without its end) may not outgrow the cap:
+        // a server that never ends a line must not grow memory forever.
+        if self.parser.pending_bytes() > self.max_response_bytes {
+            return Err((
+                Outcome::StreamError,
+                format!(
+                    "an SSE event longer than --max-response-bytes {} (no line end in sight)",
+                    self.max_response_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The body ended: a stream must end with `[DONE]` (OpenAI, vLLM,
+    /// SGLang, llama.cpp and TGI all send it); one that stops without it, or
+    /// mid-event, was cut.
+    fn finish(self, ex: &mut Exchange) {
         ex.completed_at = Some(Instant::now());
-        // A stream must end with [DONE] (OpenAI, vLLM, SGLang, llama.cpp and
-        // TGI all send it); one that stops without it, or mid-event, was cut.
-        if !done || parser.has_partial_event() {
-            let why = if finished {
+        if !self.done || self.parser.has_partial_event() {
+            let why = if self.finished {
                 "stream ended without [DONE]"
             } else {
                 "stream ended before the response finished (no finish_reason, no [DONE])"
             };
             fail(ex, Outcome::StreamError, why);
         }
+    }
+}
+
+/// A whole (non-streamed) response body: usage, the reply's text, and the
+/// first token, seen only with the whole response.
+fn finish_whole(ex: &mut Exchange, body: Result<Vec<u8>, BodyError>, max_response_bytes: usize) {
+    let now = Instant::now();
+    ex.completed_at = Some(now);
+    let parsed = match body {
+        Ok(b) => {
+            serde_json::from_slice::<Value>(&b).map_err(|e| format!("response is not JSON: {e}"))
+        }
+        Err(BodyError::TooLong(_)) => Err(format!(
+            "response body longer than --max-response-bytes {max_response_bytes}"
+        )),
+        Err(BodyError::Broken(e)) => Err(e),
+    };
+    match parsed {
+        Ok(v) => {
+            let usage = v.get("usage");
+            let get = |k: &str| {
+                usage
+                    .and_then(|u| u.get(k))
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+            };
+            ex.usage_prompt_tokens = get("prompt_tokens");
+            ex.usage_completion_tokens = get("completion_tokens");
+            ex.output_tokens = ex.usage_completion_tokens.unwrap_or(0);
+            if let Some(reply) = ex.reply_text.as_mut() {
+                let choice = &v["choices"][0];
+                let text = choice["text"]
+                    .as_str()
+                    .or_else(|| choice["message"]["content"].as_str());
+                reply.push_str(text.unwrap_or_default());
+            }
+            ex.first_token_at = Some(now);
+        }
+        Err(e) => fail(ex, Outcome::StreamError, &e),
     }
 }
 
