@@ -251,6 +251,13 @@ pub struct PromptSynth {
     tripped: AtomicBool,
 }
 
+/// A tokenizer.json that splits at words is trusted after this many
+/// sample prompts of [`PROBATION_WORDS`] words re-encode exactly.
+const PROBATION_PROMPTS: usize = 16;
+
+/// Words in each probation prompt.
+const PROBATION_WORDS: usize = 512;
+
 /// With prompts exact by construction, one in this many is re-tokenized
 /// anyway, so a tokenizer that breaks the argument is caught in the run.
 const SPOT_CHECK_EVERY: u64 = 64;
@@ -269,21 +276,58 @@ impl PromptSynth {
         // non-letter, then a run of letters, which the next space ends),
         // and encode each piece on its own. The pool holds only words whose
         // piece is one token, so a rendered prompt's ids are its tokens:
-        // re-encoding it proves nothing new. HuggingFace tokenizers
-        // (normalizers, other pre-tokenizers) are re-encoded every time.
-        let by_construction = matches!(
-            tokenizer.spec(),
-            TokenizerSpec::O200kBase | TokenizerSpec::Cl100kBase
-        );
-        Ok(Self {
+        // re-encoding it proves nothing new.
+        // A tokenizer.json whose configuration splits words the same way
+        // (see [`Tokenizer::splits_at_words`]) gets the same treatment once
+        // it also passes a probation: sample prompts must re-encode to
+        // their own ids with no repair. The configuration argument covers
+        // what a sample cannot (every pair of words); the sample covers
+        // what the argument cannot (a split regex read from the file).
+        let mut synth = Self {
             tokenizer,
             pool: std::sync::Arc::new(pool),
             block_size,
             seed,
-            by_construction,
+            by_construction: false,
             handed_out: AtomicU64::new(0),
             tripped: AtomicBool::new(false),
-        })
+        };
+        synth.by_construction = match synth.tokenizer.spec() {
+            TokenizerSpec::O200kBase | TokenizerSpec::Cl100kBase => true,
+            TokenizerSpec::HuggingFace(_) => {
+                synth.tokenizer.splits_at_words() && synth.passes_probation()?
+            }
+        };
+        Ok(synth)
+    }
+
+    /// Whether [`PROBATION_PROMPTS`] prompts of [`PROBATION_WORDS`] words
+    /// each encode to exactly the ids they were rendered from.
+    fn passes_probation(&self) -> Result<bool, PromptError> {
+        let mut rng = SplitMix::new(seed_of(b"llm-replay/prompt/probation/v1", 0, 0, b""));
+        let mut picks = Vec::with_capacity(PROBATION_WORDS);
+        for _ in 0..PROBATION_PROMPTS {
+            picks.clear();
+            self.draw(&mut rng, PROBATION_WORDS, &mut picks);
+            let prompt = self.render(&picks);
+            let got =
+                self.tokenizer
+                    .encode(&prompt.text)
+                    .map_err(|error| PromptError::Retokenize {
+                        request_id: "(probation)".to_owned(),
+                        error,
+                    })?;
+            if got != prompt.ids {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether prompts are exact by construction (spot-checked) rather
+    /// than re-tokenized one by one.
+    pub fn exact_by_construction(&self) -> bool {
+        self.by_construction
     }
 
     /// The same synthesiser with every prompt salted by `salt` (0 keeps
@@ -923,6 +967,22 @@ mod tests {
             assert_eq!(p.ids.len(), n as usize);
             assert_eq!(s.tokenizer().decode(&p.ids).unwrap(), p.text);
             assert!(p.text.starts_with('q'), "{}", p.text);
+        }
+    }
+
+    #[test]
+    fn word_splitting_tokenizer_json_is_trusted_after_its_probation() {
+        let dir = tempfile::tempdir().unwrap();
+        for piece in [true, false] {
+            let s =
+                PromptSynth::new(tokenizer_json(dir.path(), 600, 300, piece), BLOCK, 1).unwrap();
+            assert!(s.exact_by_construction(), "metaspace {piece}");
+            // Spot-checked or not, every prompt is exact.
+            for i in 0..130 {
+                let p = s.synthesize(&rec(&format!("t{i}"), 200, None), 0).unwrap();
+                assert_eq!(s.tokenizer().encode(&p.text).unwrap(), p.ids);
+            }
+            assert!(!s.tripped.load(Ordering::Relaxed));
         }
     }
 

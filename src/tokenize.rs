@@ -180,6 +180,30 @@ impl Tokenizer {
         }
     }
 
+    /// Whether this tokenizer encodes text piece by piece, a piece ending
+    /// at every space before a word, after a normalizer that leaves
+    /// lowercase ASCII words alone: then text of words that are one token
+    /// each encodes to those tokens, whatever their neighbours. True of the
+    /// tiktoken encodings, and of a tokenizer.json whose normalizer is none
+    /// (or Unicode normal forms, lowercasing, accent stripping) and whose
+    /// pre-tokenizer splits words (byte-level with its regex, a regex
+    /// split, Metaspace with splitting, whitespace). False otherwise, e.g.
+    /// for SentencePiece models that replace spaces in a normalizer and let
+    /// merges run across words.
+    pub fn splits_at_words(&self) -> bool {
+        match &*self.inner {
+            Inner::Tiktoken(_) => true,
+            Inner::HuggingFace(tok) => {
+                let normalizer = serde_json::to_value(tok.get_normalizer()).ok();
+                let pre = serde_json::to_value(tok.get_pre_tokenizer()).ok();
+                normalizer.as_ref().is_some_and(word_safe_normalizer)
+                    && pre
+                        .as_ref()
+                        .is_some_and(|p| word_safe_pre_tokenizer(p) && splits_words(p))
+            }
+        }
+    }
+
     /// Size of the vocabulary, special tokens excluded where known.
     pub fn vocab_size(&self) -> usize {
         match &*self.inner {
@@ -192,9 +216,91 @@ impl Tokenizer {
     }
 }
 
+/// A normalizer (as tokenizer.json writes it) that changes no lowercase
+/// ASCII word and no space.
+fn word_safe_normalizer(n: &serde_json::Value) -> bool {
+    if n.is_null() {
+        return true;
+    }
+    match n["type"].as_str() {
+        Some("NFC" | "NFD" | "NFKC" | "NFKD" | "Lowercase" | "StripAccents") => true,
+        Some("Sequence") => n["normalizers"]
+            .as_array()
+            .is_some_and(|all| all.iter().all(word_safe_normalizer)),
+        _ => false,
+    }
+}
+
+/// A pre-tokenizer made only of kinds that cut text into pieces (none
+/// that joins or rewrites across words).
+fn word_safe_pre_tokenizer(p: &serde_json::Value) -> bool {
+    match p["type"].as_str() {
+        Some(
+            "ByteLevel" | "Metaspace" | "Whitespace" | "WhitespaceSplit" | "Split" | "Punctuation"
+            | "Digits",
+        ) => true,
+        Some("Sequence") => p["pretokenizers"]
+            .as_array()
+            .is_some_and(|all| all.iter().all(word_safe_pre_tokenizer)),
+        _ => false,
+    }
+}
+
+/// Whether some part of the pre-tokenizer ends a piece at each word.
+fn splits_words(p: &serde_json::Value) -> bool {
+    match p["type"].as_str() {
+        Some("ByteLevel") => p["use_regex"].as_bool().unwrap_or(true),
+        Some("Metaspace") => p["split"].as_bool().unwrap_or(true),
+        Some("Whitespace" | "WhitespaceSplit") => true,
+        Some("Split") => matches!(
+            p["behavior"].as_str(),
+            Some("Isolated" | "Removed" | "MergedWithNext")
+        ),
+        Some("Sequence") => p["pretokenizers"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(splits_words)),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_splitting_configurations_are_told_apart() {
+        use serde_json::json;
+        let llama3 = json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": "[^\\r\\n\\p{L}\\p{N}]?\\p{L}+"}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]});
+        assert!(word_safe_pre_tokenizer(&llama3) && splits_words(&llama3));
+        let gpt2 = json!({"type": "ByteLevel", "use_regex": true});
+        assert!(word_safe_pre_tokenizer(&gpt2) && splits_words(&gpt2));
+        let bytes_only = json!({"type": "ByteLevel", "use_regex": false});
+        assert!(!splits_words(&bytes_only));
+        let metaspace = json!({"type": "Metaspace", "replacement": "\u{2581}", "split": true});
+        assert!(splits_words(&metaspace));
+        assert!(!splits_words(&json!({"type": "Metaspace", "split": false})));
+        assert!(!word_safe_pre_tokenizer(
+            &json!({"type": "CharDelimiterSplit"})
+        ));
+        assert!(!word_safe_pre_tokenizer(&serde_json::Value::Null));
+        // Llama 2 style: spaces replaced in the normalizer, merges across
+        // words.
+        let llama2 = json!({"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u{2581}"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]});
+        assert!(!word_safe_normalizer(&llama2));
+        assert!(word_safe_normalizer(&serde_json::Value::Null));
+        assert!(word_safe_normalizer(
+            &json!({"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Lowercase"}]})
+        ));
+        assert!(
+            Tokenizer::load(&TokenizerSpec::O200kBase)
+                .unwrap()
+                .splits_at_words()
+        );
+    }
 
     #[test]
     fn embedded_encodings_count_and_round_trip() {
