@@ -232,6 +232,82 @@ pub struct Summary {
     /// Per stage, for a run with `--stages` (empty otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageSummary>,
+    /// The server's prompt token counts (`usage.prompt_tokens`) against
+    /// the counts sent, over the ok requests that reported usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<PromptTokens>,
+}
+
+/// Prompt tokens as the server counted them against those sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptTokens {
+    /// Requests compared (ok, with usage).
+    pub requests: u64,
+    /// Tokens sent (the trace's, or in session replay the whole prompt's).
+    pub sent: u64,
+    /// Tokens the server counted.
+    pub server: u64,
+    /// `server / sent - 1`.
+    pub difference: f64,
+    /// Per request, server minus sent: median.
+    pub per_request_p50: i64,
+    /// Per request: 99th percentile.
+    pub per_request_p99: i64,
+    /// Set above [`PROMPT_TOKEN_WARNING`]: what the difference points to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// Above this relative difference the summary warns.
+pub const PROMPT_TOKEN_WARNING: f64 = 0.02;
+
+impl PromptTokens {
+    fn from_differences(
+        diffs: &std::collections::BTreeMap<i64, u64>,
+        sent: u64,
+        server: u64,
+    ) -> Option<Self> {
+        let requests: u64 = diffs.values().sum();
+        if requests == 0 || sent == 0 {
+            return None;
+        }
+        let at = |q: f64| {
+            let rank = ((requests as f64 * q).ceil() as u64).max(1);
+            let mut seen = 0;
+            for (&d, &n) in diffs {
+                seen += n;
+                if seen >= rank {
+                    return d;
+                }
+            }
+            0
+        };
+        let difference = server as f64 / sent as f64 - 1.0;
+        let (lo, hi) = (
+            diffs.keys().next().copied().unwrap_or(0),
+            diffs.keys().next_back().copied().unwrap_or(0),
+        );
+        let warning = (difference.abs() > PROMPT_TOKEN_WARNING).then(|| {
+            if lo == hi {
+                format!(
+                    "the server counts {lo:+} tokens on every request: tokens it adds itself (BOS, chat template), not a different tokenizer; the prompts' own counts match"
+                )
+            } else {
+                format!(
+                    "the server's counts differ by {lo:+} to {hi:+} tokens per request: the prompts were counted with another tokenizer than the served model's; pass its tokenizer.json with --tokenizer"
+                )
+            }
+        });
+        Some(Self {
+            requests,
+            sent,
+            server,
+            difference,
+            per_request_p50: at(0.5),
+            per_request_p99: at(0.99),
+            warning,
+        })
+    }
 }
 
 /// Requests held in the client because every connection (or in-flight
@@ -449,6 +525,10 @@ pub struct SummaryBuilder {
     sessions: SessionAcc,
     closed_loop_users: Option<u64>,
     stages: Vec<StageAcc>,
+    /// Server minus sent prompt tokens of ok requests with usage, by value.
+    prompt_token_diffs: std::collections::BTreeMap<i64, u64>,
+    prompt_tokens_sent: u64,
+    prompt_tokens_server: u64,
 }
 
 /// One stage's figures being gathered.
@@ -524,6 +604,9 @@ impl SummaryBuilder {
             sessions: SessionAcc::default(),
             closed_loop_users: None,
             stages: Vec::new(),
+            prompt_token_diffs: std::collections::BTreeMap::new(),
+            prompt_tokens_sent: 0,
+            prompt_tokens_server: 0,
         }
     }
 
@@ -601,6 +684,15 @@ impl SummaryBuilder {
             u64::try_from(row.usage_completion_tokens.unwrap_or(row.output_tokens)).unwrap_or(0);
         self.ok_input_tokens +=
             u64::try_from(row.usage_prompt_tokens.unwrap_or(row.input_tokens)).unwrap_or(0);
+        if let Some(server) = row.usage_prompt_tokens {
+            let sent = row.prompt_tokens_sent.unwrap_or(row.input_tokens);
+            *self
+                .prompt_token_diffs
+                .entry(i64::from(server) - i64::from(sent))
+                .or_default() += 1;
+            self.prompt_tokens_sent += u64::try_from(sent).unwrap_or(0);
+            self.prompt_tokens_server += u64::try_from(server).unwrap_or(0);
+        }
         let rec = |m: &mut Metric, v: Option<i64>| {
             if let Some(v) = v {
                 m.record(v as f64);
@@ -880,6 +972,11 @@ impl SummaryBuilder {
                 requests: self.queued,
                 wait: self.queue_wait.percentiles(),
             }),
+            prompt_tokens: PromptTokens::from_differences(
+                &self.prompt_token_diffs,
+                self.prompt_tokens_sent,
+                self.prompt_tokens_server,
+            ),
             stages: self
                 .stages
                 .iter()
@@ -1006,6 +1103,20 @@ impl fmt::Display for Summary {
                 "queued        {} requests waited in the client for a connection or slot (p50 {:.1} ms, p99 {:.1} ms): the server held every one busy, so this is server-side backpressure, part of their latency from the schedule",
                 q.requests, q.wait.p50_ms, q.wait.p99_ms
             )?;
+        }
+        if let Some(p) = &self.prompt_tokens {
+            writeln!(
+                f,
+                "prompt tokens the server counted {} for {} sent ({:+.1}%; per request p50 {:+}, p99 {:+})",
+                p.server,
+                p.sent,
+                p.difference * 100.0,
+                p.per_request_p50,
+                p.per_request_p99
+            )?;
+            if let Some(w) = &p.warning {
+                writeln!(f, "warning       {w}")?;
+            }
         }
         writeln!(
             f,
@@ -1191,6 +1302,43 @@ mod tests {
         assert_eq!(s.ttft.count, 3);
         // TPOT = (e2e - ttft) / (tokens - 1) = 900 ms / 10 for the first row.
         assert!((s.tpot.p50_ms - 90.0).abs() < 0.5, "{}", s.tpot.p50_ms);
+    }
+
+    #[test]
+    fn server_prompt_counts_are_compared_with_those_sent() {
+        let with_usage = |sent: i32, server: &dyn Fn(i64) -> i32| -> Vec<ResultRow> {
+            (0..100)
+                .map(|i| ResultRow {
+                    input_tokens: sent,
+                    usage_prompt_tokens: Some(server(i)),
+                    ..row(i, "ok", 10, 20, 2)
+                })
+                .collect()
+        };
+        // A BOS on 32-token prompts: over 2%, and named as the server's own.
+        let s = summarize(&with_usage(32, &|_| 33), None, None);
+        let p = s.prompt_tokens.as_ref().unwrap();
+        assert_eq!((p.sent, p.server, p.per_request_p50), (3_200, 3_300, 1));
+        assert!(p.warning.as_ref().unwrap().contains("BOS"), "{p:?}");
+        assert!(
+            s.to_string()
+                .contains("prompt tokens the server counted 3300 for 3200 sent")
+        );
+        // Counts that wander: another tokenizer.
+        let s = summarize(&with_usage(1_000, &|i| 1_030 + (i % 40) as i32), None, None);
+        let p = s.prompt_tokens.unwrap();
+        assert!(p.warning.unwrap().contains("--tokenizer"));
+        // 30..=69, the low half three times: rank 50 falls on +46.
+        assert_eq!((p.per_request_p50, p.per_request_p99), (46, 69));
+        // The same +1 on 2,048 tokens is under 2%: no warning.
+        let s = summarize(&with_usage(2_048, &|_| 2_049), None, None);
+        assert!(s.prompt_tokens.unwrap().warning.is_none());
+        // No usage, no comparison.
+        assert!(
+            summarize(&with_usage(10, &|_| 10)[..0], None, None)
+                .prompt_tokens
+                .is_none()
+        );
     }
 
     #[test]
