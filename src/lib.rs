@@ -18,6 +18,9 @@
 //! - [`prompt`], [`client`], [`sim`]: prompts with exact token counts and
 //!   shared prefix blocks; OpenAI-compatible requests and SSE parsing; the
 //!   embedded simulated endpoint;
+//! - [`workload`]: traces without a dataset ([`workload::synth`]) and
+//!   traces reshaped whole session by whole session
+//!   ([`workload::transform`]);
 //! - [`schedule`]: when each request leaves, a pure seeded function,
 //!   generated lazily;
 //! - [`ingest`] -> [`trace`]: datasets, public traces and production logs
@@ -38,6 +41,7 @@ pub mod sim;
 pub mod sweep;
 pub mod tokenize;
 pub mod trace;
+pub mod workload;
 
 pub use commands::{
     EXIT_FAILURE, EXIT_INVARIANTS, EXIT_REQUESTS_FAILED, EXIT_USAGE, UsageError, run, stdout,
