@@ -51,6 +51,11 @@ pub struct Cli {
 pub enum Command {
     /// Turn a dataset, public trace or production log into a Parquet trace.
     Ingest(IngestArgs),
+    /// Write a trace from length, arrival and session distributions.
+    Synth(SynthArgs),
+    /// Reshape traces for what-if questions: scale load by whole sessions,
+    /// compress a day, mix traces and classes, scale and cap lengths.
+    Transform(TransformArgs),
     /// Validate a trace and print what to know before replaying it.
     Inspect(InspectArgs),
     /// Replay a trace against an endpoint, open loop, one result row per
@@ -217,6 +222,21 @@ pub struct FilterArgs {
     /// Keep only the first user turn of each conversation.
     #[arg(long)]
     pub first_turn_only: bool,
+    /// Length filters.
+    #[command(flatten)]
+    pub lengths: LengthFilterArgs,
+    /// Keep a uniform random sample of this many rows (after filters),
+    /// in their original order.
+    #[arg(long)]
+    pub sample: Option<u64>,
+    /// Seed for `--sample`.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Length filters, shared by `ingest` and `transform`.
+#[derive(Debug, Clone, Args)]
+pub struct LengthFilterArgs {
     /// Drop rows with fewer input tokens.
     #[arg(long)]
     pub min_input: Option<u32>,
@@ -235,13 +255,188 @@ pub struct FilterArgs {
     /// Drop rows with more input + output tokens.
     #[arg(long)]
     pub max_total: Option<u32>,
-    /// Keep a uniform random sample of this many rows (after filters),
-    /// in their original order.
+}
+
+/// `llm-replay synth -o TRACE`: a trace from distributions.
+///
+/// Lengths and counts take `100`, `normal:MEAN,SD`, `lognormal:MEAN,SD`
+/// (mean and SD of the values), `uniform:LO,HI`, `exp:MEAN`, or
+/// `from:TRACE[@KIND]` (the empirical distribution of a trace, optionally
+/// of its rows of one `request_kind`). Draws are rounded and at least 1.
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// The trace to write (Parquet).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Prompt tokens of each request (in a session: of each new user
+    /// message; the history comes on top).
+    #[arg(long, default_value = "512")]
+    pub input_tokens: crate::workload::dist::Lengths,
+    /// Tokens of each response.
+    #[arg(long, default_value = "128")]
+    pub output_tokens: crate::workload::dist::Lengths,
+    /// Requests to generate (sessions, when `--turns` makes them); with
+    /// arrivals, the first of this and `--duration` ends the trace.
+    /// Default 1000 when neither is given.
+    #[arg(long, visible_alias = "sessions", value_parser = count)]
+    pub requests: Option<u64>,
+    /// With arrivals: first turns stop arriving after this long.
+    #[arg(long, value_parser = positive_duration)]
+    pub duration: Option<Duration>,
+    /// `none` (no times: replay it with `--rate`), or a process with its
+    /// rate: `poisson:20`, `gamma:20` (shape `--burstiness`),
+    /// `constant:20`; the rate may come from `--rate` or `--rate-curve`
+    /// instead. Default: none, or poisson when a rate is given.
+    #[arg(long, value_parser = synth_arrivals)]
+    pub arrivals: Option<SynthArrivalsArg>,
+    /// Mean arrival rate, requests (sessions) per second.
+    #[arg(long, value_parser = rate, allow_negative_numbers = true)]
+    pub rate: Option<f64>,
+    /// Gamma shape for `gamma` arrivals (1 = Poisson, < 1 burstier).
+    #[arg(long, default_value_t = 1.0, value_parser = positive, allow_negative_numbers = true)]
+    pub burstiness: f64,
+    /// CSV of `seconds,rate` points (a header line is allowed): the rate
+    /// over time, linear between points, held after the last. A diurnal
+    /// curve, a ramp, a drop to zero.
     #[arg(long)]
-    pub sample: Option<u64>,
-    /// Seed for `--sample`.
+    pub rate_curve: Option<PathBuf>,
+    /// Periodic bursts: `5x:10s/every:60s[/at:30s]` multiplies the rate by
+    /// 5 for 10 s once a minute (the first at one period unless `at:`).
+    #[arg(long)]
+    pub bursts: Option<crate::workload::synth::Bursts>,
+    /// Turns per session (a distribution as the lengths); 1 makes single
+    /// requests.
+    #[arg(long, default_value = "1")]
+    pub turns: crate::workload::dist::Lengths,
+    /// Time between a reply and the next turn: `5s`, `exp:5s`,
+    /// `lognormal:5s,3s`, `uniform:1s,10s`.
+    #[arg(long, default_value = "5s")]
+    pub think_time: crate::workload::dist::Durations,
+    /// Tokens of a system prompt that starts every session (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub system_prompt_tokens: u32,
+    /// Distinct system prompts, each session taking one at random: the
+    /// prefix blocks a cache can share between sessions.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub system_prompts: u32,
+    /// Tokens per prefix block (`prefix_block_ids`).
+    #[arg(long, default_value = "512", value_parser = block_size)]
+    pub block_size: NonZeroU32,
+    /// `request_kind` of every row.
+    #[arg(long)]
+    pub request_kind: Option<String>,
+    /// `model` of every row.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Seed of every draw; the same seed and flags give the same trace.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Print the summary as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Replace the output trace if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `--arrivals` of `synth`: a process (none for a timeless trace) and maybe
+/// its rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SynthArrivalsArg {
+    /// `None` for `none`.
+    pub process: Option<ArrivalsArg>,
+    /// The rate after `:`, if given.
+    pub rate: Option<f64>,
+}
+
+fn synth_arrivals(s: &str) -> Result<SynthArrivalsArg, String> {
+    let t = s.trim();
+    let (name, r) = match t.split_once(':') {
+        Some((n, r)) => (n.trim(), Some(rate(r)?)),
+        None => (t, None),
+    };
+    let process = match name.to_ascii_lowercase().as_str() {
+        "none" if r.is_none() => None,
+        "none" => return Err("`none` takes no rate".into()),
+        "poisson" => Some(ArrivalsArg::Poisson),
+        "gamma" => Some(ArrivalsArg::Gamma),
+        "constant" => Some(ArrivalsArg::Constant),
+        _ => {
+            return Err(format!(
+                "{s:?}: write none, poisson[:RATE], gamma[:RATE] or constant[:RATE]"
+            ));
+        }
+    };
+    Ok(SynthArrivalsArg { process, rate: r })
+}
+
+/// `llm-replay transform INPUT -o OUTPUT`: reshape a trace for a what-if.
+///
+/// The operations run in this order whatever the order of the flags:
+/// merge, window, length filters, reweight, sample-sessions, scale-load,
+/// scale-lengths, cap, compress-day, speedup. Sessions are kept whole;
+/// each operation is listed in the output's metadata (`transforms`) with
+/// its parameters and the inputs' SHA-256.
+#[derive(Debug, Args)]
+pub struct TransformArgs {
+    /// The trace to reshape (leave out with --merge).
+    pub input: Option<PathBuf>,
+    /// The trace to write (Parquet).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Mix traces by share of sessions: `A.parquet:0.7,B.parquet:0.3`.
+    /// Each starts at 0; shorter ones repeat to the first's span; ids are
+    /// prefixed with the file's name so they stay distinct.
+    #[arg(long)]
+    pub merge: Option<String>,
+    /// Keep sessions that start within `FROM..TO` of trace time
+    /// (`10m..40m`), shifted to start at 0.
+    #[arg(long, value_parser = crate::workload::transform::parse_window)]
+    pub window: Option<(Duration, Duration)>,
+    /// Length filters (a session ends at its first turn that fails one).
+    #[command(flatten)]
+    pub filters: LengthFilterArgs,
+    /// Change the class mix: `request_kind:code=0.3,chat=0.7` (or
+    /// `user_id:...`, `model:...`; `(none)` names rows without one).
+    /// Sessions are drawn per class to those shares, the total kept.
+    #[arg(long)]
+    pub reweight: Option<crate::workload::transform::Reweight>,
+    /// Keep this share of whole sessions (seeded), `0.1` or `10%`.
+    #[arg(long, value_parser = share)]
+    pub sample_sessions: Option<f64>,
+    /// Scale the load by whole sessions: below 1 thins them, above 1
+    /// overlays copies shifted by up to `--jitter` with fresh session and
+    /// prefix ids (shared prefixes such as system prompts stay shared); the
+    /// arrival shape and the sessions stay the trace's.
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
+    pub scale_load: Option<f64>,
+    /// Largest shift of a `--scale-load` (or `--reweight`) copy, either
+    /// way, wrapped into the trace's span. Each copy moves as a whole, so
+    /// its bursts and their spacing stay the trace's own.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub jitter: Duration,
+    /// Multiply lengths: `input=1.5,output=0.5`.
+    #[arg(long, value_parser = crate::workload::transform::parse_length_factors)]
+    pub scale_lengths: Option<(f64, f64)>,
+    /// Cap lengths: `input=8192[,output=1024]`.
+    #[arg(long, value_parser = crate::workload::transform::parse_cap)]
+    pub cap: Option<(Option<u32>, Option<u32>)>,
+    /// Compress a span of trace time into another, session starts only
+    /// (think times stay real): `24h:1h` makes a day an hour.
+    #[arg(long, value_parser = crate::workload::transform::parse_spans)]
+    pub compress_day: Option<(Duration, Duration)>,
+    /// Divide every time, think times too (as `replay --speedup`, baked in).
+    #[arg(long, value_parser = speedup, allow_negative_numbers = true)]
+    pub speedup: Option<f64>,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the summary as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Replace the output trace if it exists (it is never an input).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `llm-replay inspect TRACE`.

@@ -11,6 +11,8 @@ pub mod replay;
 pub mod report;
 pub mod sim;
 pub mod sweep;
+pub mod synth;
+pub mod transform;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,6 +44,8 @@ pub struct UsageError(pub String);
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ingest(args) => ingest::run(&args),
+        Command::Synth(args) => synth::run(&args),
+        Command::Transform(args) => transform::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Replay(args) => runtime()?.block_on(replay::run(args)),
         Command::Sweep(args) => runtime()?.block_on(sweep::run(args)),

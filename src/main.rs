@@ -36,7 +36,14 @@ fn main() -> ExitCode {
             if let Some(hint) = llm_replay::commands::hint_for(&err) {
                 eprintln!("{hint}");
             }
-            if err.chain().any(|e| e.is::<llm_replay::UsageError>()) {
+            let usage = err.chain().any(|e| {
+                e.is::<llm_replay::UsageError>()
+                    || matches!(
+                        e.downcast_ref::<llm_replay::workload::WorkloadError>(),
+                        Some(llm_replay::workload::WorkloadError::Usage(_))
+                    )
+            });
+            if usage {
                 ExitCode::from(llm_replay::EXIT_USAGE)
             } else {
                 ExitCode::from(llm_replay::EXIT_FAILURE)

@@ -15,3 +15,4 @@ mod shards;
 mod sim;
 mod sweep_report;
 mod trace_format;
+mod workload;

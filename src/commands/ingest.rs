@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use super::{Output, UsageError, claim_outputs, stdout};
-use crate::cli::{FilterArgs, IngestArgs, LogArgs};
+use crate::cli::{FilterArgs, IngestArgs, LengthFilterArgs, LogArgs};
 use crate::ingest::{self, Config, FilterConfig, Format, Input, LogConfig};
 
 /// The ingest flags as a [`Config`].
@@ -30,14 +30,22 @@ pub fn config(args: &IngestArgs) -> Config {
 fn filters(a: &FilterArgs) -> FilterConfig {
     FilterConfig {
         first_turn_only: a.first_turn_only,
+        sample: a.sample,
+        seed: a.seed,
+        ..length_filters(&a.lengths)
+    }
+}
+
+/// The length filters as a [`FilterConfig`] that keeps every row otherwise.
+pub fn length_filters(a: &LengthFilterArgs) -> FilterConfig {
+    FilterConfig {
         min_input: a.min_input,
         max_input: a.max_input,
         min_output: a.min_output,
         max_output: a.max_output,
         min_total: a.min_total,
         max_total: a.max_total,
-        sample: a.sample,
-        seed: a.seed,
+        ..FilterConfig::default()
     }
 }
 

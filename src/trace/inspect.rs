@@ -306,12 +306,37 @@ impl fmt::Display for TraceStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = &self.metadata;
         let files: Vec<&str> = m.input_files.iter().map(|i| i.name.as_str()).collect();
-        writeln!(
-            f,
-            "source        {} ({})",
-            m.source_format,
-            files.join(", ")
-        )?;
+        if files.is_empty() {
+            writeln!(f, "source        {}", m.source_format)?;
+        } else {
+            writeln!(
+                f,
+                "source        {} ({})",
+                m.source_format,
+                files.join(", ")
+            )?;
+        }
+        if let Some(spec) = m.extra.get("synth") {
+            writeln!(f, "synth         {spec}")?;
+        }
+        if let Some(list) = m.extra.get("transforms") {
+            let applied: Vec<serde_json::Value> = serde_json::from_str(list).unwrap_or_default();
+            for a in applied {
+                let field = |k: &str| match a.get(k) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => String::new(),
+                };
+                writeln!(
+                    f,
+                    "transform     {:<15} {} ({} -> {} rows)",
+                    field("op"),
+                    field("params"),
+                    field("rows_in"),
+                    field("rows_out")
+                )?;
+            }
+        }
         if let Some(t) = &m.tokenizer {
             writeln!(f, "tokenizer     {t}")?;
         }

@@ -263,9 +263,25 @@ impl Work {
         let base = self.units.iter().map(Unit::start).min().unwrap_or(0);
         let jitter_us = i64::try_from(jitter.as_micros()).unwrap_or(i64::MAX);
         let units = std::mem::take(&mut self.units);
+        let factors: Vec<f64> = (0..units.len()).map(|i| factor(i).max(0.0)).collect();
+        // The c-th copies of all units move together, by one offset per
+        // copy, so each copy is the trace's own arrival process (its bursts
+        // and their spacing) shifted; per-unit offsets would smooth the
+        // copies toward Poisson. Offsets are spread over (0, jitter] so no
+        // copy lands on the original or on another copy.
+        let copies = factors.iter().fold(0.0f64, |m, f| m.max(f.ceil())) as u64;
+        let offsets: Vec<i64> = (1..copies.max(1))
+            .map(|c| {
+                if jitter_us == 0 {
+                    return 0;
+                }
+                let u: f64 = self.rng.random_range(0.25..0.75);
+                let d = (jitter_us as f64 * ((c - 1) as f64 + u) / (copies - 1) as f64) as i64;
+                if self.rng.random::<bool>() { d } else { -d }
+            })
+            .collect();
         let mut out = Vec::with_capacity(units.len());
-        for (i, unit) in units.into_iter().enumerate() {
-            let f = factor(i).max(0.0);
+        for (unit, f) in units.into_iter().zip(factors) {
             let whole = f.floor();
             let k = whole as u64 + u64::from(self.rng.random::<f64>() < f - whole);
             for c in 1..k {
@@ -286,11 +302,7 @@ impl Work {
                     }
                 }
                 if self.timed && span > 0 {
-                    let d = if jitter_us > 0 {
-                        self.rng.random_range(-jitter_us..=jitter_us)
-                    } else {
-                        0
-                    };
+                    let d = offsets[c as usize - 1];
                     let start = copy.start();
                     let moved = (start - base + d).rem_euclid(span + 1) + base;
                     copy.shift(moved - start);
@@ -632,6 +644,11 @@ pub fn apply(inputs: &[Trace], spec: &TransformSpec) -> Result<Transformed, Work
     let mut metadata = first.metadata.clone();
     if inputs.len() > 1 {
         metadata.source_format = "merge".into();
+        // Facts of the first trace alone (its synth spec, its seed) are
+        // not facts of the mix.
+        metadata
+            .extra
+            .retain(|k, v| inputs.iter().all(|t| t.metadata.extra.get(k) == Some(v)));
         metadata.input_files = inputs
             .iter()
             .flat_map(|t| t.metadata.input_files.iter().cloned())
