@@ -339,6 +339,67 @@ pub struct SynthArgs {
     pub force: bool,
 }
 
+/// `--synthetic input=100,output=16,...`: keys as `synth`'s flags; a part
+/// without `=` continues the previous value (`input=normal:512,128`).
+fn synthetic(s: &str) -> Result<crate::workload::synth::SynthSpec, String> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for part in s.split(',') {
+        match part.split_once('=') {
+            Some((k, v)) => pairs.push((k.trim().replace('-', "_"), v.trim().to_owned())),
+            None => match pairs.last_mut() {
+                Some((_, v)) => {
+                    v.push(',');
+                    v.push_str(part.trim());
+                }
+                None => return Err(format!("{part:?}: write input=100,output=16")),
+            },
+        }
+    }
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let lengths = |key: &str| -> Result<crate::workload::dist::Lengths, String> {
+        get(key)
+            .ok_or_else(|| format!("{key}= is missing: write input=100,output=16"))?
+            .parse()
+            .map_err(|e| format!("{key}: {e}"))
+    };
+    let mut spec = crate::workload::synth::SynthSpec::new(lengths("input")?, lengths("output")?);
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "input" | "output" => {}
+            "requests" | "sessions" => spec.requests = Some(count(v)?),
+            "turns" => spec.sessions.turns = v.parse().map_err(|e| format!("turns: {e}"))?,
+            "think_time" => {
+                spec.sessions.think_time = v.parse().map_err(|e| format!("think_time: {e}"))?;
+            }
+            "system_prompt_tokens" => {
+                spec.sessions.system_prompt_tokens = v
+                    .parse()
+                    .map_err(|_| format!("system_prompt_tokens: {v:?} is not a count"))?;
+            }
+            "system_prompts" => {
+                spec.sessions.system_prompts = u32::try_from(count(v)?)
+                    .map_err(|_| format!("system_prompts: {v} is too large"))?;
+            }
+            "seed" => {
+                spec.seed = v
+                    .parse()
+                    .map_err(|_| format!("seed: {v:?} is not a number"))?
+            }
+            other => {
+                return Err(format!(
+                    "{other:?} is not a key of --synthetic (input, output, requests, turns, think_time, system_prompt_tokens, system_prompts, seed)"
+                ));
+            }
+        }
+    }
+    Ok(spec)
+}
+
 /// `--arrivals` of `synth`: a process (none for a timeless trace) and maybe
 /// its rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -919,8 +980,18 @@ pub struct EndArgs {
 /// `llm-replay replay TRACE`.
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
-    /// The trace to replay (Parquet, from `ingest`).
-    pub trace: PathBuf,
+    /// The trace to replay (Parquet, from `ingest`, `synth` or
+    /// `transform`); leave out with --synthetic.
+    #[arg(required_unless_present = "synthetic")]
+    pub trace: Option<PathBuf>,
+    /// Generate the trace instead, as `synth` would:
+    /// `input=100,output=16[,requests=N][,turns=T][,think_time=D][,seed=S]`
+    /// (values as `synth`'s flags, e.g. `input=normal:512,128`). It has no
+    /// times: the schedule comes from --rate (or --concurrency, --stages).
+    /// Written beside the results (`results-X.trace.parquet`), so the run
+    /// can be reproduced and joined.
+    #[arg(long, conflicts_with = "trace", value_parser = synthetic)]
+    pub synthetic: Option<crate::workload::synth::SynthSpec>,
     /// Results file (Parquet); default: a new results-<time>.parquet in the
     /// current folder. Never overwritten without --force.
     #[arg(short, long)]

@@ -502,6 +502,37 @@ fn synth_and_transform_feed_replay_on_the_embedded_simulator() {
     let results = read_results(&p("r.parquet")).unwrap();
     assert_eq!(results.rows.len(), 120);
     assert!(results.rows.iter().all(|r| r.input_tokens == 100));
+    // A one-liner: the spec inline, the trace written beside the results.
+    let (code, _, err) = run(bin()
+        .args([
+            "replay",
+            "--synthetic",
+            "input=normal:100,20,output=8,requests=30,seed=4",
+        ])
+        .args(["--rate", "200", "-q", "--sim-zero-delay", "-o"])
+        .arg(p("s.parquet")));
+    assert_eq!(code, 0, "{err}");
+    let generated = read_trace(&p("s.trace.parquet")).unwrap();
+    assert_eq!(generated.records.len(), 30);
+    assert!(generated.metadata.extra["synth"].starts_with("input=normal:100,20 output=8"));
+    let results = read_results(&p("s.parquet")).unwrap();
+    assert_eq!(results.rows.len(), 30);
+    for (row, rec) in results.rows.iter().zip(&generated.records) {
+        assert_eq!(row.request_id, rec.request_id);
+        assert_eq!(row.input_tokens, rec.input_tokens);
+    }
+    let (code, _, err) = run(bin()
+        .args([
+            "replay",
+            "--synthetic",
+            "input=100,outptu=8",
+            "--rate",
+            "5",
+            "-o",
+        ])
+        .arg(p("s2.parquet")));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--synthetic"), "{err}");
     // Bad input names the flag and exits 64; the output is never an input.
     let (code, _, err) = run(bin()
         .args(["synth", "--input-tokens", "gamma:3", "-o"])

@@ -324,7 +324,28 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             flag: "--scrape (server metrics)",
         });
     }
-    let inputs: Vec<&Path> = std::iter::once(args.trace.as_path())
+    let trace_path = match (&args.trace, &args.synthetic) {
+        (Some(p), _) => p.clone(),
+        (None, Some(_)) => crate::workload::synth::beside(&output),
+        (None, None) => bail!(UsageError(
+            "replay needs a trace: TRACE, or --synthetic input=100,output=16".into()
+        )),
+    };
+    if args.synthetic.is_some() && args.shard.is_some() {
+        bail!(UsageError(
+            "--synthetic with --shard: write the trace once with `llm-replay synth` and give every shard that file".into()
+        ));
+    }
+    if args.synthetic.is_some() {
+        outputs.push(Output {
+            path: &trace_path,
+            flag: "--synthetic (the generated trace)",
+        });
+    }
+    let inputs: Vec<&Path> = args
+        .trace
+        .as_deref()
+        .into_iter()
         .chain(match &target_cfg.tokenizer {
             Some(crate::tokenize::TokenizerSpec::HuggingFace(p)) => Some(p.as_path()),
             _ => None,
@@ -332,7 +353,10 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .collect();
     claim_outputs(&outputs, &inputs, args.end.force)?;
 
-    let trace = Arc::new(crate::trace::read_trace(&args.trace)?);
+    if let Some(spec) = &args.synthetic {
+        crate::workload::synth::write(spec, &trace_path)?;
+    }
+    let trace = Arc::new(crate::trace::read_trace(&trace_path)?);
     let target = replay::Target::connect(&target_cfg, &trace, args.schedule.seed).await?;
     let mut planned = crate::schedule::plan(&schedule, &trace.records)?;
     if let Some(shard) = args.shard {
@@ -372,7 +396,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     eprintln!(
         "replaying {} ({} rows) against {}{}, model {}: {load}",
-        args.trace.display(),
+        trace_path.display(),
         trace.records.len(),
         target.display_url(),
         if target.is_embedded() {
