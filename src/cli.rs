@@ -1068,8 +1068,15 @@ fn rfc3339_us(s: &str) -> Result<i64, String> {
 /// `llm-replay sweep TRACE --out-dir DIR`.
 #[derive(Debug, Clone, Args)]
 pub struct SweepArgs {
-    /// The trace (Parquet, from `ingest`).
-    pub trace: PathBuf,
+    /// The trace to replay at each load; leave out with --synthetic.
+    #[arg(required_unless_present = "synthetic")]
+    pub trace: Option<PathBuf>,
+    /// Generate the trace instead, as `replay --synthetic` does
+    /// (`input=100,output=16[,requests=N]...`); written into the sweep
+    /// directory as `_trace.parquet` (the leading `_` keeps dataset readers
+    /// of the directory off it).
+    #[arg(long, conflicts_with = "trace", value_parser = synthetic)]
+    pub synthetic: Option<crate::workload::synth::SynthSpec>,
     /// Output directory (created; existing steps are kept with --resume).
     #[arg(long)]
     pub out_dir: PathBuf,

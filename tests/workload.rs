@@ -517,9 +517,17 @@ fn synth_and_transform_feed_replay_on_the_embedded_simulator() {
     assert!(generated.metadata.extra["synth"].starts_with("input=normal:100,20 output=8"));
     let results = read_results(&p("s.parquet")).unwrap();
     assert_eq!(results.rows.len(), 30);
-    for (row, rec) in results.rows.iter().zip(&generated.records) {
-        assert_eq!(row.request_id, rec.request_id);
-        assert_eq!(row.input_tokens, rec.input_tokens);
+    // Rows come in completion order; they join back by request id.
+    let by_id: HashMap<&str, &TraceRecord> = generated
+        .records
+        .iter()
+        .map(|r| (r.request_id.as_str(), r))
+        .collect();
+    for row in &results.rows {
+        assert_eq!(
+            row.input_tokens,
+            by_id[row.request_id.as_str()].input_tokens
+        );
     }
     let (code, _, err) = run(bin()
         .args([
@@ -533,6 +541,38 @@ fn synth_and_transform_feed_replay_on_the_embedded_simulator() {
         .arg(p("s2.parquet")));
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("--synthetic"), "{err}");
+    // A sweep of a generated trace keeps it in its directory, where a
+    // resume finds the same rows.
+    let sweep = |extra: &[&str]| {
+        run(bin()
+            .args([
+                "sweep",
+                "--synthetic",
+                "input=50,output=4,requests=40",
+                "--rates",
+                "40",
+            ])
+            .args([
+                "--step-duration",
+                "1s",
+                "--warmup",
+                "0s",
+                "--cooldown",
+                "0s",
+            ])
+            .args(["--sim-zero-delay", "-q", "--out-dir"])
+            .arg(p("sw"))
+            .args(extra))
+    };
+    let (code, _, err) = sweep(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        read_trace(&p("sw/_trace.parquet")).unwrap().records.len(),
+        40
+    );
+    let (code, out, err) = sweep(&["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("r=40"), "{out}");
     // Bad input names the flag and exits 64; the output is never an input.
     let (code, _, err) = run(bin()
         .args(["synth", "--input-tokens", "gamma:3", "-o"])

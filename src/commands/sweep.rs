@@ -72,7 +72,10 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
         )));
     }
     Ok(SweepPlan {
-        trace: args.trace.clone(),
+        trace: args
+            .trace
+            .clone()
+            .unwrap_or_else(|| args.out_dir.join(SYNTHETIC_TRACE)),
         out_dir: args.out_dir.clone(),
         loads,
         step_duration: args.step_duration,
@@ -100,6 +103,10 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
     })
 }
 
+/// Where `sweep --synthetic` writes the generated trace, in the sweep
+/// directory.
+pub const SYNTHETIC_TRACE: &str = "_trace.parquet";
+
 /// Runs `llm-replay sweep`.
 pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let plan = plan(&args)?;
@@ -108,6 +115,17 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             "--out-dir {}: is a file",
             plan.out_dir.display()
         )));
+    }
+    if let Some(spec) = &args.synthetic {
+        // Generated again on --resume: the same spec and seed give the
+        // same rows, so the steps already there still match the trace.
+        let fresh = !plan.out_dir.join("sweep.parquet").exists();
+        if fresh || plan.resume || plan.force {
+            std::fs::create_dir_all(&plan.out_dir)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", plan.out_dir.display()))?;
+            let _ = std::fs::remove_file(&plan.trace);
+            crate::workload::synth::write(spec, &plan.trace)?;
+        }
     }
     let shutdown = Shutdown::new();
     watch_signals(shutdown.clone(), plan.grace);
