@@ -517,6 +517,13 @@ flag_enum! {
         Completions,
         /// `/v1/chat/completions`: the prompt as one user message.
         Chat,
+        /// `/v1/embeddings`: inputs of exactly `input_tokens`, never
+        /// streamed (no TTFT or output tokens).
+        Embeddings,
+        /// OpenAI Responses `/v1/responses`.
+        Responses,
+        /// Anthropic Messages `/v1/messages` (`x-api-key`, `anthropic-version`).
+        Messages,
     }
 }
 
@@ -688,6 +695,63 @@ fn byte_size(s: &str) -> Result<usize, String> {
 }
 
 /// An `http://` or `https://` URL with a host.
+/// Pairs of `--api-map`: `KIND=API,...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiMap(pub Vec<(String, crate::client::Api)>);
+
+/// Pairs of `--model-map`: `TRACE=SERVED,...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMap(pub Vec<(String, String)>);
+
+/// Weights of `--models`: `NAME:WEIGHT,...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelWeights(pub Vec<(String, f64)>);
+
+/// `a=b,c=d` as pairs; each side non-empty, each key once.
+fn pairs(s: &str, sep: char) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.rsplit_once(sep) else {
+            return Err(format!("{part:?}: expected KEY{sep}VALUE"));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() || v.is_empty() {
+            return Err(format!("{part:?}: both sides of {sep:?} must be given"));
+        }
+        if out.iter().any(|(seen, _)| seen == k) {
+            return Err(format!("{k:?} is given twice"));
+        }
+        out.push((k.to_owned(), v.to_owned()));
+    }
+    if out.is_empty() {
+        return Err("expected at least one KEY".to_owned() + &sep.to_string() + "VALUE");
+    }
+    Ok(out)
+}
+
+fn api_map(s: &str) -> Result<ApiMap, String> {
+    pairs(s, '=')?
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.parse::<crate::client::Api>()?)))
+        .collect::<Result<_, String>>()
+        .map(ApiMap)
+}
+
+fn model_map(s: &str) -> Result<ModelMap, String> {
+    pairs(s, '=').map(ModelMap)
+}
+
+fn model_weights(s: &str) -> Result<ModelWeights, String> {
+    let weights = pairs(s, ':')?
+        .into_iter()
+        .map(|(m, w)| match w.parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => Ok((m, x)),
+            _ => Err(format!("{m}: weight {w:?} is not a positive number")),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(ModelWeights(weights))
+}
+
 fn http_url(s: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(s.trim()).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -711,12 +775,31 @@ pub struct TargetArgs {
     /// Credentials go in -H or the key variable, never in the URL.
     #[arg(long, value_parser = http_url)]
     pub url: Option<String>,
-    /// API to call.
+    /// API to call (for rows `--api-map` does not route elsewhere).
     #[arg(long, value_enum, default_value = "completions")]
     pub api: ApiArg,
+    /// Route rows by the trace's `request_kind` to APIs, e.g.
+    /// `chat=chat,embed=embeddings`, so chat and embeddings load share one
+    /// server as in production; other rows go to `--api`.
+    #[arg(long, value_parser = api_map)]
+    pub api_map: Option<ApiMap>,
     /// Model name; default: the first model of /v1/models.
     #[arg(long)]
     pub model: Option<String>,
+    /// Send each row's trace `model` as a served name, e.g.
+    /// `llama-8b=meta-llama/Llama-3.1-8B,sql=sql-lora` (LoRA adapters,
+    /// several models behind one gateway); other rows get `--model`.
+    #[arg(long, value_parser = model_map)]
+    pub model_map: Option<ModelMap>,
+    /// Assign models by seeded weight to rows whose trace has no `model`,
+    /// e.g. `a:0.7,b:0.3` (the same `--seed` gives each request the same
+    /// model).
+    #[arg(long, value_parser = model_weights)]
+    pub models: Option<ModelWeights>,
+    /// Inputs per embeddings request, each of the row's `input_tokens`
+    /// (distinct synthetic texts).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub embedding_batch: u32,
     /// Extra request header, `Name: value` (repeatable). An Authorization
     /// header given here is sent as is, instead of the key variable's.
     #[arg(long = "header", short = 'H')]
@@ -1002,6 +1085,11 @@ pub struct ReplayArgs {
     /// Goodput objectives, e.g. `ttft=500ms,tpot=50ms,e2e=10s`.
     #[arg(long)]
     pub slo: Option<crate::record::summary::Slo>,
+    /// Break the summary down by these results columns too (api, model,
+    /// request_kind and user_id are broken down whenever the run holds more
+    /// than one value): e.g. `--by stage,turn_index`.
+    #[arg(long, value_delimiter = ',')]
+    pub by: Vec<crate::record::summary::ClassColumn>,
     /// p99 send lag above which the summary says the generator, not the
     /// server, was the bottleneck.
     #[arg(long, default_value = "10ms", value_parser = positive_duration)]
@@ -1177,6 +1265,11 @@ pub struct ReportArgs {
     /// Recompute goodput under these objectives (default: a sweep's own).
     #[arg(long)]
     pub slo: Option<crate::record::summary::Slo>,
+    /// Break a run's figures down by these results columns too (api,
+    /// model, request_kind and user_id are broken down whenever a run holds
+    /// more than one value): e.g. `--by stage,status_code`.
+    #[arg(long, value_delimiter = ',')]
+    pub by: Vec<crate::record::summary::ClassColumn>,
 }
 
 /// Options of the embedded simulated endpoint; defaults are

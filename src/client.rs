@@ -13,25 +13,103 @@ use thiserror::Error;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use sse::{SseEvent, SseParser, parse_chunk_into};
+use sse::{SseEvent, SseParser, parse_chunk_into, parse_messages_event, parse_responses_event};
 
-/// Which OpenAI API to call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Which API to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
-    /// `/v1/completions`: the prompt as text or token ids.
+    /// OpenAI `/v1/completions`: the prompt as text or token ids.
     Completions,
-    /// `/v1/chat/completions`: the prompt as one user message.
+    /// OpenAI `/v1/chat/completions`: the prompt as one user message (or a
+    /// conversation).
     Chat,
+    /// OpenAI `/v1/embeddings`: inputs of exactly `input_tokens` tokens,
+    /// never streamed; no output tokens, no TTFT.
+    Embeddings,
+    /// OpenAI Responses `/v1/responses`: the prompt as `input`, streamed as
+    /// `response.*` events.
+    Responses,
+    /// Anthropic Messages `/v1/messages`: `x-api-key` and
+    /// `anthropic-version` headers, streamed as its `message_*` and
+    /// `content_block_*` events.
+    Messages,
 }
 
 impl Api {
+    /// Every API, in the order of [`Api::index`].
+    pub const ALL: [Api; 5] = [
+        Self::Completions,
+        Self::Chat,
+        Self::Embeddings,
+        Self::Responses,
+        Self::Messages,
+    ];
+
     /// The request path.
     pub fn path(self) -> &'static str {
         match self {
             Self::Completions => "/v1/completions",
             Self::Chat => "/v1/chat/completions",
+            Self::Embeddings => "/v1/embeddings",
+            Self::Responses => "/v1/responses",
+            Self::Messages => "/v1/messages",
         }
+    }
+
+    /// The name in the `api` results column and in `--api`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completions => "completions",
+            Self::Chat => "chat",
+            Self::Embeddings => "embeddings",
+            Self::Responses => "responses",
+            Self::Messages => "messages",
+        }
+    }
+
+    /// Position in [`Api::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether a conversation (a message list) can be sent: chat,
+    /// responses and messages.
+    pub fn takes_messages(self) -> bool {
+        matches!(self, Self::Chat | Self::Responses | Self::Messages)
+    }
+
+    /// Whether token ids can be sent as the prompt: completions and
+    /// embeddings.
+    pub fn takes_tokens(self) -> bool {
+        matches!(self, Self::Completions | Self::Embeddings)
+    }
+
+    /// Whether the API generates tokens (all but embeddings).
+    pub fn generates(self) -> bool {
+        self != Self::Embeddings
+    }
+}
+
+impl std::str::FromStr for Api {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown API {s:?}: use one of {}",
+                    Self::ALL.map(Api::as_str).join(", ")
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -40,8 +118,12 @@ impl Api {
 pub enum Prompt {
     /// Text.
     Text(String),
-    /// Token ids (completions only).
+    /// Token ids (completions and embeddings).
     Tokens(Vec<u32>),
+    /// A batch of texts (embeddings).
+    Texts(Vec<String>),
+    /// A batch of token-id inputs (embeddings).
+    TokenBatch(Vec<Vec<u32>>),
     /// A conversation (chat only): earlier turns, the assistant's replies,
     /// and the new user message last.
     Messages(Vec<Message>),
@@ -61,6 +143,8 @@ pub struct Message {
 pub struct RequestSpec {
     /// Sent as `X-Request-Id`, so server and gateway logs join with results.
     pub request_id: String,
+    /// The API it goes to.
+    pub api: Api,
     /// Model name.
     pub model: String,
     /// Prompt.
@@ -101,45 +185,76 @@ pub enum ClientError {
     },
 }
 
-/// Serialises the JSON body of `spec` for `api`.
-pub fn build_body(api: Api, spec: &RequestSpec) -> Result<Bytes, ClientError> {
+/// Body keys that shape generation; an embeddings body leaves them out.
+const GENERATION_KEYS: [&str; 7] = [
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "ignore_eos",
+    "min_tokens",
+];
+
+/// Serialises the JSON body of `spec` for its API.
+///
+/// Per API: completions sends `prompt` and `max_tokens`; chat `messages`
+/// and `max_tokens`; responses `input` and `max_output_tokens`; messages
+/// `messages` and `max_tokens` (`stop` becomes `stop_sequences`);
+/// embeddings `input` only (one input, or a list for a batch), without the
+/// generation keys of `extra_body`.
+pub fn build_body(spec: &RequestSpec) -> Result<Bytes, ClientError> {
+    let api = spec.api;
     let mut body = Map::new();
     body.insert("model".into(), Value::String(spec.model.clone()));
-    match (api, &spec.prompt) {
-        (Api::Completions, Prompt::Text(t)) => {
-            body.insert("prompt".into(), Value::String(t.clone()));
+    let refuse = |what: &str, needs: &str| {
+        Err(ClientError::Body(format!(
+            "{what} prompts need {needs}, not the {api} API"
+        )))
+    };
+    let prompt_key = match api {
+        Api::Completions => "prompt",
+        Api::Chat | Api::Messages => "messages",
+        Api::Embeddings | Api::Responses => "input",
+    };
+    let prompt = match (&spec.prompt, api) {
+        (Prompt::Text(t), Api::Completions | Api::Embeddings | Api::Responses) => json!(t),
+        (Prompt::Text(t), Api::Chat | Api::Messages) => json!([{"role": "user", "content": t}]),
+        (Prompt::Messages(m), Api::Chat | Api::Messages | Api::Responses) => json!(m),
+        (Prompt::Messages(_), _) => return refuse("message-list", "chat, responses or messages"),
+        (Prompt::Tokens(ids), Api::Completions | Api::Embeddings) => json!(ids),
+        (Prompt::Tokens(_), _) => return refuse("token-id", "completions or embeddings"),
+        (Prompt::Texts(t), Api::Embeddings) => json!(t),
+        (Prompt::TokenBatch(t), Api::Embeddings) => json!(t),
+        (Prompt::Texts(_) | Prompt::TokenBatch(_), _) => return refuse("batched", "embeddings"),
+    };
+    body.insert(prompt_key.into(), prompt);
+    if api.generates() {
+        let max_key = if api == Api::Responses {
+            "max_output_tokens"
+        } else {
+            "max_tokens"
+        };
+        body.insert(max_key.into(), json!(spec.max_tokens));
+        body.insert("stream".into(), Value::Bool(spec.stream));
+        if spec.stream && matches!(api, Api::Completions | Api::Chat) {
+            body.insert("stream_options".into(), json!({"include_usage": true}));
         }
-        (Api::Completions, Prompt::Tokens(ids)) => {
-            body.insert("prompt".into(), json!(ids));
+        if spec.force_output_len {
+            body.insert("ignore_eos".into(), Value::Bool(true));
+            body.insert("min_tokens".into(), json!(spec.max_tokens));
         }
-        (Api::Chat, Prompt::Text(t)) => {
-            body.insert("messages".into(), json!([{"role": "user", "content": t}]));
-        }
-        (Api::Chat, Prompt::Messages(m)) => {
-            body.insert("messages".into(), json!(m));
-        }
-        (Api::Chat, Prompt::Tokens(_)) => {
-            return Err(ClientError::Body(
-                "token-id prompts need the completions API".into(),
-            ));
-        }
-        (Api::Completions, Prompt::Messages(_)) => {
-            return Err(ClientError::Body(
-                "message-list prompts need the chat API".into(),
-            ));
-        }
-    }
-    body.insert("max_tokens".into(), json!(spec.max_tokens));
-    body.insert("stream".into(), Value::Bool(spec.stream));
-    if spec.stream {
-        body.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    if spec.force_output_len {
-        body.insert("ignore_eos".into(), Value::Bool(true));
-        body.insert("min_tokens".into(), json!(spec.max_tokens));
     }
     if let Some(extra) = &spec.extra_body {
         for (k, v) in extra.iter() {
+            if !api.generates() && GENERATION_KEYS.contains(&k.as_str()) {
+                continue;
+            }
+            if api == Api::Messages && k == "stop" {
+                let list = if v.is_string() { json!([v]) } else { v.clone() };
+                body.insert("stop_sequences".into(), list);
+                continue;
+            }
             body.insert(k.clone(), v.clone());
         }
     }
@@ -302,9 +417,17 @@ pub struct Endpoint {
     client: reqwest::Client,
     base: reqwest::Url,
     api: Api,
-    request_url: reqwest::Url,
+    /// The request URL of each API, by [`Api::index`].
+    urls: Vec<reqwest::Url>,
+    /// Headers of Anthropic Messages requests: `anthropic-version`, and the
+    /// key as `x-api-key`, unless the user gave their own.
+    messages_headers: reqwest::header::HeaderMap,
     max_response_bytes: usize,
 }
+
+/// The `anthropic-version` sent with Messages requests unless `-H` gives
+/// another.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 fn strip_credentials(url: &str) -> String {
     match reqwest::Url::parse(url) {
@@ -363,6 +486,24 @@ impl Endpoint {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
+        let mut messages_headers = reqwest::header::HeaderMap::new();
+        if !headers.contains_key("anthropic-version") {
+            messages_headers.insert(
+                "anthropic-version",
+                reqwest::header::HeaderValue::from_static(ANTHROPIC_VERSION),
+            );
+        }
+        if let Some(key) = cfg
+            .api_key
+            .as_ref()
+            .filter(|_| !headers.contains_key("x-api-key"))
+        {
+            let mut v = reqwest::header::HeaderValue::from_str(key).map_err(|_| {
+                ClientError::Config("the API key has characters a header cannot carry".into())
+            })?;
+            v.set_sensitive(true);
+            messages_headers.insert("x-api-key", v);
+        }
         let mut builder = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(cfg.connect_timeout)
@@ -383,7 +524,8 @@ impl Endpoint {
         };
         Ok(Self {
             client,
-            request_url: join(cfg.api.path()),
+            urls: Api::ALL.iter().map(|a| join(a.path())).collect(),
+            messages_headers,
             api: cfg.api,
             base,
             max_response_bytes: cfg.max_response_bytes,
@@ -395,9 +537,14 @@ impl Endpoint {
         strip_credentials(self.base.as_str())
     }
 
-    /// The API requests go to.
+    /// The run's default API.
     pub fn api(&self) -> Api {
         self.api
+    }
+
+    /// The URL requests of `api` go to.
+    pub fn request_url(&self, api: Api) -> &reqwest::Url {
+        &self.urls[api.index()]
     }
 
     /// `GET /v1/models`: the model ids.
@@ -500,13 +647,15 @@ impl Endpoint {
         sent: Instant,
         ex: &mut Exchange,
     ) {
-        let request = self
+        let mut request = self
             .client
-            .post(self.request_url.clone())
+            .post(self.request_url(spec.api).clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("x-request-id", &spec.request_id)
-            .body(body)
-            .send();
+            .header("x-request-id", &spec.request_id);
+        if spec.api == Api::Messages {
+            request = request.headers(self.messages_headers.clone());
+        }
+        let request = request.body(body).send();
         let ttft_deadline = timeouts.ttft.map(|t| sent + t);
         let ttft_timeout = |ex: &mut Exchange| {
             let limit = timeouts
@@ -553,9 +702,9 @@ impl Endpoint {
         }
         if !spec.stream {
             let body = read_body(&mut response, self.max_response_bytes).await;
-            return finish_whole(ex, body, self.max_response_bytes);
+            return finish_whole(spec, ex, body, self.max_response_bytes);
         }
-        let mut stream = StreamState::new(self.max_response_bytes);
+        let mut stream = StreamState::new(spec.api, self.max_response_bytes);
         loop {
             let next = response.chunk();
             let chunk = match (ex.first_token_at, ttft_deadline) {
@@ -587,6 +736,7 @@ impl Endpoint {
 /// A streamed response being read: SSE events to chunks, chunks to the
 /// exchange's instants and counts.
 struct StreamState {
+    api: Api,
     parser: SseParser,
     events: Vec<SseEvent>,
     done: bool,
@@ -595,8 +745,9 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn new(max_response_bytes: usize) -> Self {
+    fn new(api: Api, max_response_bytes: usize) -> Self {
         Self {
+            api,
             parser: SseParser::new(),
             events: Vec::new(),
             done: false,
@@ -618,8 +769,17 @@ impl StreamState {
                 self.done = true;
                 continue;
             }
-            match parse_chunk_into(&event.data, ex.reply_text.as_mut()) {
+            let reply = ex.reply_text.as_mut();
+            let parsed = match self.api {
+                Api::Responses => parse_responses_event(&event.data, reply),
+                Api::Messages => parse_messages_event(&event.data, reply),
+                Api::Completions | Api::Chat | Api::Embeddings => {
+                    parse_chunk_into(&event.data, reply)
+                }
+            };
+            match parsed {
                 Ok(info) => {
+                    self.done |= info.done;
                     if let Some(err) = info.error {
                         return Err((Outcome::StreamError, format!("error event: {err}")));
                     }
@@ -658,13 +818,18 @@ impl StreamState {
     }
 
     /// The body ended: a stream must end with `[DONE]` (OpenAI, vLLM,
-    /// SGLang, llama.cpp and TGI all send it); one that stops without it, or
+    /// SGLang, llama.cpp and TGI all send it), or for Responses and
+    /// Messages with their closing event; one that stops without it, or
     /// mid-event, was cut.
     fn finish(self, ex: &mut Exchange) {
         ex.completed_at = Some(Instant::now());
         if !self.done || self.parser.has_partial_event() {
             let why = if self.finished {
-                "stream ended without [DONE]"
+                match self.api {
+                    Api::Responses => "stream ended without response.completed",
+                    Api::Messages => "stream ended without message_stop",
+                    Api::Completions | Api::Chat | Api::Embeddings => "stream ended without [DONE]",
+                }
             } else {
                 "stream ended before the response finished (no finish_reason, no [DONE])"
             };
@@ -674,8 +839,14 @@ impl StreamState {
 }
 
 /// A whole (non-streamed) response body: usage, the reply's text, and the
-/// first token, seen only with the whole response.
-fn finish_whole(ex: &mut Exchange, body: Result<Vec<u8>, BodyError>, max_response_bytes: usize) {
+/// first token, seen only with the whole response (never for embeddings,
+/// which generate none).
+fn finish_whole(
+    spec: &RequestSpec,
+    ex: &mut Exchange,
+    body: Result<Vec<u8>, BodyError>,
+    max_response_bytes: usize,
+) {
     let now = Instant::now();
     ex.completed_at = Some(now);
     let parsed = match body {
@@ -687,28 +858,87 @@ fn finish_whole(ex: &mut Exchange, body: Result<Vec<u8>, BodyError>, max_respons
         )),
         Err(BodyError::Broken(e)) => Err(e),
     };
-    match parsed {
-        Ok(v) => {
-            let usage = v.get("usage");
-            let get = |k: &str| {
-                usage
-                    .and_then(|u| u.get(k))
-                    .and_then(Value::as_u64)
-                    .and_then(|n| u32::try_from(n).ok())
-            };
-            ex.usage_prompt_tokens = get("prompt_tokens");
-            ex.usage_completion_tokens = get("completion_tokens");
-            ex.output_tokens = ex.usage_completion_tokens.unwrap_or(0);
-            if let Some(reply) = ex.reply_text.as_mut() {
-                let choice = &v["choices"][0];
-                let text = choice["text"]
-                    .as_str()
-                    .or_else(|| choice["message"]["content"].as_str());
-                reply.push_str(text.unwrap_or_default());
-            }
-            ex.first_token_at = Some(now);
+    let v = match parsed {
+        Ok(v) => v,
+        Err(e) => return fail(ex, Outcome::StreamError, &e),
+    };
+    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+        let text = err
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| err.to_string(), str::to_owned);
+        return fail(
+            ex,
+            Outcome::StreamError,
+            &format!("error in the response: {text}"),
+        );
+    }
+    let usage = v.get("usage");
+    let get = |k: &str| {
+        usage
+            .and_then(|u| u.get(k))
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    let (prompt_key, completion_key) = match spec.api {
+        Api::Completions | Api::Chat | Api::Embeddings => ("prompt_tokens", "completion_tokens"),
+        Api::Responses | Api::Messages => ("input_tokens", "output_tokens"),
+    };
+    ex.usage_prompt_tokens = get(prompt_key);
+    if spec.api == Api::Embeddings {
+        let inputs = match &spec.prompt {
+            Prompt::Texts(t) => t.len(),
+            Prompt::TokenBatch(t) => t.len(),
+            Prompt::Text(_) | Prompt::Tokens(_) | Prompt::Messages(_) => 1,
+        };
+        let got = v.get("data").and_then(Value::as_array).map(Vec::len);
+        if got != Some(inputs) {
+            let got = got.map_or_else(|| "no data list".to_owned(), |n| n.to_string());
+            fail(
+                ex,
+                Outcome::StreamError,
+                &format!("{inputs} inputs sent, {got} embeddings returned"),
+            );
         }
-        Err(e) => fail(ex, Outcome::StreamError, &e),
+        return;
+    }
+    ex.usage_completion_tokens = get(completion_key);
+    ex.output_tokens = ex.usage_completion_tokens.unwrap_or(0);
+    if let Some(reply) = ex.reply_text.as_mut() {
+        reply.push_str(&whole_reply_text(spec.api, &v));
+    }
+    ex.first_token_at = Some(now);
+}
+
+/// The reply text of a whole response.
+fn whole_reply_text(api: Api, v: &Value) -> String {
+    let texts = |parts: &Value, kind: &str| -> String {
+        parts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["type"] == kind)
+            .filter_map(|p| p["text"].as_str())
+            .collect()
+    };
+    match api {
+        Api::Completions | Api::Chat => {
+            let choice = &v["choices"][0];
+            choice["text"]
+                .as_str()
+                .or_else(|| choice["message"]["content"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        }
+        Api::Responses => v["output"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|item| item["type"] == "message")
+            .map(|item| texts(&item["content"], "output_text"))
+            .collect(),
+        Api::Messages => texts(&v["content"], "text"),
+        Api::Embeddings => String::new(),
     }
 }
 
@@ -780,6 +1010,7 @@ mod tests {
     fn spec(prompt: Prompt) -> RequestSpec {
         RequestSpec {
             request_id: "r1".into(),
+            api: Api::Completions,
             model: "m".into(),
             prompt,
             max_tokens: 16,
@@ -791,7 +1022,7 @@ mod tests {
     }
 
     fn body(api: Api, s: &RequestSpec) -> Value {
-        serde_json::from_slice(&build_body(api, s).unwrap()).unwrap()
+        serde_json::from_slice(&build_body(&RequestSpec { api, ..s.clone() }).unwrap()).unwrap()
     }
 
     #[test]
@@ -814,7 +1045,13 @@ mod tests {
         assert_eq!(v["ignore_eos"], true);
         assert_eq!(v["min_tokens"], 16);
         assert!(v.get("stream_options").is_none());
-        assert!(build_body(Api::Chat, &s).is_err());
+        assert!(
+            build_body(&RequestSpec {
+                api: Api::Chat,
+                ..s
+            })
+            .is_err()
+        );
     }
 
     #[test]
@@ -837,7 +1074,15 @@ mod tests {
         };
         let e = Endpoint::new(cfg("http://127.0.0.1:8000/v1/")).unwrap();
         assert_eq!(e.display_url(), "http://127.0.0.1:8000");
-        assert_eq!(e.request_url.path(), "/v1/chat/completions");
+        assert_eq!(e.request_url(Api::Chat).path(), "/v1/chat/completions");
+        assert_eq!(e.request_url(Api::Embeddings).path(), "/v1/embeddings");
+        assert_eq!(e.request_url(Api::Messages).path(), "/v1/messages");
+        assert_eq!(
+            e.messages_headers
+                .get("x-api-key")
+                .map(|v| v.is_sensitive()),
+            Some(true)
+        );
         assert!(!format!("{:?}", cfg("http://x")).contains("sk-secret"));
         assert!(Endpoint::new(cfg("ftp://x")).is_err());
         // Credentials in the URL are refused, and the message hides them.

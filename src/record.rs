@@ -145,6 +145,14 @@ pub struct ResultRow {
     pub recorded_at_us: Option<i64>,
     /// The `--stages` stage it was scheduled in (0-based).
     pub stage: Option<i32>,
+    /// The API it went to (`completions`, `chat`, ...).
+    pub api: Option<String>,
+    /// The model name sent.
+    pub model: Option<String>,
+    /// The trace row's `request_kind`.
+    pub request_kind: Option<String>,
+    /// The trace row's `user_id`.
+    pub user_id: Option<String>,
 }
 
 impl ResultRow {

@@ -99,6 +99,11 @@ pub struct TargetConfig {
     /// Merged into every request body: sampling parameters and
     /// `--extra-body` (validated at the edge).
     pub extra_body: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// Rows to APIs and models other than the defaults.
+    pub routing: Routing,
+    /// Inputs per embeddings request (`--embedding-batch`), each of the
+    /// row's `input_tokens`.
+    pub embedding_batch: u32,
     /// Prometheus endpoint read every second.
     pub scrape: Option<String>,
     /// Check the server, credentials and model before t=0.
@@ -131,6 +136,8 @@ impl Default for TargetConfig {
             max_connections: None,
             engine_threads: None,
             extra_body: None,
+            routing: Routing::default(),
+            embedding_batch: 1,
             scrape: None,
             preflight: true,
             sim: SimConfig::default(),
@@ -192,8 +199,13 @@ impl Target {
     /// serves the model (unless `cfg.preflight` is off), and loads the prompt
     /// tokenizer. `seed` seeds the prompts and is written into the results.
     pub async fn connect(cfg: &TargetConfig, trace: &Trace, seed: u64) -> anyhow::Result<Self> {
-        if cfg.prompts == PromptMode::Tokens && cfg.api == Api::Chat {
-            bail!("--prompts tokens needs --api completions (chat takes text only)");
+        let apis = run_apis(cfg);
+        if cfg.prompts == PromptMode::Tokens
+            && let Some(api) = apis.iter().find(|a| !a.takes_tokens())
+        {
+            bail!(
+                "--prompts tokens needs the completions or embeddings API ({api} takes text only)"
+            );
         }
         if cfg.prompts == PromptMode::Original
             && let Some(r) = trace.records.iter().find(|r| r.prompt_text.is_none())
@@ -236,6 +248,12 @@ impl Target {
             .unwrap_or_else(default_engine_threads)
             .max(1);
         let model = pick_model(&endpoint, cfg).await?;
+        let served: Vec<(String, Arc<str>)> = cfg
+            .routing
+            .served_models()
+            .into_iter()
+            .map(|m| (m.to_owned(), Arc::from(m)))
+            .collect();
         let synth = match cfg.prompts {
             PromptMode::Original => None,
             PromptMode::Synthetic | PromptMode::Tokens => {
@@ -249,7 +267,12 @@ impl Target {
             "url": endpoint.display_url(),
             "embedded_simulator": sim.is_some(),
             "api": cfg.api,
+            "apis": apis,
             "model": model,
+            "api_map": cfg.routing.api_map.iter().map(|(k, a)| json!([k, a])).collect::<Vec<_>>(),
+            "model_map": cfg.routing.model_map.iter().map(|(k, m)| json!([k, m])).collect::<Vec<_>>(),
+            "models": cfg.routing.models.iter().map(|(m, w)| json!([m, w])).collect::<Vec<_>>(),
+            "embedding_batch": cfg.embedding_batch,
             "headers": cfg.headers.iter().map(|(n, _)| format!("{n}: <redacted>")).collect::<Vec<_>>(),
             "api_key_env": cfg.api_key_env,
             "http2": cfg.http2,
@@ -274,7 +297,11 @@ impl Target {
             endpoint_config,
             engines,
             builder: Arc::new(RequestBuilder {
-                model,
+                model: Arc::from(model.as_str()),
+                served,
+                routing: cfg.routing.clone(),
+                seed,
+                embedding_batch: cfg.embedding_batch,
                 api: cfg.api,
                 stream: cfg.stream,
                 force_output_len: cfg.force_output_len,
@@ -308,8 +335,19 @@ impl Target {
     }
 }
 
+/// The APIs a run may call: the default and those of `--api-map`.
+fn run_apis(cfg: &TargetConfig) -> Vec<Api> {
+    let mut apis: Vec<Api> = std::iter::once(cfg.api)
+        .chain(cfg.routing.api_map.iter().map(|(_, a)| *a))
+        .collect();
+    apis.sort_unstable();
+    apis.dedup();
+    apis
+}
+
 /// The model to send: `--model` (checked against the server's list when
-/// preflight is on), else the first model the server lists.
+/// preflight is on), else the first model the server lists. The served
+/// names of `--model-map` and `--models` are checked too.
 async fn pick_model(endpoint: &Endpoint, cfg: &TargetConfig) -> anyhow::Result<String> {
     if let (Some(m), false) = (&cfg.model, cfg.preflight) {
         return Ok(m.clone());
@@ -345,6 +383,22 @@ async fn pick_model(endpoint: &Endpoint, cfg: &TargetConfig) -> anyhow::Result<S
             );
         }
     };
+    if let Some(m) = cfg
+        .routing
+        .served_models()
+        .into_iter()
+        .find(|m| cfg.preflight && !models.iter().any(|x| x == m))
+    {
+        bail!(
+            "{} does not serve model {m:?} (named in --model-map or --models); it lists: {} (fix the flag, or --no-preflight to send it anyway)",
+            endpoint.display_url(),
+            if models.is_empty() {
+                "nothing".to_owned()
+            } else {
+                models.join(", ")
+            }
+        );
+    }
     match &cfg.model {
         Some(m) if models.iter().any(|x| x == m) => Ok(m.clone()),
         Some(m) => bail!(
@@ -383,9 +437,76 @@ pub fn credentials_hint(cfg: &TargetConfig) -> String {
     )
 }
 
+/// Which API and model each trace row goes to: the run's defaults, the
+/// trace's `request_kind` through `--api-map`, the trace's `model` through
+/// `--model-map`, and seeded weights (`--models`) for rows without one.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    /// `request_kind` value -> API (`--api-map`).
+    pub api_map: Vec<(String, Api)>,
+    /// The trace's `model` -> the served name (`--model-map`).
+    pub model_map: Vec<(String, String)>,
+    /// Served names with weights, for rows whose trace has no `model`
+    /// (`--models`); drawn per request from the seed and its id.
+    pub models: Vec<(String, f64)>,
+}
+
+impl Routing {
+    /// Whether any row may leave the run's default API or model.
+    pub fn is_empty(&self) -> bool {
+        self.api_map.is_empty() && self.model_map.is_empty() && self.models.is_empty()
+    }
+
+    /// Every served name a row may be sent with, besides the default.
+    pub fn served_models(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .model_map
+            .iter()
+            .map(|(_, s)| s.as_str())
+            .chain(self.models.iter().map(|(m, _)| m.as_str()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// The API of a row with `kind`, else `default`.
+    pub fn api(&self, kind: Option<&str>, default: Api) -> Api {
+        kind.and_then(|k| self.api_map.iter().find(|(m, _)| m == k))
+            .map_or(default, |(_, a)| *a)
+    }
+
+    /// The index into `models` of request `request_id` under `seed`, or
+    /// `None` without `--models`.
+    pub fn weighted(&self, seed: u64, request_id: &str) -> Option<usize> {
+        let total: f64 = self.models.iter().map(|(_, w)| w).sum();
+        if self.models.is_empty() || total <= 0.0 {
+            return None;
+        }
+        let draw = crate::prompt::derive_salt(seed, request_id.as_bytes());
+        // 53 bits of the draw as a uniform value in [0, 1).
+        let u = (draw >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let mut acc = 0.0;
+        for (i, (_, w)) in self.models.iter().enumerate() {
+            acc += w;
+            if u < acc {
+                return Some(i);
+            }
+        }
+        Some(self.models.len() - 1)
+    }
+}
+
 /// Builds request bodies; shared with the producer thread.
 struct RequestBuilder {
-    model: String,
+    model: Arc<str>,
+    /// Served names of `routing.model_map` and `routing.models`, shared by
+    /// rows.
+    served: Vec<(String, Arc<str>)>,
+    routing: Routing,
+    seed: u64,
+    /// Inputs per embeddings request (`--embedding-batch`).
+    embedding_batch: u32,
     api: Api,
     stream: bool,
     force_output_len: bool,
@@ -399,6 +520,10 @@ impl RequestBuilder {
     fn salted(&self, salt: u64) -> Self {
         Self {
             model: self.model.clone(),
+            served: self.served.clone(),
+            routing: self.routing.clone(),
+            seed: self.seed,
+            embedding_batch: self.embedding_batch,
             api: self.api,
             stream: self.stream,
             force_output_len: self.force_output_len,
@@ -421,10 +546,59 @@ impl RequestBuilder {
             then: None,
             turns_after: 0,
             skip: None,
+            class: self.class_of(record),
+        }
+    }
+
+    /// The API `record` goes to.
+    fn api_of(&self, record: &TraceRecord) -> Api {
+        self.routing.api(record.request_kind.as_deref(), self.api)
+    }
+
+    /// The model `record` is sent with: its trace model through
+    /// `--model-map`, else a `--models` draw for a row without one, else
+    /// the run's model.
+    fn model_of(&self, record: &TraceRecord) -> Arc<str> {
+        let served = |name: &str| {
+            self.served
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, a)| a.clone())
+        };
+        if let Some(m) = &record.model
+            && let Some((_, to)) = self.routing.model_map.iter().find(|(from, _)| from == m)
+        {
+            return served(to).unwrap_or_else(|| Arc::from(to.as_str()));
+        }
+        if record.model.is_none()
+            && let Some(i) = self.routing.weighted(self.seed, &record.request_id)
+        {
+            let name = &self.routing.models[i].0;
+            return served(name).unwrap_or_else(|| Arc::from(name.as_str()));
+        }
+        self.model.clone()
+    }
+
+    /// The row's class for the results.
+    fn class_of(&self, record: &TraceRecord) -> dispatch::RowClass {
+        dispatch::RowClass {
+            api: Some(self.api_of(record).as_str()),
+            model: Some(self.model_of(record)),
+            request_kind: record.request_kind.clone(),
+            user_id: record.user_id.clone(),
+            inputs: if self.api_of(record) == Api::Embeddings {
+                self.embedding_batch.max(1)
+            } else {
+                1
+            },
         }
     }
 
     fn build(&self, record: &TraceRecord, repeat: u32) -> Result<(RequestSpec, Bytes), String> {
+        let batch = self.embedding_batch.max(1);
+        if batch > 1 && self.api_of(record) == Api::Embeddings {
+            return self.build_batch(record, repeat, batch);
+        }
         let prompt = match (self.prompts, &self.synth) {
             (PromptMode::Original, _) => {
                 Prompt::Text(record.prompt_text.clone().unwrap_or_default())
@@ -439,6 +613,46 @@ impl RequestBuilder {
                     .map_err(|e| format!("prompt: {e}"))?
                     .ids,
             ),
+            (_, None) => return Err("prompt: no tokenizer loaded".into()),
+        };
+        self.body(record, repeat, prompt)
+    }
+
+    /// An embeddings request of `batch` inputs, each of exactly the row's
+    /// `input_tokens` (synthetic inputs are distinct: input `j` is drawn as
+    /// repeat `repeat * batch + j` of the row).
+    fn build_batch(
+        &self,
+        record: &TraceRecord,
+        repeat: u32,
+        batch: u32,
+    ) -> Result<(RequestSpec, Bytes), String> {
+        let prompt = match (self.prompts, &self.synth) {
+            (PromptMode::Original, _) => {
+                Prompt::Texts(vec![
+                    record.prompt_text.clone().unwrap_or_default();
+                    batch as usize
+                ])
+            }
+            (mode, Some(s)) => {
+                let mut texts = Vec::new();
+                let mut ids = Vec::new();
+                for j in 0..batch {
+                    let p = s
+                        .synthesize(record, repeat.saturating_mul(batch).saturating_add(j))
+                        .map_err(|e| format!("prompt: {e}"))?;
+                    if mode == PromptMode::Tokens {
+                        ids.push(p.ids);
+                    } else {
+                        texts.push(p.text);
+                    }
+                }
+                if mode == PromptMode::Tokens {
+                    Prompt::TokenBatch(ids)
+                } else {
+                    Prompt::Texts(texts)
+                }
+            }
             (_, None) => return Err("prompt: no tokenizer loaded".into()),
         };
         self.body(record, repeat, prompt)
@@ -475,21 +689,23 @@ impl RequestBuilder {
         } else {
             format!("{}#{repeat}", record.request_id)
         };
+        let api = self.api_of(record);
         let spec = RequestSpec {
             request_id,
-            model: self.model.clone(),
+            api,
+            model: self.model_of(record).to_string(),
             prompt,
             // Servers refuse max_tokens 0; a trace row that recorded no
             // output (a failed request) still asks for one token, and
             // `output_tokens_expected` keeps the trace's value.
             max_tokens: u32::try_from(record.output_tokens.max(1)).unwrap_or(1),
-            stream: self.stream,
+            // Embeddings are never streamed.
+            stream: self.stream && api.generates(),
             force_output_len: self.force_output_len,
             extra_body: self.extra_body.clone(),
             keep_reply,
         };
-        let body =
-            crate::client::build_body(self.api, &spec).map_err(|e| format!("request body: {e}"))?;
+        let body = crate::client::build_body(&spec).map_err(|e| format!("request body: {e}"))?;
         Ok((spec, body))
     }
 }
@@ -581,6 +797,8 @@ pub struct RunOptions {
     pub output: PathBuf,
     /// Goodput objectives.
     pub slo: Option<Slo>,
+    /// Columns the summary breaks down by, besides the automatic ones.
+    pub by: Vec<crate::record::summary::ClassColumn>,
     /// Grace for in-flight requests after a stop.
     pub grace: Duration,
     /// When the generator counts as the bottleneck.
@@ -716,6 +934,7 @@ pub async fn run(
     let writer = ResultsWriter::create(&opts.output, &kv)?;
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
     let summary = SummaryBuilder::new(opts.slo, opts.limits, target_rate, true)
+        .by(&opts.by)
         .closed_loop(opts.closed_loop.as_ref().map(|c| c.users as u64))
         .stages(stages.as_ref());
     let end = Arc::new(Mutex::new(RunEnd::default()));

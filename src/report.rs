@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-pub use crate::record::summary::{self, Slo, Summary, SummaryBuilder, summarize};
+pub use crate::record::summary::{self, ClassColumn, Slo, Summary, SummaryBuilder, summarize};
 
 use crate::record::run_meta::{RunConfig, key};
 use crate::record::sweep_table::{SweepMode, SweepStep};
@@ -85,7 +85,7 @@ pub enum Input {
 }
 
 /// Loads one results file.
-pub fn load_run(path: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
+pub fn load_run(path: &Path, slo: Option<Slo>, by: &[ClassColumn]) -> anyhow::Result<RunReport> {
     let results = read_results(path)?;
     let metrics_path = crate::record::server_metrics::path_for(path);
     let server_metrics = if metrics_path.exists() {
@@ -98,6 +98,7 @@ pub fn load_run(path: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
         results.rows,
         &results.metadata,
         slo,
+        by,
         server_metrics,
     ))
 }
@@ -120,7 +121,7 @@ fn shard_files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Loads a sharded run's directory as one run.
-pub fn load_shards(dir: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
+pub fn load_shards(dir: &Path, slo: Option<Slo>, by: &[ClassColumn]) -> anyhow::Result<RunReport> {
     let mut rows = Vec::new();
     let mut shards = Vec::new();
     let mut first_meta = None;
@@ -158,7 +159,7 @@ pub fn load_shards(dir: &Path, slo: Option<Slo>) -> anyhow::Result<RunReport> {
         }
     }
     rows.sort_by_key(|r| r.scheduled_at_us);
-    let mut report = run_report(dir.display().to_string(), rows, &meta, slo, Vec::new());
+    let mut report = run_report(dir.display().to_string(), rows, &meta, slo, by, Vec::new());
     report.shards = shards;
     Ok(report)
 }
@@ -169,6 +170,7 @@ fn run_report(
     rows: Vec<ResultRow>,
     metadata: &std::collections::BTreeMap<String, String>,
     slo: Option<Slo>,
+    by: &[ClassColumn],
     server_metrics: Vec<crate::record::server_metrics::Sample>,
 ) -> RunReport {
     let config = RunConfig::from_metadata(metadata);
@@ -191,7 +193,7 @@ fn run_report(
     });
     RunReport {
         path,
-        summary: summary::summarize_stages(&rows, slo, target, stages.as_ref()),
+        summary: summary::summarize_stages(&rows, slo, target, stages.as_ref(), by),
         shards: Vec::new(),
         rows,
         server_metrics,
@@ -275,14 +277,15 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
     })
 }
 
-/// Loads a results file or, for a directory, a sweep.
-pub fn load(path: &Path, slo: Option<Slo>) -> anyhow::Result<Input> {
+/// Loads a results file or, for a directory, a sweep; a run's figures
+/// are broken down by `by` too (a sweep's steps by the automatic classes).
+pub fn load(path: &Path, slo: Option<Slo>, by: &[ClassColumn]) -> anyhow::Result<Input> {
     if path.is_dir() && !shard_files(path).is_empty() {
-        Ok(Input::Run(Box::new(load_shards(path, slo)?)))
+        Ok(Input::Run(Box::new(load_shards(path, slo, by)?)))
     } else if path.is_dir() {
         Ok(Input::Sweep(load_sweep(path, slo)?))
     } else {
-        Ok(Input::Run(Box::new(load_run(path, slo)?)))
+        Ok(Input::Run(Box::new(load_run(path, slo, by)?)))
     }
 }
 

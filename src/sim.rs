@@ -291,6 +291,9 @@ pub async fn start_logging(
         .route("/metrics", get(metrics))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/responses", post(responses))
+        .route("/v1/messages", post(messages))
+        .route("/v1/embeddings", post(embeddings))
         .with_state(state.clone());
     let app = if logging {
         app.layer(axum::middleware::from_fn_with_state(
@@ -400,11 +403,297 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    generate(s, headers, body, false).await
+    generate(s, headers, body, Dialect::Completions).await
 }
 
 async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    generate(s, headers, body, true).await
+    generate(s, headers, body, Dialect::Chat).await
+}
+
+async fn responses(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(s, headers, body, Dialect::Responses).await
+}
+
+async fn messages(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(s, headers, body, Dialect::Messages).await
+}
+
+/// The generation APIs the simulator speaks: request fields and response
+/// events differ, the engine is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Completions,
+    Chat,
+    Responses,
+    Messages,
+}
+
+impl Dialect {
+    /// The request field holding the prompt.
+    fn prompt_field(self) -> &'static str {
+        match self {
+            Self::Completions => "prompt",
+            Self::Chat | Self::Messages => "messages",
+            Self::Responses => "input",
+        }
+    }
+
+    /// The request field holding the output limit.
+    fn max_field(self) -> &'static str {
+        match self {
+            Self::Responses => "max_output_tokens",
+            Self::Completions | Self::Chat | Self::Messages => "max_tokens",
+        }
+    }
+
+    /// An SSE frame of `v`; Responses and Messages name the event too.
+    fn frame(self, v: &Value) -> Bytes {
+        match self {
+            Self::Completions | Self::Chat => Bytes::from(format!("data: {v}\n\n")),
+            Self::Responses | Self::Messages => {
+                let kind = v.get("type").and_then(Value::as_str).unwrap_or("message");
+                Bytes::from(format!("event: {kind}\ndata: {v}\n\n"))
+            }
+        }
+    }
+
+    /// Events before the first token.
+    fn opening(self, id: &str, model: &str, prompt: u64) -> Vec<Value> {
+        match self {
+            Self::Completions => vec![],
+            Self::Chat => vec![
+                json!({"id": id, "object": "chat.completion.chunk", "model": model,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
+            ],
+            Self::Responses => vec![json!({"type": "response.created",
+                "response": {"id": id, "object": "response", "status": "in_progress", "model": model}})],
+            Self::Messages => vec![
+                json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
+                    "model": model, "content": [], "usage": {"input_tokens": prompt, "output_tokens": 1}}}),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ],
+        }
+    }
+
+    /// The event of one generated word.
+    fn token(self, id: &str, model: &str, text: &str) -> Value {
+        match self {
+            Self::Completions => json!({"id": id, "object": "text_completion", "model": model,
+                "choices": [{"index": 0, "text": text, "finish_reason": null}]}),
+            Self::Chat => json!({"id": id, "object": "chat.completion.chunk", "model": model,
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]}),
+            Self::Responses => {
+                json!({"type": "response.output_text.delta", "item_id": format!("msg-{id}"),
+                "output_index": 0, "content_index": 0, "delta": text})
+            }
+            Self::Messages => json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": text}}),
+        }
+    }
+
+    /// Events after the last token, and whether `[DONE]` follows.
+    fn closing(
+        self,
+        id: &str,
+        model: &str,
+        prompt: u64,
+        n: u64,
+        include_usage: bool,
+    ) -> (Vec<Value>, bool) {
+        let usage =
+            json!({"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n});
+        match self {
+            Self::Completions | Self::Chat => {
+                let (object, fin) = if self == Self::Chat {
+                    (
+                        "chat.completion.chunk",
+                        json!({"index": 0, "delta": {}, "finish_reason": "length"}),
+                    )
+                } else {
+                    (
+                        "text_completion",
+                        json!({"index": 0, "text": "", "finish_reason": "length"}),
+                    )
+                };
+                let mut events =
+                    vec![json!({"id": id, "object": object, "model": model, "choices": [fin]})];
+                if include_usage {
+                    events.push(json!({"id": id, "object": object, "model": model, "choices": [], "usage": usage}));
+                }
+                (events, true)
+            }
+            Self::Responses => (
+                vec![
+                    json!({"type": "response.completed", "response": {"id": id, "object": "response",
+                    "status": "completed", "model": model,
+                    "usage": {"input_tokens": prompt, "output_tokens": n, "total_tokens": prompt + n}}}),
+                ],
+                false,
+            ),
+            Self::Messages => (
+                vec![
+                    json!({"type": "content_block_stop", "index": 0}),
+                    json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": null},
+                        "usage": {"output_tokens": n}}),
+                    json!({"type": "message_stop"}),
+                ],
+                false,
+            ),
+        }
+    }
+
+    /// A whole (non-streamed) response.
+    fn whole(self, id: &str, model: &str, prompt: u64, n: u64, text: String) -> Value {
+        let usage =
+            json!({"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n});
+        match self {
+            Self::Completions => json!({"id": id, "object": "text_completion", "model": model,
+                "choices": [{"index": 0, "text": text, "finish_reason": "length"}], "usage": usage}),
+            Self::Chat => json!({"id": id, "object": "chat.completion", "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
+                "usage": usage}),
+            Self::Responses => {
+                json!({"id": id, "object": "response", "status": "completed", "model": model,
+                "output": [{"type": "message", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text}]}],
+                "usage": {"input_tokens": prompt, "output_tokens": n, "total_tokens": prompt + n}})
+            }
+            Self::Messages => {
+                json!({"id": id, "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "max_tokens",
+                "usage": {"input_tokens": prompt, "output_tokens": n}})
+            }
+        }
+    }
+}
+
+/// Numbers in each simulated embedding.
+const EMBEDDING_DIMS: usize = 32;
+
+/// `/v1/embeddings`: the inputs are prefilled by the same engine as
+/// generation (one step each, no output), so embeddings and generation
+/// share capacity and an embeddings sweep finds a knee in input tokens/s.
+async fn embeddings(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    s.requests_total.fetch_add(1, Ordering::Relaxed);
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let fault = pick_fault(&s, &request_id);
+    if let Ok(mut st) = s.stats.lock() {
+        st.requests += 1;
+        if fault != Fault::None {
+            *st.faults.entry(fault.name().to_owned()).or_insert(0) += 1;
+        }
+        if s.cfg.record_request_ids {
+            st.request_ids.push(request_id.clone());
+        }
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid JSON body: {e}"),
+                "invalid_request_error",
+            );
+        }
+    };
+    // One input (text or token ids) or a list of them.
+    let inputs: Vec<u64> = match v.get("input") {
+        Some(Value::String(t)) => vec![approx_tokens(t)],
+        Some(Value::Array(items)) => match items.first() {
+            Some(Value::Number(_)) => vec![items.len() as u64],
+            _ => items
+                .iter()
+                .map(|i| match i {
+                    Value::String(t) => approx_tokens(t),
+                    Value::Array(ids) => ids.len() as u64,
+                    _ => 0,
+                })
+                .collect(),
+        },
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "missing input",
+                "invalid_request_error",
+            );
+        }
+    };
+    let prompt: u64 = inputs.iter().sum();
+    if prompt + 1 > s.cfg.kv_tokens {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the inputs hold {prompt} tokens, more than the KV budget of {}",
+                s.cfg.kv_tokens
+            ),
+            "invalid_request_error",
+        );
+    }
+    match fault {
+        Fault::Http429 => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "simulated overload",
+                "rate_limit_error",
+            );
+        }
+        Fault::Http500 | Fault::Disconnect | Fault::Garble => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "simulated server error",
+                "server_error",
+            );
+        }
+        Fault::Stall | Fault::None => {}
+    }
+    if fault == Fault::Stall {
+        tokio::select! {
+            () = tokio::time::sleep(s.cfg.stall_time) => {}
+            () = s.stop.cancelled() => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down", "server_error"),
+        }
+    }
+    let (tok_tx, mut tok_rx) = mpsc::unbounded_channel();
+    if s.jobs
+        .send(Job {
+            prompt_tokens: prompt,
+            max_tokens: 1,
+            tokens: tok_tx,
+        })
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "engine stopped",
+            "server_error",
+        );
+    }
+    loop {
+        tokio::select! {
+            t = tok_rx.recv() => if t.is_none() { break },
+            () = s.stop.cancelled() => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down", "server_error"),
+        }
+    }
+    let model = v
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or(&s.cfg.model);
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let vector: Vec<f64> = (0..EMBEDDING_DIMS)
+                .map(|d| ((i + d) as f64 * 0.37 + *n as f64).sin())
+                .collect();
+            json!({"object": "embedding", "index": i, "embedding": vector})
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}))
+    .into_response()
 }
 
 fn error(status: StatusCode, message: &str, kind: &str) -> Response {
@@ -426,9 +715,13 @@ fn approx_tokens(text: &str) -> u64 {
     n
 }
 
-fn prompt_tokens(v: &Value, chat: bool) -> Option<u64> {
-    if chat {
-        let msgs = v.get("messages")?.as_array()?;
+fn prompt_tokens(v: &Value, dialect: Dialect) -> Option<u64> {
+    let field = v.get(dialect.prompt_field())?;
+    if let (Dialect::Responses, Value::String(s)) = (dialect, field) {
+        return Some(approx_tokens(s));
+    }
+    if dialect != Dialect::Completions {
+        let msgs = field.as_array()?;
         let mut n = 0;
         for m in msgs {
             match m.get("content") {
@@ -445,7 +738,7 @@ fn prompt_tokens(v: &Value, chat: bool) -> Option<u64> {
         }
         return Some(n);
     }
-    match v.get("prompt")? {
+    match field {
         Value::String(s) => Some(approx_tokens(s)),
         Value::Array(items) => match items.first() {
             Some(Value::String(s)) => Some(approx_tokens(s)),
@@ -493,7 +786,7 @@ fn pick_fault(s: &AppState, request_id: &str) -> Fault {
     Fault::None
 }
 
-async fn generate(s: Arc<AppState>, headers: HeaderMap, body: Bytes, chat: bool) -> Response {
+async fn generate(s: Arc<AppState>, headers: HeaderMap, body: Bytes, dialect: Dialect) -> Response {
     s.requests_total.fetch_add(1, Ordering::Relaxed);
     let request_id = headers
         .get("x-request-id")
@@ -520,16 +813,15 @@ async fn generate(s: Arc<AppState>, headers: HeaderMap, body: Bytes, chat: bool)
             );
         }
     };
-    let Some(prompt) = prompt_tokens(&v, chat) else {
-        let what = if chat { "messages" } else { "prompt" };
+    let Some(prompt) = prompt_tokens(&v, dialect) else {
         return error(
             StatusCode::BAD_REQUEST,
-            &format!("missing {what}"),
+            &format!("missing {}", dialect.prompt_field()),
             "invalid_request_error",
         );
     };
     let max_tokens = v
-        .get("max_tokens")
+        .get(dialect.max_field())
         .or_else(|| v.get("max_completion_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or(16)
@@ -595,12 +887,6 @@ async fn generate(s: Arc<AppState>, headers: HeaderMap, body: Bytes, chat: bool)
         );
     }
     let id = format!("sim-{}", s.requests_total.load(Ordering::Relaxed));
-    let object = if chat {
-        "chat.completion"
-    } else {
-        "text_completion"
-    };
-    let usage = json!({"prompt_tokens": prompt, "completion_tokens": max_tokens, "total_tokens": prompt + max_tokens});
     if !stream {
         let mut n = 0u64;
         loop {
@@ -613,27 +899,13 @@ async fn generate(s: Arc<AppState>, headers: HeaderMap, body: Bytes, chat: bool)
             }
         }
         let text: String = (0..n).map(word).collect();
-        let choice = if chat {
-            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"})
-        } else {
-            json!({"index": 0, "text": text, "finish_reason": "length"})
-        };
-        return axum::Json(json!({"id": id, "object": object, "model": model, "choices": [choice], "usage": usage}))
-            .into_response();
+        return axum::Json(dialect.whole(&id, &model, prompt, n, text)).into_response();
     }
     let (frames_tx, frames_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let stop = s.stop.clone();
     tokio::spawn(async move {
-        let frame = |v: Value| Ok(Bytes::from(format!("data: {v}\n\n")));
-        let chunk_object = if chat {
-            "chat.completion.chunk"
-        } else {
-            "text_completion"
-        };
-        if chat {
-            let first = json!({"id": id, "object": chunk_object, "model": model,
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]});
-            if frames_tx.send(frame(first)).await.is_err() {
+        for event in dialect.opening(&id, &model, prompt) {
+            if frames_tx.send(Ok(dialect.frame(&event))).await.is_err() {
                 return;
             }
         }
@@ -661,24 +933,15 @@ async fn generate(s: Arc<AppState>, headers: HeaderMap, body: Bytes, chat: bool)
                     .send(Ok(Bytes::from_static(b"data: {\"choices\": [{\"te\n\n")))
                     .await;
             }
-            let choice = if chat {
-                json!({"index": 0, "delta": {"content": word(n)}, "finish_reason": null})
-            } else {
-                json!({"index": 0, "text": word(n), "finish_reason": null})
-            };
+            let event = dialect.token(&id, &model, word(n));
             n += 1;
-            if frames_tx
-                .send(frame(
-                    json!({"id": id, "object": chunk_object, "model": model, "choices": [choice]}),
-                ))
-                .await
-                .is_err()
-            {
+            if frames_tx.send(Ok(dialect.frame(&event))).await.is_err() {
                 return; // client gone; dropping tok_rx frees the sequence
             }
         }
         if n < max_tokens {
-            // Shut down mid-stream: end without [DONE], as a dying server does.
+            // Shut down mid-stream: end without the closing events, as a
+            // dying server does.
             let _ = frames_tx
                 .send(Err(std::io::Error::new(
                     std::io::ErrorKind::ConnectionAborted,
@@ -687,24 +950,17 @@ async fn generate(s: Arc<AppState>, headers: HeaderMap, body: Bytes, chat: bool)
                 .await;
             return;
         }
-        let fin = if chat {
-            json!({"index": 0, "delta": {}, "finish_reason": "length"})
-        } else {
-            json!({"index": 0, "text": "", "finish_reason": "length"})
-        };
-        let _ = frames_tx
-            .send(frame(
-                json!({"id": id, "object": chunk_object, "model": model, "choices": [fin]}),
-            ))
-            .await;
-        if include_usage {
+        let (events, done) = dialect.closing(&id, &model, prompt, n, include_usage);
+        for event in events {
+            if frames_tx.send(Ok(dialect.frame(&event))).await.is_err() {
+                return;
+            }
+        }
+        if done {
             let _ = frames_tx
-                .send(frame(json!({"id": id, "object": chunk_object, "model": model, "choices": [], "usage": usage})))
+                .send(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
                 .await;
         }
-        let _ = frames_tx
-            .send(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
-            .await;
     });
     let body = Body::from_stream(futures_util::stream::unfold(
         frames_rx,
@@ -739,14 +995,17 @@ mod tests {
     fn approximate_counts_are_exact_for_synthetic_prompts() {
         assert_eq!(approx_tokens(" alpha beta gamma"), 3);
         assert_eq!(approx_tokens("Hello, world!"), 4);
-        assert_eq!(prompt_tokens(&json!({"prompt": [1, 2, 3]}), false), Some(3));
+        assert_eq!(
+            prompt_tokens(&json!({"prompt": [1, 2, 3]}), Dialect::Completions),
+            Some(3)
+        );
         assert_eq!(
             prompt_tokens(
                 &json!({"messages": [{"role": "user", "content": " a b"}]}),
-                true
+                Dialect::Chat
             ),
             Some(2)
         );
-        assert_eq!(prompt_tokens(&json!({}), false), None);
+        assert_eq!(prompt_tokens(&json!({}), Dialect::Completions), None);
     }
 }

@@ -342,6 +342,7 @@ impl Sweeper<'_> {
             self.trace.clone(),
             &self.target,
             RunOptions {
+                by: Vec::new(),
                 schedule,
                 output: path,
                 slo: self.plan.slo,
@@ -506,6 +507,7 @@ async fn auto_probe(
             sw.trace.clone(),
             &sw.target,
             RunOptions {
+                by: Vec::new(),
                 schedule,
                 output: path,
                 slo: sw.plan.slo,

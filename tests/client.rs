@@ -135,6 +135,7 @@ fn endpoint(url: String, headers: Vec<(&str, &str)>, key: Option<&str>, cap: usi
 fn spec(stream: bool) -> RequestSpec {
     RequestSpec {
         request_id: "r1".into(),
+        api: Api::Completions,
         model: "m".into(),
         prompt: Prompt::Text(" a b".into()),
         max_tokens: 8,
@@ -155,8 +156,7 @@ fn timeouts(request: Duration) -> Timeouts {
 
 async fn send(e: &Endpoint, stream: bool, t: &Timeouts, cancel: &CancellationToken) -> Exchange {
     let s = spec(stream);
-    e.send(&s, build_body(Api::Completions, &s).unwrap(), t, cancel)
-        .await
+    e.send(&s, build_body(&s).unwrap(), t, cancel).await
 }
 
 #[tokio::test]

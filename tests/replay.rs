@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use llm_replay::client::{Exchange, Outcome, Prompt, RequestSpec, Timeouts};
+use llm_replay::client::{Api, Exchange, Outcome, Prompt, RequestSpec, Timeouts};
 use llm_replay::record::ResultRow;
 use llm_replay::replay::dispatch::{
     self, CapPolicy, ClosedLoop, Phases, Prepared, RunClock, Shared, Transport,
@@ -86,6 +86,7 @@ fn prepared(t: &[TraceRecord], spec: &ScheduleSpec) -> Vec<Prepared> {
                 request: Ok((
                     RequestSpec {
                         request_id: r.request_id.clone(),
+                        api: Api::Completions,
                         model: "m".into(),
                         prompt: Prompt::Text("x".into()),
                         max_tokens: 4,
@@ -100,6 +101,7 @@ fn prepared(t: &[TraceRecord], spec: &ScheduleSpec) -> Vec<Prepared> {
                 then: None,
                 turns_after: 0,
                 skip: None,
+                class: Default::default(),
             }
         })
         .collect()

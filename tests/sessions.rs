@@ -225,6 +225,7 @@ async fn replay_prompts(
     let target = Target::connect(&cfg, &trace, 0).await.unwrap();
     let out = dir.path().join("r.parquet");
     let opts = RunOptions {
+        by: Vec::new(),
         schedule: ScheduleSpec::Recorded {
             speedup: 1.0,
             start_us: None,

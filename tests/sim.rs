@@ -41,6 +41,7 @@ fn endpoint(url: &str, api: Api) -> Endpoint {
 fn spec(id: &str, stream: bool) -> RequestSpec {
     RequestSpec {
         request_id: id.into(),
+        api: Api::Completions,
         model: "llm-replay-sim".into(),
         prompt: Prompt::Text(" alpha beta gamma delta".into()),
         max_tokens: 12,
@@ -60,9 +61,10 @@ fn timeouts() -> Timeouts {
 }
 
 async fn send(e: &Endpoint, api: Api, s: &RequestSpec) -> llm_replay::client::Exchange {
+    let s = &RequestSpec { api, ..s.clone() };
     e.send(
         s,
-        build_body(api, s).unwrap(),
+        build_body(s).unwrap(),
         &timeouts(),
         &tokio_util::sync::CancellationToken::new(),
     )
@@ -98,6 +100,87 @@ async fn streaming_and_plain_responses_with_usage() {
     assert_eq!(stats.requests, 4);
     assert_eq!(stats.request_ids, vec!["s", "p", "s", "p"]);
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn responses_messages_and_embeddings_have_the_same_row_contract() {
+    let server = sim::start(fast_sim(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    for api in [Api::Responses, Api::Messages] {
+        let e = endpoint(&server.url(), api);
+        let mut streamed = spec("s", true);
+        streamed.keep_reply = true;
+        let ex = send(&e, api, &streamed).await;
+        assert_eq!(ex.outcome, Outcome::Ok, "{api:?}: {:?}", ex.error);
+        assert_eq!(ex.output_tokens, 12, "{api:?}");
+        assert_eq!(ex.chunk_times.len(), 12);
+        assert_eq!(ex.usage_prompt_tokens, Some(4), "{api:?}");
+        assert_eq!(ex.usage_completion_tokens, Some(12), "{api:?}");
+        assert!(!ex.reply_text.unwrap_or_default().is_empty(), "{api:?}");
+        let plain = send(&e, api, &spec("p", false)).await;
+        assert_eq!(plain.outcome, Outcome::Ok, "{api:?}: {:?}", plain.error);
+        assert_eq!(plain.usage_prompt_tokens, Some(4), "{api:?}");
+        assert_eq!(plain.output_tokens, 12, "{api:?}");
+        // A stream cut mid-way is a stream_error, as for chat.
+        let cut = send(&e, api, &spec("x-fault=disconnect", true)).await;
+        assert_eq!(cut.outcome, Outcome::StreamError, "{api:?}");
+        let garbled = send(&e, api, &spec("x-fault=garble", true)).await;
+        assert_eq!(garbled.outcome, Outcome::StreamError, "{api:?}");
+    }
+    let e = endpoint(&server.url(), Api::Embeddings);
+    let mut one = spec("e1", false);
+    one.api = Api::Embeddings;
+    let ex = send(&e, Api::Embeddings, &one).await;
+    assert_eq!(ex.outcome, Outcome::Ok, "{:?}", ex.error);
+    assert_eq!(ex.usage_prompt_tokens, Some(4));
+    assert_eq!((ex.output_tokens, ex.first_token_at), (0, None));
+    let batch = RequestSpec {
+        prompt: Prompt::Texts(vec![" a b".into(), " c d e".into(), " f".into()]),
+        ..one.clone()
+    };
+    let ex = send(&e, Api::Embeddings, &batch).await;
+    assert_eq!(ex.outcome, Outcome::Ok, "{:?}", ex.error);
+    assert_eq!(ex.usage_prompt_tokens, Some(6));
+    let failed = send(&e, Api::Embeddings, &spec("x-fault=500", false)).await;
+    assert_eq!(failed.outcome, Outcome::HttpError);
+    server.shutdown().await;
+}
+
+#[test]
+fn each_api_gets_its_own_body() {
+    let extra: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(r#"{"temperature": 0.5, "stop": "END", "dimensions": 8}"#).unwrap();
+    let s = RequestSpec {
+        extra_body: Some(Arc::new(extra)),
+        ..spec("b", true)
+    };
+    let body = |api: Api| -> serde_json::Value {
+        serde_json::from_slice(&build_body(&RequestSpec { api, ..s.clone() }).unwrap()).unwrap()
+    };
+    let r = body(Api::Responses);
+    assert_eq!(
+        (r["input"].as_str(), r["max_output_tokens"].as_u64()),
+        (Some(" alpha beta gamma delta"), Some(12))
+    );
+    assert_eq!(r["temperature"], 0.5);
+    let m = body(Api::Messages);
+    assert_eq!(m["messages"][0]["role"], "user");
+    assert_eq!(m["max_tokens"], 12);
+    assert_eq!(m["stop_sequences"], serde_json::json!(["END"]));
+    assert!(m.get("stop").is_none() && m.get("stream_options").is_none());
+    let e = body(Api::Embeddings);
+    assert_eq!(e["input"], " alpha beta gamma delta");
+    // Generation keys are left out of an embeddings body; others stay.
+    assert!(e.get("temperature").is_none() && e.get("stop").is_none());
+    assert!(e.get("max_tokens").is_none() && e.get("stream").is_none());
+    assert_eq!(e["dimensions"], 8);
+    let tokens = RequestSpec {
+        api: Api::Messages,
+        prompt: Prompt::Tokens(vec![1, 2]),
+        ..s.clone()
+    };
+    assert!(build_body(&tokens).is_err());
 }
 
 #[tokio::test]
@@ -231,6 +314,7 @@ async fn a_replay_with_faults_has_one_right_row_per_request() {
         .unwrap();
     assert!(target.is_embedded());
     let opts = llm_replay::replay::RunOptions {
+        by: Vec::new(),
         schedule: ScheduleSpec::Recorded {
             speedup: 1.0,
             start_us: None,
@@ -320,6 +404,7 @@ async fn scraped_server_metrics_land_beside_the_results() {
         .await
         .unwrap();
     let opts = llm_replay::replay::RunOptions {
+        by: Vec::new(),
         schedule: ScheduleSpec::Rate {
             rate: 8.0,
             arrivals: Arrivals::Constant,
@@ -397,4 +482,132 @@ async fn the_arrival_log_has_one_row_per_request_with_its_id() {
     assert_eq!(ids, ["a1", "\"b,2\"", "c3"]);
     assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0));
     assert!(rows.iter().all(|r| (before..=after).contains(&r.0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_run_routes_rows_by_kind_and_model_and_breaks_them_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace_path = dir.path().join("t.parquet");
+    let mut w = TraceWriter::create(&trace_path).unwrap();
+    for i in 0..40i64 {
+        let (kind, model) = match i % 4 {
+            0 => ("embed", None),
+            1 => ("chat", Some("big")),
+            2 => ("chat", Some("small")),
+            _ => ("chat", None),
+        };
+        w.write(&TraceRecord {
+            request_id: format!("r{i}"),
+            arrival_offset_us: Some(i * 5_000),
+            input_tokens: 20,
+            output_tokens: 6,
+            source_row: i,
+            request_kind: Some(kind.into()),
+            model: model.map(str::to_owned),
+            user_id: Some(format!("tenant-{}", i % 2)),
+            ..TraceRecord::default()
+        })
+        .unwrap();
+    }
+    let mut meta = TraceMetadata::new("test");
+    meta.rows_read = 40;
+    meta.tokenizer = Some("o200k_base".into());
+    w.finish(meta).unwrap();
+    let target_cfg = TargetConfig {
+        api: Api::Chat,
+        routing: llm_replay::replay::Routing {
+            api_map: vec![("embed".into(), Api::Embeddings)],
+            model_map: vec![("big".into(), "served-big".into())],
+            models: vec![("w1".into(), 0.5), ("w2".into(), 0.5)],
+        },
+        embedding_batch: 2,
+        preflight: false,
+        sim: fast_sim(),
+        ..TargetConfig::default()
+    };
+    let trace = Arc::new(read_trace(&trace_path).unwrap());
+    let target = llm_replay::replay::Target::connect(&target_cfg, &trace, 7)
+        .await
+        .unwrap();
+    let out = dir.path().join("r.parquet");
+    let opts = llm_replay::replay::RunOptions {
+        by: vec!["status_code".parse().unwrap()],
+        schedule: ScheduleSpec::Recorded {
+            speedup: 1.0,
+            start_us: None,
+            end_us: None,
+            spread_us: None,
+            requests: None,
+        },
+        output: out.clone(),
+        slo: None,
+        grace: Duration::from_secs(5),
+        limits: Default::default(),
+        phases: Default::default(),
+        progress: false,
+        extra_metadata: vec![],
+        sessions: None,
+        closed_loop: None,
+        shard: None,
+        start_at_us: None,
+        prompt_salt: 0,
+    };
+    let recorded = llm_replay::replay::run(trace, &target, opts, &Shutdown::new())
+        .await
+        .unwrap();
+    let rows = llm_replay::record::read_results(&out).unwrap().rows;
+    assert_eq!(rows.len(), 40);
+    for r in &rows {
+        assert_eq!(r.outcome, Outcome::Ok, "{}: {:?}", r.request_id, r.error);
+        let i: i64 = r.request_id[1..].parse().unwrap();
+        let api = r.api.as_deref().unwrap();
+        let model = r.model.as_deref().unwrap();
+        match i % 4 {
+            0 => {
+                assert_eq!(api, "embeddings");
+                assert!(r.ttft_us.is_none());
+                // Two inputs of 20 tokens each.
+                assert_eq!(r.usage_prompt_tokens, Some(40));
+                assert_eq!(r.prompt_tokens_sent, Some(40));
+            }
+            1 => assert_eq!((api, model), ("chat", "served-big")),
+            // A trace model the map does not name keeps the run's model.
+            2 => assert_eq!((api, model), ("chat", "llm-replay-sim")),
+            _ => {
+                assert_eq!(api, "chat");
+                assert!(model == "w1" || model == "w2", "{model}");
+            }
+        }
+        assert_eq!(
+            r.request_kind.as_deref(),
+            Some(if i % 4 == 0 { "embed" } else { "chat" })
+        );
+        assert_eq!(r.user_id, Some(format!("tenant-{}", i % 2)));
+    }
+    // The seeded weights give both models some rows, the same each run.
+    let w1 = rows
+        .iter()
+        .filter(|r| r.model.as_deref() == Some("w1"))
+        .count();
+    assert!(w1 > 0 && w1 < 20, "{w1}");
+    let classes = &recorded.summary.classes;
+    let of = |column: &str, value: &str| {
+        classes
+            .iter()
+            .find(|c| c.column == column && c.value == value)
+            .unwrap_or_else(|| panic!("no {column}={value} in {classes:?}"))
+    };
+    assert_eq!(of("api", "embeddings").requests, 10);
+    assert_eq!(of("api", "embeddings").ttft_from_schedule.count, 0);
+    assert_eq!(of("api", "chat").ttft_from_schedule.count, 30);
+    assert_eq!(of("request_kind", "embed").requests, 10);
+    assert_eq!(of("user_id", "tenant-1").requests, 20);
+    assert_eq!(of("model", "served-big").requests, 10);
+    // --by shows a column even with one value.
+    assert_eq!(of("status_code", "200").requests, 40);
+    let text = recorded.summary.to_string();
+    assert!(
+        text.contains("by api") && text.contains("by model"),
+        "{text}"
+    );
 }

@@ -118,6 +118,10 @@ pub struct ChunkInfo {
     pub finished: bool,
     /// The server sent an error object.
     pub error: Option<String>,
+    /// The event ends the stream (Responses `response.completed` or
+    /// `response.incomplete`, Messages `message_stop`); chat and
+    /// completions end with `[DONE]` instead.
+    pub done: bool,
 }
 
 #[derive(Deserialize)]
@@ -207,6 +211,103 @@ pub fn parse_chunk_into(data: &str, reply: Option<&mut String>) -> Result<ChunkI
                 .and_then(|m| m.as_str())
                 .map_or_else(|| e.to_string(), str::to_owned),
         );
+    }
+    Ok(info)
+}
+
+/// The text of an error object: its `message`, else the whole object.
+fn error_text(e: &serde_json::Value) -> String {
+    e.get("message")
+        .and_then(|m| m.as_str())
+        .map_or_else(|| e.to_string(), str::to_owned)
+}
+
+/// A count in a usage object.
+fn count(usage: Option<&serde_json::Value>, key: &str) -> Option<u32> {
+    usage
+        .and_then(|u| u.get(key))
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+/// Parses one OpenAI Responses streaming event (`type` in its data):
+/// `response.output_text.delta` is content (and reply text), reasoning
+/// deltas are content, `response.completed` and `response.incomplete`
+/// (stopped at `max_output_tokens`) end the stream with usage,
+/// `response.failed` and `error` are errors; other events carry nothing
+/// llm-replay uses.
+pub fn parse_responses_event(data: &str, reply: Option<&mut String>) -> Result<ChunkInfo, String> {
+    let v: serde_json::Value = serde_json::from_str(data).map_err(|e| e.to_string())?;
+    let mut info = ChunkInfo::default();
+    let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+    let delta = || v.get("delta").and_then(|d| d.as_str()).unwrap_or_default();
+    match kind {
+        "response.output_text.delta" => {
+            let d = delta();
+            info.has_content = !d.is_empty();
+            if let Some(reply) = reply {
+                reply.push_str(d);
+            }
+        }
+        "response.reasoning_text.delta" | "response.reasoning_summary_text.delta" => {
+            info.has_content = !delta().is_empty();
+        }
+        "response.completed" | "response.incomplete" => {
+            let usage = v.get("response").and_then(|r| r.get("usage"));
+            info.prompt_tokens = count(usage, "input_tokens");
+            info.completion_tokens = count(usage, "output_tokens");
+            info.finished = true;
+            info.done = true;
+        }
+        "response.failed" => {
+            let err = v.get("response").and_then(|r| r.get("error"));
+            info.error = Some(err.map_or_else(|| "response.failed".to_owned(), error_text));
+        }
+        "error" => {
+            info.error = Some(v.get("error").map_or_else(|| error_text(&v), error_text));
+        }
+        _ => {}
+    }
+    Ok(info)
+}
+
+/// Parses one Anthropic Messages streaming event (`type` in its data):
+/// `message_start` carries the input tokens, `content_block_delta` text
+/// or thinking is content, `message_delta` the stop reason and output
+/// tokens, `message_stop` ends the stream, `error` is an error; `ping`
+/// and block starts and stops carry nothing llm-replay uses.
+pub fn parse_messages_event(data: &str, reply: Option<&mut String>) -> Result<ChunkInfo, String> {
+    let v: serde_json::Value = serde_json::from_str(data).map_err(|e| e.to_string())?;
+    let mut info = ChunkInfo::default();
+    match v.get("type").and_then(|t| t.as_str()).unwrap_or_default() {
+        "message_start" => {
+            let usage = v.get("message").and_then(|m| m.get("usage"));
+            info.prompt_tokens = count(usage, "input_tokens");
+        }
+        "content_block_delta" => {
+            let d = v.get("delta");
+            let field = |k: &str| d.and_then(|d| d.get(k)).and_then(|t| t.as_str());
+            if let Some(text) = field("text") {
+                info.has_content = !text.is_empty();
+                if let Some(reply) = reply {
+                    reply.push_str(text);
+                }
+            } else if let Some(thinking) = field("thinking") {
+                info.has_content = !thinking.is_empty();
+            }
+        }
+        "message_delta" => {
+            info.completion_tokens = count(v.get("usage"), "output_tokens");
+            info.finished = v
+                .get("delta")
+                .and_then(|d| d.get("stop_reason"))
+                .is_some_and(|r| !r.is_null());
+        }
+        "message_stop" => info.done = true,
+        "error" => {
+            info.error = Some(v.get("error").map_or_else(|| error_text(&v), error_text));
+        }
+        _ => {}
     }
     Ok(info)
 }
@@ -304,6 +405,90 @@ mod tests {
         let err = parse_chunk(r#"{"error":{"message":"overloaded","code":503}}"#).unwrap();
         assert_eq!(err.error.as_deref(), Some("overloaded"));
         assert!(parse_chunk("{not json").is_err());
+    }
+
+    #[test]
+    fn responses_events() {
+        let mut reply = String::new();
+        let d = parse_responses_event(
+            r#"{"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":"Hi"}"#,
+            Some(&mut reply),
+        )
+        .unwrap();
+        assert!(d.has_content && !d.done);
+        let created = parse_responses_event(
+            r#"{"type":"response.created","response":{"id":"r","status":"in_progress"}}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(created, ChunkInfo::default());
+        let end = parse_responses_event(
+            r#"{"type":"response.incomplete","response":{"status":"incomplete","usage":{"input_tokens":9,"output_tokens":4,"total_tokens":13}}}"#,
+            None,
+        )
+        .unwrap();
+        assert!(end.done && end.finished);
+        assert_eq!(
+            (end.prompt_tokens, end.completion_tokens),
+            (Some(9), Some(4))
+        );
+        let failed = parse_responses_event(
+            r#"{"type":"response.failed","response":{"error":{"code":"server_error","message":"boom"}}}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(failed.error.as_deref(), Some("boom"));
+        let err =
+            parse_responses_event(r#"{"type":"error","code":"x","message":"bad"}"#, None).unwrap();
+        assert_eq!(err.error.as_deref(), Some("bad"));
+        assert_eq!(reply, "Hi");
+        assert!(parse_responses_event("{", None).is_err());
+    }
+
+    #[test]
+    fn messages_events() {
+        let mut reply = String::new();
+        let start = parse_messages_event(
+            r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":25,"output_tokens":1}}}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(start.prompt_tokens, Some(25));
+        let text = parse_messages_event(
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#,
+            Some(&mut reply),
+        )
+        .unwrap();
+        assert!(text.has_content);
+        let thinking = parse_messages_event(
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            Some(&mut reply),
+        )
+        .unwrap();
+        assert!(thinking.has_content);
+        let delta = parse_messages_event(
+            r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":15}}"#,
+            None,
+        )
+        .unwrap();
+        assert!(delta.finished && !delta.done);
+        assert_eq!(delta.completion_tokens, Some(15));
+        assert!(
+            parse_messages_event(r#"{"type":"message_stop"}"#, None)
+                .unwrap()
+                .done
+        );
+        assert_eq!(
+            parse_messages_event(r#"{"type":"ping"}"#, None).unwrap(),
+            ChunkInfo::default()
+        );
+        let err = parse_messages_event(
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!(err.error.as_deref(), Some("Overloaded"));
+        assert_eq!(reply, "Hello");
     }
 
     #[test]

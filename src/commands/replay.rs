@@ -56,6 +56,12 @@ pub fn target_config(args: &TargetArgs) -> anyhow::Result<TargetConfig> {
         max_connections: args.max_connections,
         engine_threads: args.engine_threads,
         extra_body: extra_body(args)?.map(Arc::new),
+        routing: crate::replay::Routing {
+            api_map: args.api_map.clone().map(|m| m.0).unwrap_or_default(),
+            model_map: args.model_map.clone().map(|m| m.0).unwrap_or_default(),
+            models: args.models.clone().map(|m| m.0).unwrap_or_default(),
+        },
+        embedding_batch: args.embedding_batch,
         scrape: args.scrape.clone(),
         preflight: !args.no_preflight,
         sim: args.sim.clone().into(),
@@ -413,6 +419,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         schedule,
         output,
         slo: args.slo,
+        by: args.by.clone(),
         grace: args.end.grace,
         limits: FidelityLimits {
             max_p99_lag_ms: args.max_send_lag.as_secs_f64() * 1e3,

@@ -29,7 +29,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let inputs: Vec<Input> = args
         .inputs
         .iter()
-        .map(|p| report::load(p, args.slo))
+        .map(|p| report::load(p, args.slo, &args.by))
         .collect::<anyhow::Result<_>>()?;
     let text = match args.format {
         ReportFormat::Text => report::render_text(&inputs),

@@ -114,6 +114,10 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
     let history = column(batch, col::HISTORY_TOKENS, &i32t)?;
     let recorded = column(batch, col::RECORDED_AT, &tst)?;
     let stage = column(batch, col::STAGE, &i32t)?;
+    let api = column(batch, col::API, &utf8)?;
+    let model = column(batch, col::MODEL, &utf8)?;
+    let kind = column(batch, col::REQUEST_KIND, &utf8)?;
+    let user = column(batch, col::USER_ID, &utf8)?;
 
     let i64_at = |a: &Option<Arc<dyn Array>>, i: usize| -> Option<i64> {
         a.as_ref().and_then(|a| {
@@ -188,6 +192,10 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
             history_tokens: i32_at(&history, i),
             recorded_at_us: i64_at(&recorded, i),
             stage: i32_at(&stage, i),
+            api: str_at(&api, i),
+            model: str_at(&model, i),
+            request_kind: str_at(&kind, i),
+            user_id: str_at(&user, i),
         });
     }
     Ok(())

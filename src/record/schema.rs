@@ -63,6 +63,14 @@ pub mod col {
     pub const RECORDED_AT: &str = "recorded_at";
     /// The `--stages` stage the request was scheduled in.
     pub const STAGE: &str = "stage";
+    /// The API the request went to.
+    pub const API: &str = "api";
+    /// The model name sent.
+    pub const MODEL: &str = "model";
+    /// The trace row's `request_kind`.
+    pub const REQUEST_KIND: &str = "request_kind";
+    /// The trace row's `user_id` (tenant).
+    pub const USER_ID: &str = "user_id";
 }
 
 /// One documented column.
@@ -256,6 +264,30 @@ pub const COLUMNS: &[ColumnDoc] = &[
         "int32",
         true,
         "0-based index of the `--stages` stage the request was scheduled in (null without stages); the run config lists each stage's load and duration",
+    ),
+    c(
+        col::API,
+        "utf8 dictionary",
+        true,
+        "the API the request went to: completions, chat, embeddings, responses or messages (`--api`, or the row's `request_kind` under `--api-map`); null only in files of earlier versions",
+    ),
+    c(
+        col::MODEL,
+        "utf8 dictionary",
+        true,
+        "the model name sent (`--model`, `--model-map` of the trace's `model`, or `--models`); null only in files of earlier versions",
+    ),
+    c(
+        col::REQUEST_KIND,
+        "utf8 dictionary",
+        true,
+        "the trace row's `request_kind`, copied so that results break down by class without a join",
+    ),
+    c(
+        col::USER_ID,
+        "utf8 dictionary",
+        true,
+        "the trace row's `user_id` (tenant), copied like `request_kind`",
     ),
 ];
 

@@ -236,6 +236,157 @@ pub struct Summary {
     /// the counts sent, over the ok requests that reported usage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<PromptTokens>,
+    /// Figures per class: per API, model, `request_kind` and `user_id`
+    /// when the rows hold more than one of it, and per value of each
+    /// `--by` column always.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassSummary>,
+}
+
+/// A results column that summaries break down by (`--by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassColumn {
+    /// `api`.
+    Api,
+    /// `model`.
+    Model,
+    /// `request_kind`.
+    RequestKind,
+    /// `user_id` (tenant).
+    UserId,
+    /// `phase`.
+    Phase,
+    /// `stage`.
+    Stage,
+    /// `turn_index`.
+    TurnIndex,
+    /// `status_code`.
+    StatusCode,
+}
+
+impl ClassColumn {
+    /// Every column, in display order.
+    pub const ALL: [ClassColumn; 8] = [
+        Self::Api,
+        Self::Model,
+        Self::RequestKind,
+        Self::UserId,
+        Self::Phase,
+        Self::Stage,
+        Self::TurnIndex,
+        Self::StatusCode,
+    ];
+
+    /// Broken down whenever a run holds more than one value.
+    pub const AUTOMATIC: [ClassColumn; 4] =
+        [Self::Api, Self::Model, Self::RequestKind, Self::UserId];
+
+    /// The results column's name.
+    pub fn name(self) -> &'static str {
+        use crate::record::schema::col;
+        match self {
+            Self::Api => col::API,
+            Self::Model => col::MODEL,
+            Self::RequestKind => col::REQUEST_KIND,
+            Self::UserId => col::USER_ID,
+            Self::Phase => col::PHASE,
+            Self::Stage => col::STAGE,
+            Self::TurnIndex => col::TURN_INDEX,
+            Self::StatusCode => col::STATUS_CODE,
+        }
+    }
+
+    /// The row's value in this column (`None`: null).
+    pub fn value(self, row: &ResultRow) -> Option<String> {
+        match self {
+            Self::Api => row.api.clone(),
+            Self::Model => row.model.clone(),
+            Self::RequestKind => row.request_kind.clone(),
+            Self::UserId => row.user_id.clone(),
+            Self::Phase => Some(row.phase.as_str().to_owned()),
+            Self::Stage => row.stage.map(|s| s.to_string()),
+            Self::TurnIndex => row.turn_index.map(|s| s.to_string()),
+            Self::StatusCode => row.status_code.map(|s| s.to_string()),
+        }
+    }
+}
+
+impl FromStr for ClassColumn {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "cannot break down by {s:?}: use one of {}",
+                    Self::ALL.map(ClassColumn::name).join(", ")
+                )
+            })
+    }
+}
+
+/// One class's figures (rows with one value in one column).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassSummary {
+    /// The column (`model`, `request_kind`, ...).
+    pub column: String,
+    /// Its value; `(null)` for rows without one, `(other)` for values past
+    /// the first [`MAX_CLASS_VALUES`].
+    pub value: String,
+    /// Rows.
+    pub requests: u64,
+    /// Ok rows.
+    pub ok: u64,
+    /// Failed rows (every outcome but ok).
+    pub errors: u64,
+    /// Ok requests per second over the run's duration.
+    pub request_throughput: f64,
+    /// Input tokens per second (ok requests).
+    pub input_token_throughput: f64,
+    /// Output tokens per second (ok requests).
+    pub output_token_throughput: f64,
+    /// TTFT from the schedule.
+    pub ttft_from_schedule: Percentiles,
+    /// Time per output token after the first.
+    pub tpot: Percentiles,
+    /// E2E from the schedule.
+    pub e2e_from_schedule: Percentiles,
+    /// Share of rows that met the SLO, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<f64>,
+}
+
+/// Values kept apart per column; further values are counted as `(other)`.
+pub const MAX_CLASS_VALUES: usize = 64;
+
+/// One class's figures being gathered.
+struct ClassAcc {
+    requests: u64,
+    ok: u64,
+    met: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    ttft_sched: Metric,
+    tpot: Metric,
+    e2e_sched: Metric,
+}
+
+impl ClassAcc {
+    fn new() -> Self {
+        Self {
+            requests: 0,
+            ok: 0,
+            met: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            ttft_sched: Metric::new(),
+            tpot: Metric::new(),
+            e2e_sched: Metric::new(),
+        }
+    }
 }
 
 /// Prompt tokens as the server counted them against those sent.
@@ -529,6 +680,10 @@ pub struct SummaryBuilder {
     prompt_token_diffs: std::collections::BTreeMap<i64, u64>,
     prompt_tokens_sent: u64,
     prompt_tokens_server: u64,
+    /// Columns asked for with `--by` (always shown).
+    by: Vec<ClassColumn>,
+    /// Per column, per value.
+    classes: BTreeMap<ClassColumn, BTreeMap<String, ClassAcc>>,
 }
 
 /// One stage's figures being gathered.
@@ -607,7 +762,92 @@ impl SummaryBuilder {
             prompt_token_diffs: std::collections::BTreeMap::new(),
             prompt_tokens_sent: 0,
             prompt_tokens_server: 0,
+            by: Vec::new(),
+            classes: BTreeMap::new(),
         }
+    }
+
+    /// Breaks the figures down by `columns` too (`--by`), besides the
+    /// automatic ones.
+    pub fn by(mut self, columns: &[ClassColumn]) -> Self {
+        self.by = columns.to_vec();
+        self
+    }
+
+    fn note_class(&mut self, row: &ResultRow, met: bool) {
+        let columns = ClassColumn::AUTOMATIC.into_iter().chain(
+            self.by
+                .iter()
+                .copied()
+                .filter(|c| !ClassColumn::AUTOMATIC.contains(c)),
+        );
+        for column in columns {
+            let values = self.classes.entry(column).or_default();
+            let mut value = column.value(row).unwrap_or_else(|| "(null)".to_owned());
+            if !values.contains_key(&value) && values.len() >= MAX_CLASS_VALUES {
+                value = "(other)".to_owned();
+            }
+            let acc = values.entry(value).or_insert_with(ClassAcc::new);
+            acc.requests += 1;
+            acc.met += u64::from(met);
+            if !row.is_ok() {
+                continue;
+            }
+            acc.ok += 1;
+            acc.input_tokens +=
+                u64::try_from(row.usage_prompt_tokens.unwrap_or(row.input_tokens)).unwrap_or(0);
+            acc.output_tokens +=
+                u64::try_from(row.usage_completion_tokens.unwrap_or(row.output_tokens))
+                    .unwrap_or(0);
+            if let Some(v) = row.ttft_from_schedule_us() {
+                acc.ttft_sched.record(v as f64);
+            }
+            if let Some(v) = row.tpot_us() {
+                acc.tpot.record(v);
+            }
+            if let Some(v) = row.e2e_from_schedule_us() {
+                acc.e2e_sched.record(v as f64);
+            }
+        }
+    }
+
+    fn class_summaries(&self, duration_s: f64) -> Vec<ClassSummary> {
+        let per_s = |n: u64| {
+            if duration_s > 0.0 {
+                n as f64 / duration_s
+            } else {
+                0.0
+            }
+        };
+        let mut out = Vec::new();
+        for (column, values) in &self.classes {
+            if values.len() < 2 && !self.by.contains(column) {
+                continue;
+            }
+            for (value, a) in values {
+                out.push(ClassSummary {
+                    column: column.name().to_owned(),
+                    value: value.clone(),
+                    requests: a.requests,
+                    ok: a.ok,
+                    errors: a.requests - a.ok,
+                    request_throughput: per_s(a.ok),
+                    input_token_throughput: per_s(a.input_tokens),
+                    output_token_throughput: per_s(a.output_tokens),
+                    ttft_from_schedule: a.ttft_sched.percentiles(),
+                    tpot: a.tpot.percentiles(),
+                    e2e_from_schedule: a.e2e_sched.percentiles(),
+                    goodput: self.slo.map(|_| {
+                        if a.requests > 0 {
+                            a.met as f64 / a.requests as f64
+                        } else {
+                            0.0
+                        }
+                    }),
+                });
+            }
+        }
+        out
     }
 
     /// Gathers figures per stage of `stages`, by the rows' `stage`.
@@ -668,11 +908,9 @@ impl SummaryBuilder {
                 self.queue_wait.record(wait as f64);
             }
         }
-        if let Some(slo) = &self.slo
-            && slo.met_by(row)
-        {
-            self.met += 1;
-        }
+        let met = self.slo.as_ref().is_some_and(|slo| slo.met_by(row));
+        self.met += u64::from(met);
+        self.note_class(row, met);
         self.note_session(row);
         self.note_stage(row);
         if !row.is_ok() {
@@ -998,6 +1236,7 @@ impl SummaryBuilder {
                     }
                 })
                 .collect(),
+            classes: self.class_summaries(duration_s),
         }
     }
 }
@@ -1008,18 +1247,21 @@ pub fn summarize<'a>(
     slo: Option<Slo>,
     target_rate: Option<f64>,
 ) -> Summary {
-    summarize_stages(rows, slo, target_rate, None)
+    summarize_stages(rows, slo, target_rate, None, &[])
 }
 
-/// Summarises rows in one call, with a line per stage of `stages`.
+/// Summarises rows in one call, with a line per stage of `stages`, broken
+/// down by `by` too.
 pub fn summarize_stages<'a>(
     rows: impl IntoIterator<Item = &'a ResultRow>,
     slo: Option<Slo>,
     target_rate: Option<f64>,
     stages: Option<&Stages>,
+    by: &[ClassColumn],
 ) -> Summary {
-    let mut b =
-        SummaryBuilder::new(slo, FidelityLimits::default(), target_rate, true).stages(stages);
+    let mut b = SummaryBuilder::new(slo, FidelityLimits::default(), target_rate, true)
+        .stages(stages)
+        .by(by);
     let mut any_steady = false;
     let rows: Vec<&ResultRow> = rows.into_iter().collect();
     for r in &rows {
@@ -1137,6 +1379,10 @@ impl fmt::Display for Summary {
             ("E2E (from send)", &self.e2e),
         ];
         for (name, p) in rows {
+            // Embeddings have no first token and no stream: no such rows.
+            if p.count == 0 && self.e2e.count > 0 {
+                continue;
+            }
             writeln!(
                 f,
                 "{name:<26}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
@@ -1241,6 +1487,7 @@ impl fmt::Display for Summary {
                 )?;
             }
         }
+        write_classes(f, &self.classes)?;
         if let Some(g) = &self.goodput {
             writeln!(
                 f,
@@ -1254,6 +1501,59 @@ impl fmt::Display for Summary {
         }
         writeln!(f, "fidelity      {}", fi.verdict)
     }
+}
+
+/// The class breakdown as a table per column.
+fn write_classes(f: &mut fmt::Formatter<'_>, classes: &[ClassSummary]) -> fmt::Result {
+    let pair = |p: &Percentiles| {
+        if p.count == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}/{:.1}", p.p50_ms, p.p99_ms)
+        }
+    };
+    let mut last: Option<&str> = None;
+    for c in classes {
+        if last != Some(c.column.as_str()) {
+            writeln!(
+                f,
+                "{:<24}{:>8}{:>8}{:>7}{:>9}{:>11}{:>11}{:>17}{:>15}{:>17}{:>9}",
+                format!("by {}", c.column),
+                "rows",
+                "ok",
+                "err",
+                "ok/s",
+                "in tok/s",
+                "out tok/s",
+                "TTFT p50/p99 ms",
+                "TPOT p50/p99",
+                "E2E p50/p99 ms",
+                "goodput"
+            )?;
+            last = Some(c.column.as_str());
+        }
+        let mut value = c.value.clone();
+        if value.chars().count() > 22 {
+            value = value.chars().take(21).collect::<String>() + "…";
+        }
+        writeln!(
+            f,
+            "  {:<22}{:>8}{:>8}{:>7}{:>9.2}{:>11.1}{:>11.1}{:>17}{:>15}{:>17}{:>9}",
+            value,
+            c.requests,
+            c.ok,
+            c.errors,
+            c.request_throughput,
+            c.input_token_throughput,
+            c.output_token_throughput,
+            pair(&c.ttft_from_schedule),
+            pair(&c.tpot),
+            pair(&c.e2e_from_schedule),
+            c.goodput
+                .map_or_else(|| "-".to_owned(), |g| format!("{:.1}%", g * 100.0)),
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

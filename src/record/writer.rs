@@ -67,6 +67,10 @@ struct Builders {
     history_tokens: Int32Builder,
     recorded_at: TimestampMicrosecondBuilder,
     stage: Int32Builder,
+    api: StringDictionaryBuilder<Int32Type>,
+    model: StringDictionaryBuilder<Int32Type>,
+    request_kind: StringDictionaryBuilder<Int32Type>,
+    user_id: StringDictionaryBuilder<Int32Type>,
     len: usize,
 }
 
@@ -109,6 +113,10 @@ impl Builders {
             history_tokens: Int32Builder::new(),
             recorded_at: ts(),
             stage: Int32Builder::new(),
+            api: StringDictionaryBuilder::new(),
+            model: StringDictionaryBuilder::new(),
+            request_kind: StringDictionaryBuilder::new(),
+            user_id: StringDictionaryBuilder::new(),
             len: 0,
         }
     }
@@ -146,6 +154,10 @@ impl Builders {
         self.history_tokens.append_option(r.history_tokens);
         self.recorded_at.append_option(r.recorded_at_us);
         self.stage.append_option(r.stage);
+        self.api.append_option(r.api.as_deref());
+        self.model.append_option(r.model.as_deref());
+        self.request_kind.append_option(r.request_kind.as_deref());
+        self.user_id.append_option(r.user_id.as_deref());
         self.len += 1;
     }
 
@@ -180,6 +192,10 @@ impl Builders {
             Arc::new(self.history_tokens.finish()),
             Arc::new(self.recorded_at.finish()),
             Arc::new(self.stage.finish()),
+            Arc::new(self.api.finish()),
+            Arc::new(self.model.finish()),
+            Arc::new(self.request_kind.finish()),
+            Arc::new(self.user_id.finish()),
         ]
     }
 }

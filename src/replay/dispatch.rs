@@ -85,6 +85,24 @@ pub struct Prepared {
     /// Why it is recorded without being sent (`skipped`): an earlier turn
     /// of its session failed under `--on-turn-failure abort`.
     pub skip: Option<String>,
+    /// Its API, model and the trace's class labels, for the results.
+    pub class: RowClass,
+}
+
+/// What a row is, for breaking results down by class: the API and model it
+/// went to, and the trace's labels.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RowClass {
+    /// The API (`completions`, `chat`, ...).
+    pub api: Option<&'static str>,
+    /// The model name sent.
+    pub model: Option<Arc<str>>,
+    /// The trace's `request_kind`.
+    pub request_kind: Option<String>,
+    /// The trace's `user_id`.
+    pub user_id: Option<String>,
+    /// Inputs in the request (an embeddings batch; 1 otherwise).
+    pub inputs: u32,
 }
 
 /// A request's place in its session (session replay).
@@ -313,7 +331,17 @@ impl<T: Transport> Shared<T> {
             session_id: p.turn.as_ref().map(|t| t.session_id.clone()),
             turn_index: p.turn.as_ref().map(|t| t.turn_index),
             think_time_us: p.turn.as_ref().and_then(|t| t.think_time_us),
-            prompt_tokens_sent: p.turn.as_ref().and_then(|t| t.prompt_tokens_sent),
+            prompt_tokens_sent: p
+                .turn
+                .as_ref()
+                .and_then(|t| t.prompt_tokens_sent)
+                .or_else(|| {
+                    // A batch sends every input at the row's length.
+                    (p.class.inputs > 1).then(|| {
+                        p.input_tokens
+                            .saturating_mul(i32::try_from(p.class.inputs).unwrap_or(i32::MAX))
+                    })
+                }),
             history_tokens: p.turn.as_ref().and_then(|t| t.history_tokens),
             recorded_at_us: p
                 .turn
@@ -324,6 +352,10 @@ impl<T: Transport> Shared<T> {
                 .stages
                 .as_ref()
                 .map(|s| i32::try_from(s.index_at(p.sched.offset_ns)).unwrap_or(i32::MAX)),
+            api: p.class.api.map(str::to_owned),
+            model: p.class.model.as_deref().map(str::to_owned),
+            request_kind: p.class.request_kind.clone(),
+            user_id: p.class.user_id.clone(),
             ..ResultRow::default()
         }
     }

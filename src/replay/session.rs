@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::RequestBuilder;
 use super::dispatch::{Continuation, Prepared, RunClock, Turn, TurnEnd};
-use crate::client::{Api, Message, Prompt};
+use crate::client::{Message, Prompt};
 use crate::prompt::{History, PromptMode, PromptSynth};
 use crate::schedule::ScheduledRequest;
 use crate::trace::{Trace, TraceRecord};
@@ -213,7 +213,7 @@ impl SessionRun {
         let turns = self.plan.sessions.get(session)?;
         let idx = *turns.first()?;
         let record = self.trace.records.get(idx as usize)?;
-        let chat_mode = self.chat_mode();
+        let chat_mode = self.chat_mode(record);
         let mut chat = None;
         let mut transcript = None;
         let (request, history, sent) = match (self.builder.prompts, &self.builder.synth) {
@@ -244,7 +244,7 @@ impl SessionRun {
             // The trace's own text: later turns resend it with the replies.
             (PromptMode::Original, _) if turns.len() > 1 => {
                 let text = record.prompt_text.clone().unwrap_or_default();
-                let p = if self.builder.api == Api::Chat {
+                let p = if self.builder.api_of(record).takes_messages() {
                     let conversation = Chat {
                         messages: vec![Message {
                             role: "user",
@@ -293,6 +293,7 @@ impl SessionRun {
             then: None,
             turns_after: turns.len() as u64 - 1,
             skip: None,
+            class: self.builder.class_of(record),
         };
         if turns.len() > 1 {
             p.then = Some(continuation(Cursor {
@@ -311,8 +312,8 @@ impl SessionRun {
 
     /// Whether sessions speak the chat API with synthetic text: then each
     /// turn sends the whole message list, the server's own replies in it.
-    fn chat_mode(&self) -> bool {
-        self.builder.api == Api::Chat
+    fn chat_mode(&self, record: &TraceRecord) -> bool {
+        self.builder.api_of(record).takes_messages()
             && self.builder.prompts == PromptMode::Synthetic
             && self.builder.synth.is_some()
     }
@@ -354,6 +355,7 @@ fn turn_at(
         then: None,
         turns_after: (turns.len() - c.pos - 1) as u64,
         skip: None,
+        class: c.run.builder.class_of(record),
     }
 }
 
