@@ -105,8 +105,11 @@ pub struct IngestArgs {
     /// The trace to write (Parquet).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Tokenizer for counting text: o200k_base, cl100k_base, or the path of a
-    /// HuggingFace tokenizer.json.
+    /// Tokenizer for counting text: o200k_base, cl100k_base, the path of a
+    /// HuggingFace tokenizer.json or of a model directory holding one, or a
+    /// model id (meta-llama/Llama-3.2-1B) in the local HuggingFace cache
+    /// ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub; nothing is
+    /// downloaded).
     #[arg(long, default_value = "o200k_base")]
     pub tokenizer: TokenizerSpec,
     /// Skip invalid records (counted by reason in the summary and metadata)
@@ -839,10 +842,13 @@ pub struct TargetArgs {
     /// the trace's original text (`ingest --keep-text`).
     #[arg(long, value_enum, default_value = "synthetic")]
     pub prompts: PromptsArg,
-    /// Tokenizer for synthetic prompts: o200k_base, cl100k_base or a
-    /// tokenizer.json path. Default: the trace's tokenizer when it is an
-    /// embedded one, else o200k_base. Use the served model's tokenizer.json
-    /// for exact counts at the server.
+    /// Tokenizer for synthetic prompts: o200k_base, cl100k_base, the path
+    /// of a tokenizer.json or of a model directory holding one, or a model
+    /// id (meta-llama/Llama-3.2-1B) in the local HuggingFace cache
+    /// ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub; nothing is
+    /// downloaded). Default: the trace's tokenizer when it is an embedded
+    /// one, else o200k_base. Use the served model's tokenizer for exact
+    /// counts at the server.
     #[arg(long)]
     pub tokenizer: Option<TokenizerSpec>,
     /// Cap on requests in flight; requests over it wait or are dropped

@@ -294,7 +294,9 @@ impl PromptSynth {
         };
         synth.by_construction = match synth.tokenizer.spec() {
             TokenizerSpec::O200kBase | TokenizerSpec::Cl100kBase => true,
-            TokenizerSpec::HuggingFace(_) => {
+            TokenizerSpec::HuggingFace(_)
+            | TokenizerSpec::ModelDir { .. }
+            | TokenizerSpec::HubModel { .. } => {
                 synth.tokenizer.splits_at_words() && synth.passes_probation()?
             }
         };

@@ -86,7 +86,7 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     inputs.extend(cfg.log.batch_output.iter().map(|p| p.as_path()));
-    if let crate::tokenize::TokenizerSpec::HuggingFace(p) = &cfg.tokenizer {
+    if let Some(p) = cfg.tokenizer.json_path() {
         inputs.push(p);
     }
     claim_outputs(

@@ -352,10 +352,12 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .trace
         .as_deref()
         .into_iter()
-        .chain(match &target_cfg.tokenizer {
-            Some(crate::tokenize::TokenizerSpec::HuggingFace(p)) => Some(p.as_path()),
-            _ => None,
-        })
+        .chain(
+            target_cfg
+                .tokenizer
+                .as_ref()
+                .and_then(crate::tokenize::TokenizerSpec::json_path),
+        )
         .collect();
     claim_outputs(&outputs, &inputs, args.end.force)?;
 
