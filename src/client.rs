@@ -509,7 +509,10 @@ impl Endpoint {
         }
         match post(json!({"content": text, "add_special": true})).await? {
             None if vllm.is_none() => Ok(None),
-            None => Err(err(Some(404), "answered without a token count".into())),
+            None => Err(err(
+                Some(404),
+                "answered vLLM's body without a count, and llama.cpp's with 404".into(),
+            )),
             Some(v) => v
                 .get("tokens")
                 .and_then(Value::as_array)
