@@ -911,6 +911,14 @@ pub struct TargetArgs {
     /// the credentials and serves the model.
     #[arg(long)]
     pub no_preflight: bool,
+    /// Before t=0, ask the server to count the first N scheduled prompts
+    /// (POST /tokenize, vLLM's or llama.cpp's) and print how its counts
+    /// differ from the prompts' own: a constant difference is tokens it
+    /// adds (BOS), a wandering one another tokenizer (fix --tokenizer).
+    /// Needs --url and synthetic prompts; a server without /tokenize is
+    /// noted and the run goes on.
+    #[arg(long, value_name = "N", value_parser = count_usize)]
+    pub check_tokens: Option<usize>,
     /// Options of the embedded simulated endpoint (used without --url).
     #[command(flatten)]
     pub sim: SimFlags,

@@ -600,6 +600,79 @@ impl Endpoint {
             .unwrap_or_default())
     }
 
+    /// `POST {base}/tokenize` (served at the root by vLLM and llama.cpp):
+    /// how many tokens the server makes of `text` as a prompt of `model`,
+    /// special tokens it adds (BOS) included. vLLM's body
+    /// `{"model", "prompt"}` first (it answers `count`); on 404, or an
+    /// answer without `count` (llama.cpp answers a body without `content`
+    /// with no tokens), llama.cpp's `{"content"}` with `add_special` (its
+    /// default leaves BOS out, which completions count). `Ok(None)`: the
+    /// server has no `/tokenize` (404 to both).
+    pub async fn count_tokens(&self, model: &str, text: &str) -> Result<Option<u64>, ClientError> {
+        let mut url = self.base.clone();
+        url.set_path(&format!(
+            "{}/tokenize",
+            self.base.path().trim_end_matches('/')
+        ));
+        let err = |status: Option<u16>, message: String| ClientError::Request {
+            url: strip_credentials(url.as_str()),
+            status,
+            message,
+        };
+        let (url, err) = (&url, &err);
+        let post = |body: Value| async move {
+            let mut resp = self
+                .client
+                .post(url.clone())
+                .json(&body)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .map_err(|e| err(None, error_chain(&e)))?;
+            let status = resp.status();
+            let code = Some(status.as_u16());
+            if status == reqwest::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let text = read_body(&mut resp, self.max_response_bytes)
+                .await
+                .map_err(|e| match e {
+                    BodyError::TooLong(_) => err(code, "answer too long".into()),
+                    BodyError::Broken(e) => err(code, e),
+                })?;
+            if !status.is_success() {
+                return Err(err(
+                    code,
+                    format!("HTTP {status}: {}", trim(&String::from_utf8_lossy(&text))),
+                ));
+            }
+            serde_json::from_slice::<Value>(&text)
+                .map(Some)
+                .map_err(|e| err(code, format!("not JSON: {e}")))
+        };
+        let vllm = post(json!({"model": model, "prompt": text})).await?;
+        if let Some(n) = vllm.as_ref().and_then(|v| v.get("count")?.as_u64()) {
+            return Ok(Some(n));
+        }
+        match post(json!({"content": text, "add_special": true})).await? {
+            None if vllm.is_none() => Ok(None),
+            None => Err(err(
+                Some(404),
+                "answered vLLM's body without a count, and llama.cpp's with 404".into(),
+            )),
+            Some(v) => v
+                .get("tokens")
+                .and_then(Value::as_array)
+                .map(|t| Some(t.len() as u64))
+                .ok_or_else(|| {
+                    err(
+                        None,
+                        format!("no count or tokens in {}", trim(&v.to_string())),
+                    )
+                }),
+        }
+    }
+
     /// Sends one request and measures it; never panics, never retries.
     ///
     /// However it ends (a timeout, `cancel`, a broken stream), the exchange

@@ -26,6 +26,7 @@ pub mod pacer;
 pub mod recorder;
 pub mod scrape;
 pub mod session;
+pub mod token_check;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -108,6 +109,9 @@ pub struct TargetConfig {
     pub scrape: Option<String>,
     /// Check the server, credentials and model before t=0.
     pub preflight: bool,
+    /// `--check-tokens`: the server counts this many of the run's first
+    /// prompts before t=0 ([`token_check`]).
+    pub check_tokens: Option<usize>,
     /// The embedded simulator's parameters (used without `url`).
     pub sim: SimConfig,
 }
@@ -140,6 +144,7 @@ impl Default for TargetConfig {
             embedding_batch: 1,
             scrape: None,
             preflight: true,
+            check_tokens: None,
             sim: SimConfig::default(),
         }
     }
@@ -189,6 +194,9 @@ pub struct Target {
     connections: usize,
     scrape: Option<String>,
     config_json: serde_json::Value,
+    /// `--check-tokens`, and its result once checked.
+    check_tokens: Option<usize>,
+    token_check: tokio::sync::OnceCell<token_check::TokenCheck>,
     seed: u64,
     /// Keeps the embedded simulator alive while the target is.
     sim: Option<crate::sim::SimServer>,
@@ -314,6 +322,8 @@ impl Target {
             connections,
             scrape: cfg.scrape.clone(),
             config_json,
+            check_tokens: cfg.check_tokens,
+            token_check: tokio::sync::OnceCell::new(),
             seed,
             sim,
         })
@@ -852,6 +862,11 @@ pub async fn run(
         Some(shard) => schedule.sharded(shard),
         None => schedule,
     };
+    // Before the clock is set, so the check cannot make t=0 late.
+    let rows = sessions
+        .as_ref()
+        .map_or(&trace.records, |(plan, _)| &plan.firsts);
+    let token_check = target.check_tokens(&opts, rows).await?;
     // The clock is set now, before the results file exists: a start time
     // already past is an error, not a run that starts late.
     let clock = match opts.start_at_us {
@@ -889,7 +904,7 @@ pub async fn run(
         .with_context(|| format!("hashing {}", trace.path.display()))?;
     let started_at = chrono::Utc::now();
     let config = RunConfig {
-        target: target.config_json.clone(),
+        target: target.config_with_check(token_check),
         schedule: opts.schedule.clone(),
         seed: target.seed,
         slo: opts.slo.map(|s| s.to_string()),

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod check_tokens;
 mod client;
 mod edge;
 mod ingest_datasets;

@@ -35,6 +35,18 @@ pub fn target_config(args: &TargetArgs) -> anyhow::Result<TargetConfig> {
         }
         headers.push((name.to_owned(), value.trim().to_owned()));
     }
+    if let Some(n) = args.check_tokens {
+        if args.url.is_none() {
+            bail!(UsageError(format!(
+                "--check-tokens {n} asks a real server to count prompts: give --url (the embedded simulator counts with --tokenizer itself)"
+            )));
+        }
+        if crate::prompt::PromptMode::from(args.prompts) == crate::prompt::PromptMode::Original {
+            bail!(UsageError(format!(
+                "--check-tokens {n} checks synthetic prompts: use --prompts synthetic or tokens"
+            )));
+        }
+    }
     Ok(TargetConfig {
         url: args.url.clone(),
         api: args.api.into(),
@@ -64,6 +76,7 @@ pub fn target_config(args: &TargetArgs) -> anyhow::Result<TargetConfig> {
         embedding_batch: args.embedding_batch,
         scrape: args.scrape.clone(),
         preflight: !args.no_preflight,
+        check_tokens: args.check_tokens,
         sim: args.sim.clone().into(),
     })
 }

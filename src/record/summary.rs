@@ -412,8 +412,27 @@ pub struct PromptTokens {
 /// Above this relative difference the summary warns.
 pub const PROMPT_TOKEN_WARNING: f64 = 0.02;
 
+/// What per-request differences from `lo` to `hi` between the server's
+/// prompt counts and those sent point to: a constant one is tokens the
+/// server adds itself, a wandering one another tokenizer. Shared by the
+/// summary and `--check-tokens`.
+pub(crate) fn prompt_token_mismatch(lo: i64, hi: i64) -> String {
+    if lo == hi {
+        format!(
+            "the server counts {lo:+} tokens on every request: tokens it adds itself (BOS, chat template), not a different tokenizer; the prompts' own counts match"
+        )
+    } else {
+        format!(
+            "the server's counts differ by {lo:+} to {hi:+} tokens per request: the prompts were counted with another tokenizer than the served model's; pass its tokenizer.json with --tokenizer"
+        )
+    }
+}
+
 impl PromptTokens {
-    fn from_differences(
+    /// The comparison of `diffs` (server minus sent, per request: how
+    /// many requests had each), `sent` and `server` tokens in all; `None`
+    /// with nothing to compare.
+    pub(crate) fn from_differences(
         diffs: &std::collections::BTreeMap<i64, u64>,
         sent: u64,
         server: u64,
@@ -438,17 +457,8 @@ impl PromptTokens {
             diffs.keys().next().copied().unwrap_or(0),
             diffs.keys().next_back().copied().unwrap_or(0),
         );
-        let warning = (difference.abs() > PROMPT_TOKEN_WARNING).then(|| {
-            if lo == hi {
-                format!(
-                    "the server counts {lo:+} tokens on every request: tokens it adds itself (BOS, chat template), not a different tokenizer; the prompts' own counts match"
-                )
-            } else {
-                format!(
-                    "the server's counts differ by {lo:+} to {hi:+} tokens per request: the prompts were counted with another tokenizer than the served model's; pass its tokenizer.json with --tokenizer"
-                )
-            }
-        });
+        let warning =
+            (difference.abs() > PROMPT_TOKEN_WARNING).then(|| prompt_token_mismatch(lo, hi));
         Some(Self {
             requests,
             sent,
