@@ -610,4 +610,18 @@ async fn a_mixed_run_routes_rows_by_kind_and_model_and_breaks_them_down() {
         text.contains("by api") && text.contains("by model"),
         "{text}"
     );
+    // `report` recomputes the same breakdown from the file, in each format.
+    let inputs = vec![llm_replay::report::load(&out, None, &[]).unwrap()];
+    let json = serde_json::to_value(&inputs).unwrap();
+    let has = |column: &str, value: &str| {
+        json[0]["summary"]["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["column"] == column && c["value"] == value)
+    };
+    assert!(has("request_kind", "embed") && has("model", "served-big"));
+    let html = llm_replay::report::render_html(&inputs);
+    assert!(html.contains("by request_kind") && html.contains("by user_id"));
+    assert!(llm_replay::report::render_text(&inputs).contains("by api"));
 }
