@@ -547,28 +547,34 @@ impl Endpoint {
         &self.urls[api.index()]
     }
 
-    /// `GET /v1/models`: the model ids.
-    pub async fn list_models(&self) -> Result<Vec<String>, ClientError> {
+    /// `path` under the base URL (`/v1/models`, `/tokenize`).
+    fn url_at(&self, path: &str) -> reqwest::Url {
         let mut url = self.base.clone();
-        url.set_path(&format!(
-            "{}/v1/models",
-            self.base.path().trim_end_matches('/')
-        ));
-        let err = |status: Option<u16>, message: String| ClientError::Request {
-            url: strip_credentials(url.as_str()),
-            status,
-            message,
-        };
-        let resp = self
-            .client
-            .get(url.clone())
+        url.set_path(&format!("{}{path}", self.base.path().trim_end_matches('/')));
+        url
+    }
+
+    /// A request outside the replay (the model list, token counts): sent
+    /// with a 30 s timeout, its body read up to the response cap and parsed
+    /// as JSON; a non-2xx answer is an error carrying its status, except a
+    /// 404 when `missing_ok`, which is `Ok(None)`.
+    async fn side_call(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &reqwest::Url,
+        missing_ok: bool,
+    ) -> Result<Option<Value>, ClientError> {
+        let err = |status: Option<u16>, message: String| side_error(url, status, message);
+        let mut resp = request
             .timeout(Duration::from_secs(30))
             .send()
             .await
             .map_err(|e| err(None, error_chain(&e)))?;
         let status = resp.status();
         let code = Some(status.as_u16());
-        let mut resp = resp;
+        if missing_ok && status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         let text = match read_body(&mut resp, self.max_response_bytes).await {
             Ok(b) => b,
             Err(BodyError::TooLong(_)) => {
@@ -588,8 +594,18 @@ impl Endpoint {
                 format!("HTTP {status}: {}", trim(&String::from_utf8_lossy(&text))),
             ));
         }
-        let v: Value =
-            serde_json::from_slice(&text).map_err(|e| err(code, format!("not JSON: {e}")))?;
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| err(code, format!("not JSON: {e}")))
+    }
+
+    /// `GET /v1/models`: the model ids.
+    pub async fn list_models(&self) -> Result<Vec<String>, ClientError> {
+        let url = self.url_at("/v1/models");
+        let v = self
+            .side_call(self.client.get(url.clone()), &url, false)
+            .await?
+            .unwrap_or_default();
         Ok(v.get("data")
             .and_then(Value::as_array)
             .map(|a| {
@@ -609,54 +625,17 @@ impl Endpoint {
     /// default leaves BOS out, which completions count). `Ok(None)`: the
     /// server has no `/tokenize` (404 to both).
     pub async fn count_tokens(&self, model: &str, text: &str) -> Result<Option<u64>, ClientError> {
-        let mut url = self.base.clone();
-        url.set_path(&format!(
-            "{}/tokenize",
-            self.base.path().trim_end_matches('/')
-        ));
-        let err = |status: Option<u16>, message: String| ClientError::Request {
-            url: strip_credentials(url.as_str()),
-            status,
-            message,
-        };
-        let (url, err) = (&url, &err);
-        let post = |body: Value| async move {
-            let mut resp = self
-                .client
-                .post(url.clone())
-                .json(&body)
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await
-                .map_err(|e| err(None, error_chain(&e)))?;
-            let status = resp.status();
-            let code = Some(status.as_u16());
-            if status == reqwest::StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            let text = read_body(&mut resp, self.max_response_bytes)
-                .await
-                .map_err(|e| match e {
-                    BodyError::TooLong(_) => err(code, "answer too long".into()),
-                    BodyError::Broken(e) => err(code, e),
-                })?;
-            if !status.is_success() {
-                return Err(err(
-                    code,
-                    format!("HTTP {status}: {}", trim(&String::from_utf8_lossy(&text))),
-                ));
-            }
-            serde_json::from_slice::<Value>(&text)
-                .map(Some)
-                .map_err(|e| err(code, format!("not JSON: {e}")))
-        };
+        let url = self.url_at("/tokenize");
+        let post =
+            |body: Value| self.side_call(self.client.post(url.clone()).json(&body), &url, true);
         let vllm = post(json!({"model": model, "prompt": text})).await?;
         if let Some(n) = vllm.as_ref().and_then(|v| v.get("count")?.as_u64()) {
             return Ok(Some(n));
         }
         match post(json!({"content": text, "add_special": true})).await? {
             None if vllm.is_none() => Ok(None),
-            None => Err(err(
+            None => Err(side_error(
+                &url,
                 Some(404),
                 "answered vLLM's body without a count, and llama.cpp's with 404".into(),
             )),
@@ -665,7 +644,8 @@ impl Endpoint {
                 .and_then(Value::as_array)
                 .map(|t| Some(t.len() as u64))
                 .ok_or_else(|| {
-                    err(
+                    side_error(
+                        &url,
                         None,
                         format!("no count or tokens in {}", trim(&v.to_string())),
                     )
@@ -1044,6 +1024,16 @@ async fn read_body(response: &mut reqwest::Response, cap: usize) -> Result<Vec<u
             Ok(None) => return Ok(out),
             Err(e) => return Err(BodyError::Broken(error_chain(&e))),
         }
+    }
+}
+
+/// The error of a request outside the replay, naming its URL without
+/// credentials.
+fn side_error(url: &reqwest::Url, status: Option<u16>, message: String) -> ClientError {
+    ClientError::Request {
+        url: strip_credentials(url.as_str()),
+        status,
+        message,
     }
 }
 

@@ -574,31 +574,9 @@ const EMBEDDING_DIMS: usize = 32;
 /// generation (one step each, no output), so embeddings and generation
 /// share capacity and an embeddings sweep finds a knee in input tokens/s.
 async fn embeddings(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    s.requests_total.fetch_add(1, Ordering::Relaxed);
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let fault = pick_fault(&s, &request_id);
-    if let Ok(mut st) = s.stats.lock() {
-        st.requests += 1;
-        if fault != Fault::None {
-            *st.faults.entry(fault.name().to_owned()).or_insert(0) += 1;
-        }
-        if s.cfg.record_request_ids {
-            st.request_ids.push(request_id.clone());
-        }
-    }
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid JSON body: {e}"),
-                "invalid_request_error",
-            );
-        }
+    let (fault, v) = match admit(&s, &headers, &body) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
     // One input (text or token ids) or a list of them.
     let inputs: Vec<u64> = match v.get("input") {
@@ -633,44 +611,15 @@ async fn embeddings(State(s): State<Arc<AppState>>, headers: HeaderMap, body: By
             "invalid_request_error",
         );
     }
-    match fault {
-        Fault::Http429 => {
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "simulated overload",
-                "rate_limit_error",
-            );
-        }
-        Fault::Http500 | Fault::Disconnect | Fault::Garble => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "simulated server error",
-                "server_error",
-            );
-        }
-        Fault::Stall | Fault::None => {}
-    }
-    if fault == Fault::Stall {
-        tokio::select! {
-            () = tokio::time::sleep(s.cfg.stall_time) => {}
-            () = s.stop.cancelled() => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down", "server_error"),
-        }
-    }
-    let (tok_tx, mut tok_rx) = mpsc::unbounded_channel();
-    if s.jobs
-        .send(Job {
-            prompt_tokens: prompt,
-            max_tokens: 1,
-            tokens: tok_tx,
-        })
-        .is_err()
-    {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "engine stopped",
-            "server_error",
-        );
-    }
+    // No stream to cut or garble: those faults are server errors here.
+    let fault = match fault {
+        Fault::Disconnect | Fault::Garble => Fault::Http500,
+        other => other,
+    };
+    let mut tok_rx = match to_engine(&s, fault, prompt, 1).await {
+        Ok(rx) => rx,
+        Err(refused) => return refused,
+    };
     loop {
         tokio::select! {
             t = tok_rx.recv() => if t.is_none() { break },
@@ -694,6 +643,85 @@ async fn embeddings(State(s): State<Arc<AppState>>, headers: HeaderMap, body: By
     axum::Json(json!({"object": "list", "data": data, "model": model,
         "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}))
     .into_response()
+}
+
+/// Counts a generation or embeddings request, draws its fault and parses
+/// its body; a body that is not JSON is refused with 400.
+// The error is the response itself, returned once per refused request.
+#[allow(clippy::result_large_err)]
+fn admit(s: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<(Fault, Value), Response> {
+    s.requests_total.fetch_add(1, Ordering::Relaxed);
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let fault = pick_fault(s, request_id);
+    if let Ok(mut st) = s.stats.lock() {
+        st.requests += 1;
+        if fault != Fault::None {
+            *st.faults.entry(fault.name().to_owned()).or_insert(0) += 1;
+        }
+        if s.cfg.record_request_ids {
+            st.request_ids.push(request_id.to_owned());
+        }
+    }
+    serde_json::from_slice(body)
+        .map(|v| (fault, v))
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid JSON body: {e}"),
+                "invalid_request_error",
+            )
+        })
+}
+
+/// Answers the 429 and 500 faults, waits out a stall, then hands the
+/// request to the engine: the receiver gets one message per token.
+async fn to_engine(
+    s: &AppState,
+    fault: Fault,
+    prompt_tokens: u64,
+    max_tokens: u64,
+) -> Result<mpsc::UnboundedReceiver<()>, Response> {
+    match fault {
+        Fault::Http429 => {
+            return Err(error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "simulated overload",
+                "rate_limit_error",
+            ));
+        }
+        Fault::Http500 => {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "simulated server error",
+                "server_error",
+            ));
+        }
+        Fault::Stall => {
+            tokio::select! {
+                () = tokio::time::sleep(s.cfg.stall_time) => {}
+                () = s.stop.cancelled() => return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down", "server_error")),
+            }
+        }
+        Fault::None | Fault::Disconnect | Fault::Garble => {}
+    }
+    let (tokens, rx) = mpsc::unbounded_channel();
+    s.jobs
+        .send(Job {
+            prompt_tokens,
+            max_tokens,
+            tokens,
+        })
+        .map_err(|_| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "engine stopped",
+                "server_error",
+            )
+        })?;
+    Ok(rx)
 }
 
 fn error(status: StatusCode, message: &str, kind: &str) -> Response {
@@ -787,31 +815,9 @@ fn pick_fault(s: &AppState, request_id: &str) -> Fault {
 }
 
 async fn generate(s: Arc<AppState>, headers: HeaderMap, body: Bytes, dialect: Dialect) -> Response {
-    s.requests_total.fetch_add(1, Ordering::Relaxed);
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let fault = pick_fault(&s, &request_id);
-    if let Ok(mut st) = s.stats.lock() {
-        st.requests += 1;
-        if fault != Fault::None {
-            *st.faults.entry(fault.name().to_owned()).or_insert(0) += 1;
-        }
-        if s.cfg.record_request_ids {
-            st.request_ids.push(request_id.clone());
-        }
-    }
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid JSON body: {e}"),
-                "invalid_request_error",
-            );
-        }
+    let (fault, v) = match admit(&s, &headers, &body) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
     let Some(prompt) = prompt_tokens(&v, dialect) else {
         return error(
@@ -837,23 +843,6 @@ async fn generate(s: Arc<AppState>, headers: HeaderMap, body: Bytes, dialect: Di
             "invalid_request_error",
         );
     }
-    match fault {
-        Fault::Http429 => {
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "simulated overload",
-                "rate_limit_error",
-            );
-        }
-        Fault::Http500 => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "simulated server error",
-                "server_error",
-            );
-        }
-        _ => {}
-    }
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = v
         .get("stream_options")
@@ -865,27 +854,10 @@ async fn generate(s: Arc<AppState>, headers: HeaderMap, body: Bytes, dialect: Di
         .and_then(Value::as_str)
         .unwrap_or(&s.cfg.model)
         .to_owned();
-    if fault == Fault::Stall {
-        tokio::select! {
-            () = tokio::time::sleep(s.cfg.stall_time) => {}
-            () = s.stop.cancelled() => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down", "server_error"),
-        }
-    }
-    let (tok_tx, mut tok_rx) = mpsc::unbounded_channel();
-    if s.jobs
-        .send(Job {
-            prompt_tokens: prompt,
-            max_tokens,
-            tokens: tok_tx,
-        })
-        .is_err()
-    {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "engine stopped",
-            "server_error",
-        );
-    }
+    let mut tok_rx = match to_engine(&s, fault, prompt, max_tokens).await {
+        Ok(rx) => rx,
+        Err(refused) => return refused,
+    };
     let id = format!("sim-{}", s.requests_total.load(Ordering::Relaxed));
     if !stream {
         let mut n = 0u64;
