@@ -591,12 +591,13 @@ impl RequestBuilder {
 
     /// The row's class for the results.
     fn class_of(&self, record: &TraceRecord) -> dispatch::RowClass {
+        let api = self.api_of(record);
         dispatch::RowClass {
-            api: Some(self.api_of(record).as_str()),
+            api: Some(api.as_str()),
             model: Some(self.model_of(record)),
             request_kind: record.request_kind.clone(),
             user_id: record.user_id.clone(),
-            inputs: if self.api_of(record) == Api::Embeddings {
+            inputs: if api == Api::Embeddings {
                 self.embedding_batch.max(1)
             } else {
                 1
