@@ -1,12 +1,18 @@
 -- llm-replay analysis views for DuckDB.
 --
 -- Set the paths, then read this file:
---   SET VARIABLE results_dir = 'sweep-out';      -- a sweep directory, or a folder holding results*.parquet
+--   SET VARIABLE results_dir = 'sweep-out';      -- a sweep directory, a folder holding results*.parquet,
+--                                                --   or one results file (results-....parquet)
 --   SET VARIABLE trace_path  = 'trace.parquet';  -- the trace that was replayed
 --   SET VARIABLE slo_ttft_ms = 500; SET VARIABLE slo_tpot_ms = 50;
 --   .read scripts/analysis.sql                   -- (Python: con.execute(open(...).read()))
 --
 -- Every view reads the Parquet files directly; nothing is copied.
+--
+-- Percentiles are quantile_cont: linear interpolation between the closest
+-- ranks, the method of llm-replay's summary, sweep table and report, of
+-- numpy's default and of pandas' quantile, so every figure here equals
+-- theirs (docs/results-format.md, "How figures are computed").
 
 -- All result rows. A sweep's steps are hive partitions (rate=4/, speedup=2/,
 -- concurrency=8/), so `rate`, `speedup` or `concurrency` is a column; a
@@ -19,31 +25,77 @@ SELECT *,
        CASE WHEN coalesce(usage_completion_tokens, output_tokens) > 1
             THEN (e2e_us - ttft_us) / (coalesce(usage_completion_tokens, output_tokens) - 1) END AS tpot_us,
        regexp_extract(filename, '(rate|speedup|concurrency)=([0-9.]+)', 0) AS step
-FROM read_parquet(getvariable('results_dir') || '/**/results*.parquet',
+FROM read_parquet(CASE WHEN ends_with(getvariable('results_dir'), '.parquet')
+                       THEN getvariable('results_dir')
+                       ELSE getvariable('results_dir') || '/**/results*.parquet' END,
                   hive_partitioning = true, union_by_name = true, filename = true);
 
 -- Per step: offered and achieved rate, outcomes, latency percentiles (ms,
 -- from the schedule), and goodput with failures in the denominator.
+-- Throughputs are per second of the steady window, from the first to the
+-- last scheduled send (the drain tail after it left out), N requests over
+-- it counting as N - 1 gaps as the rates do; with fewer than two requests,
+-- per second of the whole run (first send to last completion). The columns
+-- after goodput_fraction match sweep.csv's of the same name.
 CREATE OR REPLACE VIEW step_summary AS
-SELECT step,
-       count(*) AS requests,
-       count(*) FILTER (WHERE outcome = 'ok') AS ok,
-       count(*) FILTER (WHERE outcome <> 'ok') AS errors,
-       (count(*) - 1) / nullif(epoch(max(scheduled_at)) - epoch(min(scheduled_at)), 0) AS scheduled_rate,
-       (count(sent_at) - 1) / nullif(epoch(max(sent_at)) - epoch(min(sent_at)), 0) AS achieved_rate,
-       quantile_cont(ttft_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p50_ms,
-       quantile_cont(ttft_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p99_ms,
-       quantile_cont(tpot_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p50_ms,
-       quantile_cont(tpot_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p99_ms,
-       quantile_cont(e2e_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p99_ms,
-       quantile_cont(send_lag_us, 0.99) / 1e3 AS send_lag_p99_ms,
-       avg(CASE WHEN outcome = 'ok'
-                 AND ttft_sched_us <= getvariable('slo_ttft_ms') * 1e3
-                 AND coalesce(tpot_us, 0) <= getvariable('slo_tpot_ms') * 1e3
-                THEN 1.0 ELSE 0.0 END) AS goodput_fraction
-FROM results
-WHERE phase = 'steady'
-GROUP BY step
+WITH itl AS (
+    SELECT step, unnest(itl_us) AS itl_us
+    FROM results
+    WHERE phase = 'steady' AND outcome = 'ok'
+), itl_by_step AS (
+    SELECT step,
+           quantile_cont(itl_us, 0.5) / 1e3 AS itl_p50_ms,
+           quantile_cont(itl_us, 0.99) / 1e3 AS itl_p99_ms
+    FROM itl
+    GROUP BY step
+), steps AS (
+    SELECT step,
+           count(*) AS requests,
+           count(*) FILTER (WHERE outcome = 'ok') AS ok,
+           count(*) FILTER (WHERE outcome <> 'ok') AS errors,
+           (count(*) - 1) / nullif(epoch(max(scheduled_at)) - epoch(min(scheduled_at)), 0) AS scheduled_rate,
+           (count(sent_at) - 1) / nullif(epoch(max(sent_at)) - epoch(min(sent_at)), 0) AS achieved_rate,
+           quantile_cont(ttft_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p50_ms,
+           quantile_cont(ttft_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p99_ms,
+           quantile_cont(tpot_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p50_ms,
+           quantile_cont(tpot_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p99_ms,
+           quantile_cont(e2e_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p99_ms,
+           quantile_cont(send_lag_us, 0.99) / 1e3 AS send_lag_p99_ms,
+           avg(CASE WHEN outcome = 'ok'
+                     AND ttft_sched_us <= getvariable('slo_ttft_ms') * 1e3
+                     AND coalesce(tpot_us, 0) <= getvariable('slo_tpot_ms') * 1e3
+                    THEN 1.0 ELSE 0.0 END) AS goodput_fraction,
+           quantile_cont(ttft_sched_us, 0.9) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p90_ms,
+           quantile_cont(tpot_us, 0.9) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p90_ms,
+           quantile_cont(e2e_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p50_ms,
+           quantile_cont(e2e_sched_us, 0.9) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p90_ms,
+           count(*) FILTER (WHERE outcome = 'ok'
+                              AND ttft_sched_us <= getvariable('slo_ttft_ms') * 1e3
+                              AND coalesce(tpot_us, 0) <= getvariable('slo_tpot_ms') * 1e3) AS met,
+           sum(coalesce(usage_completion_tokens, output_tokens)) FILTER (WHERE outcome = 'ok') AS ok_output_tokens,
+           sum(coalesce(usage_prompt_tokens, input_tokens)) FILTER (WHERE outcome = 'ok') AS ok_input_tokens,
+           (epoch_us(max(scheduled_at)) - epoch_us(min(scheduled_at))) / 1e6 AS steady_span_s,
+           (greatest(max(epoch_us(completed_at)), max(epoch_us(sent_at))) - epoch_us(min(scheduled_at))) / 1e6 AS duration_s
+    FROM results
+    WHERE phase = 'steady'
+    GROUP BY step
+), per_s AS (
+    SELECT *,
+           CASE WHEN requests > 1 AND steady_span_s > 0
+                THEN (requests - 1) / requests / steady_span_s
+                ELSE 1 / nullif(duration_s, 0) END AS per_s
+    FROM steps
+)
+SELECT step, requests, ok, errors, scheduled_rate, achieved_rate,
+       ttft_p50_ms, ttft_p99_ms, tpot_p50_ms, tpot_p99_ms, e2e_p99_ms, send_lag_p99_ms,
+       goodput_fraction,
+       ok * per_s AS request_throughput,
+       ok_output_tokens * per_s AS output_token_throughput,
+       ok_input_tokens * per_s AS input_token_throughput,
+       met * per_s AS goodput_rate,
+       CASE WHEN requests > 1 AND steady_span_s > 0 THEN steady_span_s ELSE duration_s END AS window_s,
+       ttft_p90_ms, tpot_p90_ms, itl_p50_ms, itl_p99_ms, e2e_p50_ms, e2e_p90_ms
+FROM per_s LEFT JOIN itl_by_step USING (step)
 ORDER BY scheduled_rate;
 
 -- Per second of each step: requests scheduled, sent and completed, and TTFT.

@@ -1108,6 +1108,22 @@ pub struct ReplayArgs {
     /// server, was the bottleneck.
     #[arg(long, default_value = "10ms", value_parser = positive_duration)]
     pub max_send_lag: Duration,
+    /// Report these percentiles too, e.g. `50,90,95,99,99.9` (linear
+    /// interpolation, as numpy, pandas and DuckDB's `quantile_cont`): a
+    /// `percentiles` map (`p95`, `p99.9`, ms) beside each metric's fixed
+    /// keys in --summary-json, and columns in the printed table.
+    #[arg(long)]
+    pub percentiles: Option<crate::record::summary::Quantiles>,
+    /// Form of the --summary-json file: `llm-replay` (the summary as
+    /// printed) or `vllm` (the keys of vLLM's `benchmark_serving.py
+    /// --save-result` JSON, so dashboards built on it read this run).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "llm-replay",
+        requires = "summary_json"
+    )]
+    pub summary_format: SummaryFormat,
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -1215,6 +1231,10 @@ pub struct SweepArgs {
     /// Share of requests (failures counted) that must meet the SLO.
     #[arg(long, default_value = "0.99", value_parser = share)]
     pub goodput: f64,
+    /// Report these percentiles too in each step's summary, e.g.
+    /// `50,90,95,99,99.9` (as `replay --percentiles`).
+    #[arg(long)]
+    pub percentiles: Option<crate::record::summary::Quantiles>,
     /// Extra steps of the capacity search between the last passing and the
     /// first failing rate.
     #[arg(long, default_value_t = 3)]
@@ -1249,6 +1269,16 @@ pub struct SweepArgs {
     pub session: SessionArgs,
 }
 
+/// Forms of `replay --summary-json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    /// llm-replay's own summary (schemas/summary.schema.json).
+    #[value(name = "llm-replay")]
+    LlmReplay,
+    /// vLLM `benchmark_serving.py --save-result` keys.
+    Vllm,
+}
+
 /// Output formats of `report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {
@@ -1279,6 +1309,10 @@ pub struct ReportArgs {
     /// Recompute goodput under these objectives (default: a sweep's own).
     #[arg(long)]
     pub slo: Option<crate::record::summary::Slo>,
+    /// Report these percentiles too, e.g. `50,90,95,99,99.9` (as `replay
+    /// --percentiles`).
+    #[arg(long)]
+    pub percentiles: Option<crate::record::summary::Quantiles>,
     /// Break a run's figures down by these results columns too (api,
     /// model, request_kind and user_id are broken down whenever a run holds
     /// more than one value): e.g. `--by stage,status_code`.

@@ -81,11 +81,21 @@ pub enum Input {
     /// A results file.
     Run(Box<RunReport>),
     /// A sweep directory.
-    Sweep(SweepReport),
+    Sweep(Box<SweepReport>),
 }
 
 /// Loads one results file.
 pub fn load_run(path: &Path, slo: Option<Slo>, by: &[ClassColumn]) -> anyhow::Result<RunReport> {
+    load_run_with(path, slo, by, summary::Quantiles::default())
+}
+
+/// [`load_run`], reporting the percentiles `quantiles` too.
+fn load_run_with(
+    path: &Path,
+    slo: Option<Slo>,
+    by: &[ClassColumn],
+    quantiles: summary::Quantiles,
+) -> anyhow::Result<RunReport> {
     let results = read_results(path)?;
     let metrics_path = crate::record::server_metrics::path_for(path);
     let server_metrics = if metrics_path.exists() {
@@ -100,6 +110,7 @@ pub fn load_run(path: &Path, slo: Option<Slo>, by: &[ClassColumn]) -> anyhow::Re
         slo,
         by,
         server_metrics,
+        quantiles,
     ))
 }
 
@@ -122,6 +133,16 @@ fn shard_files(dir: &Path) -> Vec<std::path::PathBuf> {
 
 /// Loads a sharded run's directory as one run.
 pub fn load_shards(dir: &Path, slo: Option<Slo>, by: &[ClassColumn]) -> anyhow::Result<RunReport> {
+    load_shards_with(dir, slo, by, summary::Quantiles::default())
+}
+
+/// [`load_shards`], reporting the percentiles `quantiles` too.
+fn load_shards_with(
+    dir: &Path,
+    slo: Option<Slo>,
+    by: &[ClassColumn],
+    quantiles: summary::Quantiles,
+) -> anyhow::Result<RunReport> {
     let mut rows = Vec::new();
     let mut shards = Vec::new();
     let mut first_meta = None;
@@ -159,7 +180,15 @@ pub fn load_shards(dir: &Path, slo: Option<Slo>, by: &[ClassColumn]) -> anyhow::
         }
     }
     rows.sort_by_key(|r| r.scheduled_at_us);
-    let mut report = run_report(dir.display().to_string(), rows, &meta, slo, by, Vec::new());
+    let mut report = run_report(
+        dir.display().to_string(),
+        rows,
+        &meta,
+        slo,
+        by,
+        Vec::new(),
+        quantiles,
+    );
     report.shards = shards;
     Ok(report)
 }
@@ -172,6 +201,7 @@ fn run_report(
     slo: Option<Slo>,
     by: &[ClassColumn],
     server_metrics: Vec<crate::record::server_metrics::Sample>,
+    quantiles: summary::Quantiles,
 ) -> RunReport {
     let config = RunConfig::from_metadata(metadata);
     let target = config.as_ref().and_then(|c| c.schedule.target_rate());
@@ -193,7 +223,17 @@ fn run_report(
     });
     RunReport {
         path,
-        summary: summary::summarize_stages(&rows, slo, target, stages.as_ref(), by),
+        summary: summary::summarize_with(
+            &rows,
+            slo,
+            target,
+            stages.as_ref(),
+            by,
+            summary::FidelityLimits {
+                quantiles,
+                ..Default::default()
+            },
+        ),
         shards: Vec::new(),
         rows,
         server_metrics,
@@ -202,9 +242,21 @@ fn run_report(
 
 /// Loads a sweep directory: every `<mode>=<load>/results.parquet`.
 pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
-    let mut capacity: Capacity = match std::fs::read_to_string(dir.join("capacity.json")) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("{}/capacity.json", dir.display()))?,
+    load_sweep_with(dir, slo, summary::Quantiles::default())
+}
+
+/// [`load_sweep`], reporting the percentiles `quantiles` too.
+fn load_sweep_with(
+    dir: &Path,
+    slo: Option<Slo>,
+    quantiles: summary::Quantiles,
+) -> anyhow::Result<SweepReport> {
+    // `_capacity.json`, or `capacity.json` in a sweep of an older version.
+    let capacity_path = crate::record::sweep_table::capacity_path(dir);
+    let mut capacity: Capacity = match std::fs::read_to_string(&capacity_path) {
+        Ok(text) => {
+            serde_json::from_str(&text).with_context(|| format!("{}", capacity_path.display()))?
+        }
         Err(_) => Capacity::default(),
     };
     let slo = slo.or_else(|| capacity.slo.as_deref().and_then(|s| s.parse().ok()));
@@ -237,10 +289,16 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
     let mut latencies = Vec::new();
     for (i, (mode, load, path, name)) in found.into_iter().enumerate() {
         let results = read_results(&path)?;
-        let s = summarize(
+        let s = summary::summarize_with(
             &results.rows,
             slo,
             (mode == SweepMode::Rate).then_some(load),
+            None,
+            &[],
+            summary::FidelityLimits {
+                quantiles,
+                ..Default::default()
+            },
         );
         let ok = || {
             results
@@ -280,12 +338,28 @@ pub fn load_sweep(dir: &Path, slo: Option<Slo>) -> anyhow::Result<SweepReport> {
 /// Loads a results file or, for a directory, a sweep; a run's figures
 /// are broken down by `by` too (a sweep's steps by the automatic classes).
 pub fn load(path: &Path, slo: Option<Slo>, by: &[ClassColumn]) -> anyhow::Result<Input> {
+    load_with(path, slo, by, summary::Quantiles::default())
+}
+
+/// [`load`], reporting the percentiles `quantiles` too (`--percentiles`).
+pub fn load_with(
+    path: &Path,
+    slo: Option<Slo>,
+    by: &[ClassColumn],
+    quantiles: summary::Quantiles,
+) -> anyhow::Result<Input> {
     if path.is_dir() && !shard_files(path).is_empty() {
-        Ok(Input::Run(Box::new(load_shards(path, slo, by)?)))
+        Ok(Input::Run(Box::new(load_shards_with(
+            path, slo, by, quantiles,
+        )?)))
     } else if path.is_dir() {
-        Ok(Input::Sweep(load_sweep(path, slo)?))
+        Ok(Input::Sweep(Box::new(load_sweep_with(
+            path, slo, quantiles,
+        )?)))
     } else {
-        Ok(Input::Run(Box::new(load_run(path, slo, by)?)))
+        Ok(Input::Run(Box::new(load_run_with(
+            path, slo, by, quantiles,
+        )?)))
     }
 }
 

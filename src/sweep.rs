@@ -4,9 +4,15 @@
 //!
 //! ```text
 //! DIR/rate=4/results.parquet      one results file per step (or speedup=2/)
-//! DIR/sweep.parquet, sweep.csv    one row per step, rewritten after each step
-//! DIR/capacity.json               knee, SLO capacity and the auto probe
+//! DIR/_sweep.parquet, _sweep.csv  one row per step, rewritten after each step
+//! DIR/_capacity.json              knee, SLO capacity and the auto probe
+//! DIR/_probe/rate=1.parquet       the auto probe's runs
 //! ```
+//!
+//! Names outside the steps start with `_` so that dataset readers
+//! (`pd.read_parquet(DIR)`, Polars, DuckDB) skip them; older sweeps'
+//! `sweep.parquet`, `sweep.csv` and `capacity.json` are still read
+//! (`record::sweep_table`).
 //!
 //! A stopped sweep keeps the steps it finished; `resume` skips every step
 //! whose results file is complete (has its summary) and was run with the
@@ -20,7 +26,7 @@ use anyhow::{Context, bail};
 
 use crate::record::read_results;
 use crate::record::run_meta::key;
-use crate::record::summary::{FidelityLimits, Slo, summarize};
+use crate::record::summary::{FidelityLimits, Quantiles, Slo, summarize_with};
 use crate::record::sweep_table::{self, SweepMode, SweepStep};
 use crate::replay::dispatch::{ClosedLoop, Phases};
 use crate::replay::{self, RunOptions, Shutdown, Target, TargetConfig};
@@ -164,6 +170,8 @@ pub struct SweepPlan {
     /// (and probe) salts its own from it, so no step is served from the
     /// prefix cache an earlier step warmed.
     pub prompt_salt: u64,
+    /// Percentiles reported besides p50/p90/p99 (`--percentiles`).
+    pub quantiles: Quantiles,
 }
 
 /// The prompt salt of step `step` (probes count down from -1).
@@ -175,6 +183,14 @@ fn step_salt(base: u64, step: i32) -> u64 {
 }
 
 impl SweepPlan {
+    /// The summary limits of every step (and its extra percentiles).
+    pub fn limits(&self) -> FidelityLimits {
+        FidelityLimits {
+            quantiles: self.quantiles,
+            ..FidelityLimits::default()
+        }
+    }
+
     /// The mode of the loads.
     pub fn mode(&self) -> SweepMode {
         match self.loads {
@@ -298,7 +314,14 @@ impl Sweeper<'_> {
                         path.display()
                     );
                     let target = (mode == SweepMode::Rate).then_some(load);
-                    let s = summarize(&results.rows, self.plan.slo, target);
+                    let s = summarize_with(
+                        &results.rows,
+                        self.plan.slo,
+                        target,
+                        None,
+                        &[],
+                        self.plan.limits(),
+                    );
                     return Ok(SweepStep::from_summary(step_no, mode, load, &s, rel));
                 }
                 Some(_) if self.plan.force => std::fs::remove_file(&path)
@@ -309,8 +332,9 @@ impl Sweeper<'_> {
                 ),
                 None => {
                     // A step cut short: its rows stay for inspection under
-                    // another name, and the step runs again.
-                    let aside = path.with_extension("parquet.incomplete");
+                    // another name (that dataset readers skip), and the
+                    // step runs again.
+                    let aside = path.with_file_name("_results.parquet.incomplete");
                     std::fs::rename(&path, &aside)
                         .with_context(|| format!("moving aside {}", path.display()))?;
                 }
@@ -347,7 +371,7 @@ impl Sweeper<'_> {
                 output: path,
                 slo: self.plan.slo,
                 grace: self.plan.grace,
-                limits: FidelityLimits::default(),
+                limits: self.plan.limits(),
                 phases,
                 progress: self.plan.progress,
                 extra_metadata: vec![
@@ -388,7 +412,7 @@ impl Sweeper<'_> {
 /// Runs a sweep until its plan is done or `shutdown` stops it; the steps
 /// finished are kept either way.
 pub async fn run(plan: &SweepPlan, shutdown: &Shutdown) -> anyhow::Result<SweepOutcome> {
-    if plan.out_dir.join("sweep.parquet").exists() && !plan.resume && !plan.force {
+    if sweep_table::has_table(&plan.out_dir) && !plan.resume && !plan.force {
         bail!(
             "{} holds a sweep already: --resume continues it, --force runs it again, or use another --out-dir",
             plan.out_dir.display()
@@ -461,7 +485,8 @@ pub async fn run(plan: &SweepPlan, shutdown: &Shutdown) -> anyhow::Result<SweepO
         }
     }
     capacity.conclude(&sw.steps, plan.slo.map(|_| plan.goodput));
-    write_json(&plan.out_dir.join("capacity.json"), &capacity)?;
+    write_json(&plan.out_dir.join(sweep_table::CAPACITY_JSON), &capacity)?;
+    sweep_table::remove_legacy(&plan.out_dir)?;
     Ok(SweepOutcome {
         steps: sw.steps,
         capacity,
@@ -482,7 +507,7 @@ async fn auto_probe(
     capacity: &mut Capacity,
     steps: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let probe_dir = sw.plan.out_dir.join("probe");
+    let probe_dir = sw.plan.out_dir.join(sweep_table::PROBE_DIR);
     std::fs::create_dir_all(&probe_dir)?;
     let mut rate = 1.0f64;
     let mut prev: Option<(f64, f64)> = None;
@@ -512,7 +537,7 @@ async fn auto_probe(
                 output: path,
                 slo: sw.plan.slo,
                 grace: sw.plan.grace,
-                limits: FidelityLimits::default(),
+                limits: sw.plan.limits(),
                 phases: Phases::default(),
                 progress: sw.plan.progress,
                 extra_metadata: vec![(key::SWEEP_PROBE.into(), rate.to_string())],
@@ -526,6 +551,8 @@ async fn auto_probe(
         )
         .await?;
         let tput = rec.summary.request_throughput;
+        // Judged from the load sent, not the nominal rate.
+        let sent = rec.summary.fidelity.achieved_rate;
         capacity.probe.push((rate, tput));
         if rec.summary.requests > 0 && rec.summary.failed() == rec.summary.requests {
             bail!(
@@ -539,13 +566,14 @@ async fn auto_probe(
         }
         // Throughput stopped following the load: less than half of the
         // extra offered load became extra throughput.
-        if let Some((r0, t0)) = prev
-            && tput - t0 < 0.5 * (rate - r0)
+        if let Some((s0, t0)) = prev
+            && sent > s0
+            && tput - t0 < 0.5 * (sent - s0)
         {
             knee_rate = Some(rate);
             break;
         }
-        prev = Some((rate, tput));
+        prev = Some((sent, tput));
         rate *= 2.0;
     }
     let top = knee_rate.unwrap_or(rate);

@@ -52,13 +52,14 @@ async fn a_sweep_writes_steps_tables_and_capacity_and_resumes() {
         assert_eq!(r.rows.len(), 12, "{step}");
         assert_eq!(r.metadata["llm_replay.sweep_mode"], "rate");
     }
-    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let csv = std::fs::read_to_string(out.join("_sweep.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(csv.starts_with(
         "step,mode,offered,offered_rate,achieved_rate,requests,ok,errors,goodput_fraction"
     ));
     let capacity: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("capacity.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("_capacity.json")).unwrap())
+            .unwrap();
     assert_eq!(capacity["slo_capacity_rate"], 20.0);
     let first_written = std::fs::metadata(out.join("rate=10/results.parquet"))
         .unwrap()
@@ -99,7 +100,7 @@ async fn a_sweep_writes_steps_tables_and_capacity_and_resumes() {
             .len(),
         12
     );
-    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let csv = std::fs::read_to_string(out.join("_sweep.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
 }
 
@@ -182,7 +183,8 @@ async fn a_concurrency_sweep_runs_a_closed_loop_per_step() {
         assert_eq!(most, users, "{step}");
     }
     let capacity: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("capacity.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("_capacity.json")).unwrap())
+            .unwrap();
     assert_eq!(capacity["slo_capacity_concurrency"], 3.0);
     assert!(capacity["slo_capacity_rate"].is_null());
     // The report recomputes the same conclusion from the files.
@@ -192,6 +194,6 @@ async fn a_concurrency_sweep_runs_a_closed_loop_per_step() {
         report.capacity.knee_concurrency,
         capacity["knee_concurrency"].as_f64()
     );
-    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let csv = std::fs::read_to_string(out.join("_sweep.csv")).unwrap();
     assert!(csv.contains(",concurrency,3.0,"), "{csv}");
 }

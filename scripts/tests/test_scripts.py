@@ -25,7 +25,7 @@ def test_duckdb_reads_the_whole_sweep_hive_partitioned(sweep_dir):
         "GROUP BY rate ORDER BY rate"
     ).fetchall()
     assert rows == [(5, 30), (10, 30)]
-    steps = con.execute(f"SELECT count(*) FROM read_parquet('{sweep_dir}/sweep.parquet')").fetchone()[0]
+    steps = con.execute(f"SELECT count(*) FROM read_parquet('{sweep_dir}/_sweep.parquet')").fetchone()[0]
     assert steps == 2
 
 

@@ -438,6 +438,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         grace: args.end.grace,
         limits: FidelityLimits {
             max_p99_lag_ms: args.max_send_lag.as_secs_f64() * 1e3,
+            quantiles: args.percentiles.unwrap_or_default(),
             ..FidelityLimits::default()
         },
         phases: Phases::default(),

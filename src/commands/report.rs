@@ -29,7 +29,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let inputs: Vec<Input> = args
         .inputs
         .iter()
-        .map(|p| report::load(p, args.slo, &args.by))
+        .map(|p| report::load_with(p, args.slo, &args.by, args.percentiles.unwrap_or_default()))
         .collect::<anyhow::Result<_>>()?;
     let text = match args.format {
         ReportFormat::Text => report::render_text(&inputs),

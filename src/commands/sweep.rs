@@ -91,6 +91,7 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
         target: target_config(&args.target)?,
         sessions: args.session.options(),
         prompt_salt: super::replay::prompt_salt(&args.target),
+        quantiles: args.percentiles.unwrap_or_default(),
         schedule: StepSchedule {
             arrivals: arrivals(&args.schedule),
             order: args.schedule.order.into(),
@@ -119,7 +120,7 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     if let Some(spec) = &args.synthetic {
         // Generated again on --resume: the same spec and seed give the
         // same rows, so the steps already there still match the trace.
-        let fresh = !plan.out_dir.join("sweep.parquet").exists();
+        let fresh = !crate::record::sweep_table::has_table(&plan.out_dir);
         if fresh || plan.resume || plan.force {
             std::fs::create_dir_all(&plan.out_dir)
                 .map_err(|e| anyhow::anyhow!("creating {}: {e}", plan.out_dir.display()))?;
@@ -134,9 +135,15 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         "{}",
         render_table(&outcome.steps, &outcome.capacity)
     ));
+    let dir = plan.out_dir.display();
+    let files: Vec<&str> = outcome
+        .steps
+        .iter()
+        .map(|s| s.results_path.as_str())
+        .collect();
     stdout(format_args!(
-        "results       {} (sweep.parquet, sweep.csv, capacity.json, <mode>=<load>/results.parquet)\n",
-        plan.out_dir.display()
+        "results       {dir}: {} (the directory reads whole as one dataset)\nstep table    {dir}/_sweep.csv, {dir}/_sweep.parquet\nconclusions   {dir}/_capacity.json\n",
+        files.join(", ")
     ));
     // Judged over every step: a sweep whose every request failed measured
     // nothing, whatever its table says.

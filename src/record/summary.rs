@@ -1,13 +1,13 @@
 //! Run summaries: one code path for the live recorder and for `report`, which
-//! recomputes everything from Parquet. Latency distributions are
-//! HdrHistograms (3 significant figures) in microseconds.
+//! recomputes everything from Parquet. Latency distributions keep every
+//! value (microseconds) and interpolate their percentiles linearly, as
+//! numpy, pandas and DuckDB's `quantile_cont` do (docs/results-format.md).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Phase, ResultRow};
@@ -94,7 +94,14 @@ impl Slo {
 }
 
 /// Percentiles of one metric, milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+///
+/// Every percentile is computed from the exact values by linear
+/// interpolation between the closest ranks: with `n` sorted values
+/// `x[0..n]` and a quantile `q`, `h = (n - 1) q` and the value is
+/// `x[floor h] + (h - floor h) (x[floor h + 1] - x[floor h])` — numpy's
+/// default `linear`, pandas' `quantile` and DuckDB's `quantile_cont`, so a
+/// figure here equals the one those tools compute from the rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Percentiles {
     /// Samples.
     pub count: u64,
@@ -108,42 +115,189 @@ pub struct Percentiles {
     pub p99_ms: f64,
     /// Maximum.
     pub max_ms: f64,
+    /// The percentiles asked for with `--percentiles`, ms, keyed `p95`,
+    /// `p99.9`, ... (empty without the flag).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub percentiles: BTreeMap<String, f64>,
 }
 
-struct Metric(Histogram<u64>);
+/// The percentiles a summary reports besides p50, p90 and p99
+/// (`--percentiles 50,90,95,99,99.9`): up to [`Quantiles::MAX`] values in
+/// percent, `0..=100`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Quantiles {
+    values: [f64; Quantiles::MAX],
+    len: usize,
+}
+
+impl Quantiles {
+    /// Most percentiles one flag takes.
+    pub const MAX: usize = 16;
+
+    /// The percentiles, in percent, in the order given.
+    pub fn as_slice(&self) -> &[f64] {
+        &self.values[..self.len]
+    }
+
+    /// The key of percentile `p` (percent): `p95`, `p99.9`.
+    pub fn key(p: f64) -> String {
+        let s = format!("{p:.6}");
+        format!("p{}", s.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
+impl FromStr for Quantiles {
+    type Err = String;
+
+    /// `50,90,95,99,99.9`: percents in `0..=100`, at most [`Quantiles::MAX`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut q = Quantiles::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let p: f64 = part
+                .trim_start_matches('p')
+                .parse()
+                .map_err(|_| format!("percentile {part:?} is not a number (e.g. 99.9)"))?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(format!("percentile {part:?} is outside 0..=100"));
+            }
+            if q.len == Self::MAX {
+                return Err(format!("at most {} percentiles", Self::MAX));
+            }
+            if !q.as_slice().contains(&p) {
+                q.values[q.len] = p;
+                q.len += 1;
+            }
+        }
+        if q.len == 0 {
+            return Err("no percentiles given: e.g. 50,90,95,99,99.9".into());
+        }
+        Ok(q)
+    }
+}
+
+/// Every value of one metric, kept exactly so that its percentiles are
+/// the ones pandas and DuckDB compute from the rows. Values are buffered
+/// and, past [`Metric::COMPACT_AT`], sorted into runs of equal values
+/// (latencies in whole microseconds repeat a lot), so memory follows the
+/// distinct values rather than the samples: a million requests cost a few
+/// MiB per metric.
+#[derive(Default)]
+struct Metric {
+    buf: Vec<f64>,
+    /// Sorted distinct values with their counts.
+    runs: Vec<(f64, u64)>,
+    count: u64,
+    sum: f64,
+    max: f64,
+}
 
 impl Metric {
-    // hdrhistogram accepts 0..=5 significant figures; 3 cannot fail.
-    #[allow(clippy::expect_used)]
+    const COMPACT_AT: usize = 1 << 20;
+
     fn new() -> Self {
-        // Auto-resizing: never refuses a value.
-        let mut h = Histogram::new(3).expect("3 significant figures is a valid precision");
-        h.auto(true);
-        Self(h)
+        Self::default()
     }
 
-    fn record(&mut self, us: f64) {
-        if us.is_finite() {
-            // Negative values (clock steps) are clamped to zero.
-            let _ = self.0.record(us.max(0.0).round() as u64);
+    fn record(&mut self, v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        if self.count == 0 || v > self.max {
+            self.max = v;
+        }
+        self.count += 1;
+        self.sum += v;
+        self.buf.push(v);
+        if self.buf.len() >= Self::COMPACT_AT {
+            self.runs = merge_runs(&self.runs, std::mem::take(&mut self.buf));
         }
     }
 
-    fn percentiles(&self) -> Percentiles {
-        let h = &self.0;
-        if h.is_empty() {
+    fn percentiles(&self, extra: &Quantiles) -> Percentiles {
+        if self.count == 0 {
             return Percentiles::default();
         }
-        let ms = |us: u64| us as f64 / 1000.0;
+        let runs = merge_runs(&self.runs, self.buf.clone());
+        // Cumulative counts: the value of 0-based rank k is the first run
+        // whose cumulative count exceeds k.
+        let mut cum = Vec::with_capacity(runs.len());
+        let mut seen = 0u64;
+        for &(_, n) in &runs {
+            seen += n;
+            cum.push(seen);
+        }
+        let at_rank = |k: u64| -> f64 {
+            let i = cum.partition_point(|&c| c <= k);
+            runs.get(i.min(runs.len() - 1)).map_or(0.0, |r| r.0)
+        };
+        let n = self.count;
+        let q = |q: f64| -> f64 {
+            let h = (n - 1) as f64 * q;
+            let lo = h.floor();
+            let lo_rank = lo as u64;
+            let x0 = at_rank(lo_rank);
+            let frac = h - lo;
+            if frac == 0.0 {
+                return x0;
+            }
+            let x1 = at_rank((lo_rank + 1).min(n - 1));
+            x0 + frac * (x1 - x0)
+        };
+        let ms = |us: f64| us / 1000.0;
         Percentiles {
-            count: h.len(),
-            mean_ms: h.mean() / 1000.0,
-            p50_ms: ms(h.value_at_quantile(0.50)),
-            p90_ms: ms(h.value_at_quantile(0.90)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            max_ms: ms(h.max()),
+            count: n,
+            mean_ms: ms(self.sum / n as f64),
+            p50_ms: ms(q(0.50)),
+            p90_ms: ms(q(0.90)),
+            p99_ms: ms(q(0.99)),
+            max_ms: ms(self.max),
+            percentiles: extra
+                .as_slice()
+                .iter()
+                .map(|&p| (Quantiles::key(p), ms(q(p / 100.0))))
+                .collect(),
         }
     }
+}
+
+/// `runs` with the values of `more` merged in (sorted, equal values
+/// counted once).
+fn merge_runs(runs: &[(f64, u64)], mut more: Vec<f64>) -> Vec<(f64, u64)> {
+    more.sort_by(f64::total_cmp);
+    let mut fresh: Vec<(f64, u64)> = Vec::new();
+    for v in more {
+        match fresh.last_mut() {
+            Some((last, n)) if *last == v => *n += 1,
+            _ => fresh.push((v, 1)),
+        }
+    }
+    if runs.is_empty() {
+        return fresh;
+    }
+    let mut out = Vec::with_capacity(runs.len() + fresh.len());
+    let (mut a, mut b) = (runs.iter().peekable(), fresh.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.0.total_cmp(&y.0) {
+                std::cmp::Ordering::Less => a.next().copied(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    let (v, n) = **x;
+                    let m = y.1;
+                    a.next();
+                    b.next();
+                    Some((v, n + m))
+                }
+            },
+            (Some(_), None) => a.next().copied(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        if let Some(r) = next {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// Whether the load generator kept up, and why not if it did not.
@@ -178,12 +332,25 @@ pub struct Summary {
     pub duration_s: f64,
     /// Schedule fidelity.
     pub fidelity: Fidelity,
-    /// Successful requests per second.
+    /// Successful requests per second of the steady window (see
+    /// `window_s`).
     pub request_throughput: f64,
-    /// Output tokens per second (successful requests).
+    /// Output tokens per second of the steady window (successful requests).
     pub output_token_throughput: f64,
-    /// Input tokens per second (successful requests).
+    /// Input tokens per second of the steady window (successful requests).
     pub input_token_throughput: f64,
+    /// The steady window the throughputs are taken over, seconds: from the
+    /// first to the last scheduled send, so that the drain tail after the
+    /// last send (in `duration_s`) does not dilute them. N requests over
+    /// it count as N - 1 gaps, as the rates do: a run whose every request
+    /// succeeded has a request throughput equal to its scheduled rate.
+    /// With fewer than two requests it is `duration_s` instead, and
+    /// `throughput_window` says so.
+    #[serde(default)]
+    pub window_s: f64,
+    /// `steady` (the window above) or `run` (the whole run, fallback).
+    #[serde(default)]
+    pub throughput_window: String,
     /// TTFT from the actual send.
     pub ttft: Percentiles,
     /// TTFT from the schedule.
@@ -342,7 +509,7 @@ pub struct ClassSummary {
     pub ok: u64,
     /// Failed rows (every outcome but ok).
     pub errors: u64,
-    /// Ok requests per second over the run's duration.
+    /// Ok requests per second over the run's steady window.
     pub request_throughput: f64,
     /// Input tokens per second (ok requests).
     pub input_token_throughput: f64,
@@ -372,6 +539,35 @@ struct ClassAcc {
     ttft_sched: Metric,
     tpot: Metric,
     e2e_sched: Metric,
+}
+
+/// The steady window the throughputs are taken over: from the first to
+/// the last scheduled send of the rows summarised, µs since the epoch.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: i64,
+    end: i64,
+    /// Rows scheduled in it.
+    rows: u64,
+}
+
+impl Window {
+    fn seconds(&self) -> f64 {
+        (self.end - self.start) as f64 / 1e6
+    }
+
+    /// `counts` per second: of the window, where N rows scheduled over
+    /// it make N - 1 gaps (as `scheduled_rate` and `achieved_rate` count
+    /// them, so a step whose every request succeeded has a throughput equal
+    /// to its scheduled rate); of `whole_s` when there is no window.
+    fn rates<const N: usize>(window: Option<Window>, whole_s: f64, counts: [u64; N]) -> [f64; N] {
+        let per_s = match window {
+            Some(w) => (w.rows - 1) as f64 / w.rows as f64 / w.seconds(),
+            None if whole_s > 0.0 => 1.0 / whole_s,
+            None => 0.0,
+        };
+        counts.map(|c| c as f64 * per_s)
+    }
 }
 
 impl ClassAcc {
@@ -639,6 +835,10 @@ pub struct FidelityLimits {
     pub max_rate_error: f64,
     /// Allowed p99 send lag in ms (default 10 ms).
     pub max_p99_lag_ms: f64,
+    /// Percentiles reported besides p50, p90 and p99 (`--percentiles`);
+    /// carried with the limits so that every path that builds a summary
+    /// (live run, sweep step, report) reports the same ones.
+    pub quantiles: Quantiles,
 }
 
 impl Default for FidelityLimits {
@@ -646,6 +846,7 @@ impl Default for FidelityLimits {
         Self {
             max_rate_error: 0.01,
             max_p99_lag_ms: 10.0,
+            quantiles: Quantiles::default(),
         }
     }
 }
@@ -804,11 +1005,9 @@ impl SummaryBuilder {
                 continue;
             }
             acc.ok += 1;
-            acc.input_tokens +=
-                u64::try_from(row.usage_prompt_tokens.unwrap_or(row.input_tokens)).unwrap_or(0);
-            acc.output_tokens +=
-                u64::try_from(row.usage_completion_tokens.unwrap_or(row.output_tokens))
-                    .unwrap_or(0);
+            let (input, output) = row_tokens(row);
+            acc.input_tokens += input;
+            acc.output_tokens += output;
             if let Some(v) = row.ttft_from_schedule_us() {
                 acc.ttft_sched.record(v as f64);
             }
@@ -821,32 +1020,27 @@ impl SummaryBuilder {
         }
     }
 
-    fn class_summaries(&self, duration_s: f64) -> Vec<ClassSummary> {
-        let per_s = |n: u64| {
-            if duration_s > 0.0 {
-                n as f64 / duration_s
-            } else {
-                0.0
-            }
-        };
+    fn class_summaries(&self, window: Option<Window>, duration_s: f64) -> Vec<ClassSummary> {
         let mut out = Vec::new();
         for (column, values) in &self.classes {
             if values.len() < 2 && !self.by.contains(column) {
                 continue;
             }
             for (value, a) in values {
+                let [requests, input, output] =
+                    Window::rates(window, duration_s, [a.ok, a.input_tokens, a.output_tokens]);
                 out.push(ClassSummary {
                     column: column.name().to_owned(),
                     value: value.clone(),
                     requests: a.requests,
                     ok: a.ok,
                     errors: a.requests - a.ok,
-                    request_throughput: per_s(a.ok),
-                    input_token_throughput: per_s(a.input_tokens),
-                    output_token_throughput: per_s(a.output_tokens),
-                    ttft_from_schedule: a.ttft_sched.percentiles(),
-                    tpot: a.tpot.percentiles(),
-                    e2e_from_schedule: a.e2e_sched.percentiles(),
+                    request_throughput: requests,
+                    input_token_throughput: input,
+                    output_token_throughput: output,
+                    ttft_from_schedule: a.ttft_sched.percentiles(&self.limits.quantiles),
+                    tpot: a.tpot.percentiles(&self.limits.quantiles),
+                    e2e_from_schedule: a.e2e_sched.percentiles(&self.limits.quantiles),
                     goodput: self.slo.map(|_| {
                         if a.requests > 0 {
                             a.met as f64 / a.requests as f64
@@ -928,10 +1122,10 @@ impl SummaryBuilder {
             return;
         }
         self.ok += 1;
-        self.ok_output_tokens +=
-            u64::try_from(row.usage_completion_tokens.unwrap_or(row.output_tokens)).unwrap_or(0);
-        self.ok_input_tokens +=
-            u64::try_from(row.usage_prompt_tokens.unwrap_or(row.input_tokens)).unwrap_or(0);
+        let (input, output) = row_tokens(row);
+        self.ok_output_tokens += output;
+        self.ok_input_tokens += input;
+
         if let Some(server) = row.usage_prompt_tokens {
             let sent = row.prompt_tokens_sent.unwrap_or(row.input_tokens);
             *self
@@ -1047,7 +1241,7 @@ impl SummaryBuilder {
         Some(SessionSummary {
             sessions: acc.last.len() as u64,
             turns: acc.turns,
-            stretch: stretch.percentiles(),
+            stretch: stretch.percentiles(&self.limits.quantiles),
             late_turn_share: if acc.timed > 0 {
                 acc.late as f64 / acc.timed as f64
             } else {
@@ -1066,7 +1260,7 @@ impl SummaryBuilder {
                 .filter_map(|(i, m)| {
                     m.as_ref().map(|m| TurnLatency {
                         turn: if i == 4 { "4+".into() } else { i.to_string() },
-                        ttft: m.percentiles(),
+                        ttft: m.percentiles(&self.limits.quantiles),
                     })
                 })
                 .collect(),
@@ -1077,7 +1271,7 @@ impl SummaryBuilder {
                 .filter_map(|(i, m)| {
                     m.as_ref().map(|m| ShareLatency {
                         history_share: format!("{}-{}%", i * 25, i * 25 + 25),
-                        ttft: m.percentiles(),
+                        ttft: m.percentiles(&self.limits.quantiles),
                     })
                 })
                 .collect(),
@@ -1128,7 +1322,7 @@ impl SummaryBuilder {
         } else {
             0.0
         };
-        let send_lag = self.send_lag.percentiles();
+        let send_lag = self.send_lag.percentiles(&self.limits.quantiles);
         let not_sent = self.requests - self.sent;
         let mut problems = Vec::new();
         // A send rate short of the schedule because requests waited for a
@@ -1142,16 +1336,31 @@ impl SummaryBuilder {
         }
         // Waiting for a connection or a --max-in-flight slot is the server
         // holding requests, not the generator being late.
-        let own_lag = self.own_lag.percentiles();
+        let own_lag = self.own_lag.percentiles(&self.limits.quantiles);
+        let rate_kept = problems.is_empty();
         if own_lag.p99_ms > self.limits.max_p99_lag_ms {
             problems.push(format!(
                 "p99 send lag {:.2} ms is above {:.2} ms",
                 own_lag.p99_ms, self.limits.max_p99_lag_ms
             ));
         }
+        // With the rate kept, lag of requests that waited for the run's
+        // own cap (--max-in-flight, --max-connections) is that cap's doing:
+        // the generator sent every request as soon as the cap let it.
+        let capped_lag = rate_kept
+            && self.queued > 0
+            && !problems.is_empty()
+            && send_lag.p99_ms > self.limits.max_p99_lag_ms;
         let queued = self.outcomes.get("dropped").copied().unwrap_or(0);
-        let generator_bottleneck = !problems.is_empty();
-        let verdict = if generator_bottleneck {
+        let generator_bottleneck = !problems.is_empty() && !capped_lag;
+        let verdict = if capped_lag {
+            format!(
+                "the generator kept the rate (achieved {achieved_rate:.2} req/s, {:+.2}% against the schedule); the send lag (p99 {:.2} ms) came from {} requests waiting for a slot under this run's own --max-in-flight or --max-connections cap, not from the load generator: raise the cap to offer the load as scheduled",
+                rate_error * 100.0,
+                send_lag.p99_ms,
+                self.queued
+            )
+        } else if generator_bottleneck {
             format!(
                 "the load generator, not the server, was the bottleneck: {}. Latencies are still measured from the schedule, but the offered load was not what was asked.",
                 problems.join("; ")
@@ -1162,20 +1371,36 @@ impl SummaryBuilder {
             )
         } else if self.queued > 0 {
             format!(
-                "the generator kept the schedule; {} requests then waited for a free connection or slot, held by the server",
+                "the generator kept the schedule; {} requests then waited for a free slot under this run's --max-in-flight or --max-connections cap while the server held every one busy",
                 self.queued
             )
         } else {
             "schedule kept: every request left on time".to_owned()
         };
         let duration_s = span_s(self.first_scheduled, self.last_done.max(self.last_sent));
-        let per_s = |n: u64| {
-            if duration_s > 0.0 {
-                n as f64 / duration_s
-            } else {
-                0.0
-            }
+        let window = match (self.first_scheduled, self.last_scheduled) {
+            (Some(start), Some(end)) if end > start && self.requests > 1 => Some(Window {
+                start,
+                end,
+                rows: self.requests,
+            }),
+            _ => None,
         };
+        let [
+            request_throughput,
+            input_token_throughput,
+            output_token_throughput,
+            met_rate,
+        ] = Window::rates(
+            window,
+            duration_s,
+            [
+                self.ok,
+                self.ok_input_tokens,
+                self.ok_output_tokens,
+                self.met,
+            ],
+        );
         Summary {
             requests: self.requests,
             outcomes: self.outcomes.clone(),
@@ -1189,15 +1414,17 @@ impl SummaryBuilder {
                 generator_bottleneck,
                 verdict,
             },
-            request_throughput: per_s(self.ok),
-            output_token_throughput: per_s(self.ok_output_tokens),
-            input_token_throughput: per_s(self.ok_input_tokens),
-            ttft: self.ttft.percentiles(),
-            ttft_from_schedule: self.ttft_sched.percentiles(),
-            itl: self.itl.percentiles(),
-            tpot: self.tpot.percentiles(),
-            e2e: self.e2e.percentiles(),
-            e2e_from_schedule: self.e2e_sched.percentiles(),
+            request_throughput,
+            output_token_throughput,
+            input_token_throughput,
+            window_s: window.map_or(duration_s, |w| w.seconds()),
+            throughput_window: if window.is_some() { "steady" } else { "run" }.to_owned(),
+            ttft: self.ttft.percentiles(&self.limits.quantiles),
+            ttft_from_schedule: self.ttft_sched.percentiles(&self.limits.quantiles),
+            itl: self.itl.percentiles(&self.limits.quantiles),
+            tpot: self.tpot.percentiles(&self.limits.quantiles),
+            e2e: self.e2e.percentiles(&self.limits.quantiles),
+            e2e_from_schedule: self.e2e_sched.percentiles(&self.limits.quantiles),
             goodput: self.slo.map(|slo| Goodput {
                 slo,
                 met: self.met,
@@ -1207,7 +1434,7 @@ impl SummaryBuilder {
                 } else {
                     0.0
                 },
-                rate: per_s(self.met),
+                rate: met_rate,
             }),
             client: None,
             first_errors: self.first_errors.clone(),
@@ -1218,7 +1445,7 @@ impl SummaryBuilder {
             closed_loop_users: self.closed_loop_users,
             queued: (self.queued > 0).then(|| Queued {
                 requests: self.queued,
-                wait: self.queue_wait.percentiles(),
+                wait: self.queue_wait.percentiles(&self.limits.quantiles),
             }),
             prompt_tokens: PromptTokens::from_differences(
                 &self.prompt_token_diffs,
@@ -1241,14 +1468,22 @@ impl SummaryBuilder {
                         scheduled_rate: per_s(a.requests),
                         achieved_rate: per_s(a.sent),
                         request_throughput: per_s(a.ok),
-                        ttft_from_schedule: a.ttft_sched.percentiles(),
-                        e2e_from_schedule: a.e2e_sched.percentiles(),
+                        ttft_from_schedule: a.ttft_sched.percentiles(&self.limits.quantiles),
+                        e2e_from_schedule: a.e2e_sched.percentiles(&self.limits.quantiles),
                     }
                 })
                 .collect(),
-            classes: self.class_summaries(duration_s),
+            classes: self.class_summaries(window, duration_s),
         }
     }
+}
+
+/// Input and output tokens of a row, the server's usage where it gave one.
+fn row_tokens(row: &ResultRow) -> (u64, u64) {
+    (
+        u64::try_from(row.usage_prompt_tokens.unwrap_or(row.input_tokens)).unwrap_or(0),
+        u64::try_from(row.usage_completion_tokens.unwrap_or(row.output_tokens)).unwrap_or(0),
+    )
 }
 
 /// Summarises rows in one call.
@@ -1269,7 +1504,26 @@ pub fn summarize_stages<'a>(
     stages: Option<&Stages>,
     by: &[ClassColumn],
 ) -> Summary {
-    let mut b = SummaryBuilder::new(slo, FidelityLimits::default(), target_rate, true)
+    summarize_with(
+        rows,
+        slo,
+        target_rate,
+        stages,
+        by,
+        FidelityLimits::default(),
+    )
+}
+
+/// [`summarize_stages`] under `limits` (and its extra percentiles).
+pub fn summarize_with<'a>(
+    rows: impl IntoIterator<Item = &'a ResultRow>,
+    slo: Option<Slo>,
+    target_rate: Option<f64>,
+    stages: Option<&Stages>,
+    by: &[ClassColumn],
+    limits: FidelityLimits,
+) -> Summary {
+    let mut b = SummaryBuilder::new(slo, limits, target_rate, true)
         .stages(stages)
         .by(by);
     let mut any_steady = false;
@@ -1352,7 +1606,7 @@ impl fmt::Display for Summary {
         if let Some(q) = &self.queued {
             writeln!(
                 f,
-                "queued        {} requests waited in the client for a connection or slot (p50 {:.1} ms, p99 {:.1} ms): the server held every one busy, so this is server-side backpressure, part of their latency from the schedule",
+                "queued        {} requests waited in the client for a connection or slot (p50 {:.1} ms, p99 {:.1} ms) under this run's --max-in-flight or --max-connections cap: the server held every one busy, so this is server-side backpressure, part of their latency from the schedule",
                 q.requests, q.wait.p50_ms, q.wait.p99_ms
             )?;
         }
@@ -1372,14 +1626,38 @@ impl fmt::Display for Summary {
         }
         writeln!(
             f,
-            "throughput    {:.2} req/s, {:.1} output tok/s, {:.1} input tok/s",
-            self.request_throughput, self.output_token_throughput, self.input_token_throughput
+            "throughput    {:.2} req/s, {:.1} output tok/s, {:.1} input tok/s ({})",
+            self.request_throughput,
+            self.output_token_throughput,
+            self.input_token_throughput,
+            if self.throughput_window == "run" {
+                format!("over the whole run, {:.1} s", self.window_s)
+            } else {
+                format!(
+                    "steady window {:.1} s, first to last scheduled send",
+                    self.window_s
+                )
+            }
         )?;
-        writeln!(
+        // Percentiles asked for besides p50/p90/p99, as extra columns.
+        let extra: Vec<&String> = self
+            .ttft_from_schedule
+            .percentiles
+            .keys()
+            .chain(self.e2e.percentiles.keys())
+            .filter(|k| !["p50", "p90", "p99"].contains(&k.as_str()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        write!(
             f,
-            "{:<26}{:>10}{:>10}{:>10}{:>10}{:>10}",
-            "latency (ms)", "mean", "p50", "p90", "p99", "max"
+            "{:<26}{:>10}{:>10}{:>10}{:>10}",
+            "latency (ms)", "mean", "p50", "p90", "p99"
         )?;
+        for k in &extra {
+            write!(f, "{k:>10}")?;
+        }
+        writeln!(f, "{:>10}", "max")?;
         let rows = [
             ("TTFT (from schedule)", &self.ttft_from_schedule),
             ("TTFT (from send)", &self.ttft),
@@ -1393,11 +1671,18 @@ impl fmt::Display for Summary {
             if p.count == 0 && self.e2e.count > 0 {
                 continue;
             }
-            writeln!(
+            write!(
                 f,
-                "{name:<26}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
-                p.mean_ms, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
+                "{name:<26}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
+                p.mean_ms, p.p50_ms, p.p90_ms, p.p99_ms
             )?;
+            for k in &extra {
+                match p.percentiles.get(k.as_str()) {
+                    Some(v) => write!(f, "{v:>10.2}")?,
+                    None => write!(f, "{:>10}", "-")?,
+                }
+            }
+            writeln!(f, "{:>10.2}", p.max_ms)?;
         }
         if let Some(c) = &self.client {
             writeln!(
@@ -1674,8 +1959,109 @@ mod tests {
         let s = summarize(&rows, None, Some(10.0));
         assert!(!s.fidelity.generator_bottleneck, "{}", s.fidelity.verdict);
         assert_eq!(s.queued.as_ref().map(|q| q.requests), Some(100));
-        assert!(s.fidelity.verdict.contains("held by the server"));
+        assert!(s.fidelity.verdict.contains("--max-in-flight"));
         assert!(format!("{s}").contains("server-side backpressure"));
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_closest_ranks() {
+        let mut m = Metric::new();
+        // 10..=1 in µs, out of order: numpy.percentile(range(1, 11), q).
+        for v in (1..=10).rev() {
+            m.record(f64::from(v) * 1000.0);
+        }
+        let q: Quantiles = "95,99.9,0,100".parse().unwrap();
+        let p = m.percentiles(&q);
+        assert_eq!(p.count, 10);
+        assert!((p.p50_ms - 5.5).abs() < 1e-12, "{}", p.p50_ms);
+        assert!((p.p90_ms - 9.1).abs() < 1e-12, "{}", p.p90_ms);
+        assert!((p.p99_ms - 9.91).abs() < 1e-12, "{}", p.p99_ms);
+        assert!((p.percentiles["p95"] - 9.55).abs() < 1e-12);
+        assert!((p.percentiles["p99.9"] - 9.991).abs() < 1e-12);
+        assert_eq!((p.percentiles["p0"], p.percentiles["p100"]), (1.0, 10.0));
+        assert_eq!((p.mean_ms, p.max_ms), (5.5, 10.0));
+        // One value is every percentile; none is all zeros.
+        let mut one = Metric::new();
+        one.record(7.0);
+        assert_eq!(one.percentiles(&q).p99_ms, 0.007);
+        assert_eq!(Metric::new().percentiles(&q), Percentiles::default());
+    }
+
+    #[test]
+    fn compacted_runs_keep_every_value() {
+        // Values merged in two batches count as if sorted in one.
+        let first = merge_runs(&[], vec![3.0, 1.0, 3.0, 2.0]);
+        assert_eq!(first, vec![(1.0, 1), (2.0, 1), (3.0, 2)]);
+        let both = merge_runs(&first, vec![2.0, 5.0, 0.5]);
+        assert_eq!(both, vec![(0.5, 1), (1.0, 1), (2.0, 2), (3.0, 2), (5.0, 1)]);
+        let mut m = Metric::new();
+        m.runs = first;
+        m.count = 4;
+        m.sum = 9.0;
+        m.max = 3.0;
+        for v in [2.0, 5.0, 0.5] {
+            m.record(v);
+        }
+        // Sorted: 0.5 1 2 2 3 3 5; h = 6 * 0.5 = 3 -> 2.
+        assert_eq!(m.percentiles(&Quantiles::default()).p50_ms, 0.002);
+    }
+
+    #[test]
+    fn quantiles_parse_and_refuse_nonsense() {
+        let q: Quantiles = "50, 90,p95,99.9,95".parse().unwrap();
+        assert_eq!(q.as_slice(), &[50.0, 90.0, 95.0, 99.9]);
+        assert_eq!(Quantiles::key(99.9), "p99.9");
+        assert_eq!(Quantiles::key(50.0), "p50");
+        assert!("101".parse::<Quantiles>().is_err());
+        assert!("x".parse::<Quantiles>().is_err());
+        assert!("".parse::<Quantiles>().is_err());
+    }
+
+    #[test]
+    fn throughput_leaves_out_the_drain_tail() {
+        // 11 requests scheduled 100 ms apart over 1 s, each done 20 ms
+        // later but the last, which drains for 9 s; one fails.
+        let mut rows: Vec<ResultRow> = (0..11).map(|i| row(i, "ok", 10, 20, 2)).collect();
+        rows[10].completed_at_us = Some(rows[10].scheduled_at_us + 9_000_000);
+        rows[3] = row(3, "http_error", 0, 0, 0);
+        let s = summarize(&rows, None, None);
+        assert_eq!(s.throughput_window, "steady");
+        assert!((s.window_s - 1.0).abs() < 1e-9, "{}", s.window_s);
+        // 10 of 11 ok at a scheduled rate of 10/s.
+        assert!((s.request_throughput - 10.0 / 11.0 * 10.0).abs() < 1e-9);
+        assert!((s.output_token_throughput - 20.0 / 11.0 * 10.0).abs() < 1e-9);
+        assert!(s.duration_s > 9.0);
+        // All ok: the throughput is the scheduled rate.
+        rows[3] = row(3, "ok", 10, 20, 2);
+        let s = summarize(&rows, None, None);
+        assert!((s.request_throughput - s.fidelity.scheduled_rate).abs() < 1e-9);
+        // One request: the whole run.
+        let s = summarize(&rows[..1], None, None);
+        assert_eq!(s.throughput_window, "run");
+        assert!((s.request_throughput - 1.0 / s.duration_s).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lag_from_the_runs_own_cap_is_not_the_generators() {
+        // Rate kept, lag above the limit, and the lagging requests waited
+        // for a --max-in-flight slot: the cap, said so.
+        let mut rows: Vec<ResultRow> = (0..100).map(|i| row(i, "ok", 10, 20, 2)).collect();
+        for r in &mut rows {
+            r.send_lag_us = Some(40_000);
+            r.queue_wait_us = Some(20_000);
+        }
+        let s = summarize(&rows, None, Some(10.0));
+        assert!(!s.fidelity.generator_bottleneck, "{}", s.fidelity.verdict);
+        assert!(
+            s.fidelity.verdict.contains("own --max-in-flight"),
+            "{}",
+            s.fidelity.verdict
+        );
+        assert!(
+            !s.fidelity
+                .verdict
+                .contains("load generator, not the server")
+        );
     }
 
     #[test]
@@ -1717,10 +2103,11 @@ mod tests {
                 )
             })
             .collect();
-        // The first turn is left out; 100% counts in the top quarter.
+        // The first turn is left out; 100% counts in the top quarter (its
+        // median halfway between 5 and 7 ms).
         assert_eq!(
             shares,
-            [("0-25%", 1, 40.0), ("25-50%", 1, 20.0), ("75-100%", 2, 5.0)]
+            [("0-25%", 1, 40.0), ("25-50%", 1, 20.0), ("75-100%", 2, 6.0)]
         );
         assert!(format!("{s}").contains("TTFT by history share"));
     }

@@ -1,9 +1,16 @@
-//! The sweep table: one row per step of a sweep, in `sweep.parquet` and
-//! `sweep.csv` (rewritten after every step). Counters are signed 64-bit
+//! The sweep table: one row per step of a sweep, in `_sweep.parquet` and
+//! `_sweep.csv` (rewritten after every step). Counters are signed 64-bit
 //! integers so that `ok - requests` is a plain subtraction in pandas and
 //! DuckDB.
+//!
+//! Every file of a sweep directory that is not a step's results starts
+//! with `_` (`_sweep.parquet`, `_sweep.csv`, `_capacity.json`, `_probe/`,
+//! `_trace.parquet`): pyarrow, pandas, Polars and DuckDB dataset readers
+//! skip such names, so `pd.read_parquet(DIR)` reads every step's rows and
+//! nothing else. Sweeps written before kept them without the `_`; every
+//! reader here accepts both, and a resumed sweep moves them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -109,6 +116,15 @@ pub struct SweepStep {
     pub generator_bottleneck: bool,
     /// Results file, relative to the sweep directory.
     pub results_path: String,
+    /// Requests per second of the schedule drawn.
+    #[serde(default)]
+    pub scheduled_rate: f64,
+    /// Input tokens per second of the steady window.
+    #[serde(default)]
+    pub input_token_throughput: f64,
+    /// The steady window the throughputs are over, seconds.
+    #[serde(default)]
+    pub window_s: f64,
 }
 
 impl SweepStep {
@@ -148,11 +164,55 @@ impl SweepStep {
             send_lag_p99_ms: s.fidelity.send_lag.p99_ms,
             generator_bottleneck: s.fidelity.generator_bottleneck,
             results_path,
+            scheduled_rate: s.fidelity.scheduled_rate,
+            input_token_throughput: s.input_token_throughput,
+            window_s: s.window_s,
         }
     }
 }
 
-/// Writes `sweep.parquet` and `sweep.csv` (rewritten after every step).
+/// The step table, Parquet.
+pub const TABLE_PARQUET: &str = "_sweep.parquet";
+/// The step table, CSV.
+pub const TABLE_CSV: &str = "_sweep.csv";
+/// Knee, capacity and the auto probe.
+pub const CAPACITY_JSON: &str = "_capacity.json";
+/// The auto probe's results.
+pub const PROBE_DIR: &str = "_probe";
+/// The names sweeps of earlier versions used for the same files.
+pub const LEGACY_NAMES: [&str; 3] = ["sweep.parquet", "sweep.csv", "capacity.json"];
+
+/// Whether `dir` holds a sweep's step table (under either name).
+pub fn has_table(dir: &Path) -> bool {
+    dir.join(TABLE_PARQUET).exists() || dir.join(LEGACY_NAMES[0]).exists()
+}
+
+/// The capacity file of `dir`: `_capacity.json`, or the older
+/// `capacity.json` when only that one is there.
+pub fn capacity_path(dir: &Path) -> PathBuf {
+    let new = dir.join(CAPACITY_JSON);
+    let old = dir.join(LEGACY_NAMES[2]);
+    if !new.exists() && old.exists() {
+        old
+    } else {
+        new
+    }
+}
+
+/// Removes the files of an older sweep's layout once their new names are
+/// written, so the directory reads whole again.
+pub fn remove_legacy(dir: &Path) -> anyhow::Result<()> {
+    for name in LEGACY_NAMES {
+        let path = dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .map_err(|e| anyhow::anyhow!("removing {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `_sweep.parquet` and `_sweep.csv` (rewritten after every step).
 pub fn write_tables(dir: &Path, steps: &[SweepStep]) -> anyhow::Result<()> {
     let f64s = |f: fn(&SweepStep) -> f64| {
         Arc::new(Float64Array::from(steps.iter().map(f).collect::<Vec<_>>())) as ArrayRef
@@ -219,6 +279,9 @@ pub fn write_tables(dir: &Path, steps: &[SweepStep]) -> anyhow::Result<()> {
                     .collect::<Vec<_>>(),
             )),
         ),
+        ("scheduled_rate", f64s(|s| s.scheduled_rate)),
+        ("input_token_throughput", f64s(|s| s.input_token_throughput)),
+        ("window_s", f64s(|s| s.window_s)),
     ];
     let schema = Arc::new(Schema::new(
         columns
@@ -230,12 +293,12 @@ pub fn write_tables(dir: &Path, steps: &[SweepStep]) -> anyhow::Result<()> {
         schema.clone(),
         columns.into_iter().map(|(_, a)| a).collect(),
     )?;
-    let tmp = dir.join("sweep.parquet.partial");
+    let tmp = dir.join("_sweep.parquet.partial");
     let mut w = ArrowWriter::try_new(std::fs::File::create(&tmp)?, schema, None)?;
     w.write(&batch)?;
     w.close()?;
-    std::fs::rename(&tmp, dir.join("sweep.parquet"))?;
-    let mut csv = csv::Writer::from_path(dir.join("sweep.csv"))?;
+    std::fs::rename(&tmp, dir.join(TABLE_PARQUET))?;
+    let mut csv = csv::Writer::from_path(dir.join(TABLE_CSV))?;
     for s in steps {
         csv.serialize(s)?;
     }

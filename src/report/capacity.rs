@@ -8,11 +8,28 @@ use crate::record::sweep_table::{SweepMode, SweepStep};
 /// What the sweep concluded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Capacity {
-    /// Offered rate beyond which throughput stops growing (achieved
-    /// throughput falls below 90% of the offered rate), if reached.
+    /// The offered rate of the knee step (see `knee_achieved_rate`), if
+    /// the knee was reached.
     pub knee_offered_rate: Option<f64>,
-    /// Highest offered rate at which the goodput target was met.
+    /// The offered rate of the highest step that met the goodput target.
     pub slo_capacity_rate: Option<f64>,
+    /// The knee, judged from the load actually sent: the highest achieved
+    /// rate up to which each step's extra achieved load still turned into
+    /// at least half as much extra throughput (ok requests per second of
+    /// the steady window). `None`: not reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knee_achieved_rate: Option<f64>,
+    /// The achieved rate of the highest step that met the goodput target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_capacity_achieved_rate: Option<f64>,
+    /// True when the capacity step is the sweep's highest: every higher
+    /// load is untested, so the capacity is at least this much (`≥`).
+    #[serde(default)]
+    pub slo_capacity_lower_bound: bool,
+    /// The highest achieved rate (or user count) the sweep ran: with no
+    /// knee, the knee is above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highest_achieved: Option<f64>,
     /// The SLO, as given.
     pub slo: Option<String>,
     /// The goodput target.
@@ -48,6 +65,22 @@ impl Capacity {
     pub fn conclude(&mut self, steps: &[SweepStep], goodput: Option<f64>) {
         let concurrency =
             steps.iter().all(|s| s.mode == SweepMode::Concurrency) && !steps.is_empty();
+        let top = if concurrency {
+            steps.iter().map(|s| s.offered).reduce(f64::max)
+        } else {
+            steps.iter().map(|s| s.achieved_rate).reduce(f64::max)
+        };
+        self.highest_achieved = top;
+        let passing =
+            |s: &&SweepStep| goodput.is_some_and(|g| s.goodput_fraction.is_some_and(|f| f >= g));
+        // The capacity step and whether any step above it (by offered
+        // load) was run at all.
+        let best = steps
+            .iter()
+            .filter(passing)
+            .max_by(|a, b| a.offered.total_cmp(&b.offered));
+        self.slo_capacity_lower_bound =
+            best.is_some_and(|b| steps.iter().all(|s| s.offered <= b.offered));
         if concurrency {
             self.knee_concurrency = knee_concurrency(steps);
             self.slo_capacity_concurrency = goodput.and_then(|g| {
@@ -58,8 +91,11 @@ impl Capacity {
                     .reduce(f64::max)
             });
         } else {
-            self.knee_offered_rate = knee(steps);
-            self.slo_capacity_rate = goodput.and_then(|g| slo_capacity(steps, g));
+            let k = knee_step(steps);
+            self.knee_offered_rate = k.map(|s| s.offered_rate);
+            self.knee_achieved_rate = k.map(|s| s.achieved_rate);
+            self.slo_capacity_rate = best.map(|s| s.offered_rate);
+            self.slo_capacity_achieved_rate = best.map(|s| s.achieved_rate);
         }
     }
 }
@@ -82,26 +118,35 @@ pub fn knee_concurrency(steps: &[SweepStep]) -> Option<f64> {
     })
 }
 
-/// The knee: the highest offered rate up to which each step's extra load
-/// still turned into at least half as much extra throughput. Marginal gains
-/// are used rather than throughput/offered ratios, because a short step's
-/// throughput is diluted by its drain tail at every load alike.
-/// Steps with no successful request say nothing about throughput: with no
-/// such step at all there is no knee.
+/// The knee's offered rate (see [`knee_step`]).
 pub fn knee(steps: &[SweepStep]) -> Option<f64> {
+    knee_step(steps).map(|s| s.offered_rate)
+}
+
+/// The knee step: the highest step, by the load actually sent (achieved
+/// rate, not the nominal one: a Poisson step of 8 req/s may send 6.9), up
+/// to which each step's extra achieved load still turned into at least
+/// half as much extra throughput (ok requests per second of the steady
+/// window, so the drain tail after the last send does not dilute it).
+/// Marginal gains rather than ratios, so that a constant shortfall at
+/// every load (the window's edges) does not read as saturation. Steps with
+/// no successful request say nothing about throughput: with no such step
+/// at all there is no knee.
+pub fn knee_step(steps: &[SweepStep]) -> Option<&SweepStep> {
     if steps.iter().all(|s| s.ok == 0) {
         return None;
     }
     let mut sorted: Vec<&SweepStep> = steps.iter().collect();
-    sorted.sort_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate));
+    sorted.sort_by(|a, b| a.achieved_rate.total_cmp(&b.achieved_rate));
     sorted.windows(2).find_map(|w| {
-        let d_offered = w[1].offered_rate - w[0].offered_rate;
+        let d_load = w[1].achieved_rate - w[0].achieved_rate;
         let d_tput = w[1].request_throughput - w[0].request_throughput;
-        (d_offered > 0.0 && d_tput < 0.5 * d_offered).then_some(w[0].offered_rate)
+        (d_load > 0.0 && d_tput < 0.5 * d_load).then_some(w[0])
     })
 }
 
-/// The highest offered rate whose goodput met `target`, if any step did.
+/// The highest offered rate whose goodput met `target`, if any step did
+/// (`Capacity::conclude` also keeps that step's achieved rate).
 pub fn slo_capacity(steps: &[SweepStep], target: f64) -> Option<f64> {
     steps
         .iter()
@@ -160,38 +205,66 @@ pub fn render_table(steps: &[SweepStep], capacity: &Capacity) -> String {
             if s.generator_bottleneck { "  (generator-bound)" } else { "" }
         ));
     }
+    out.push_str(&render_conclusions(steps, capacity));
+    out
+}
+
+/// The knee and capacity lines, said plainly: the knee's and the
+/// capacity's achieved rate (with the offered one), `≥` when the capacity
+/// step was the highest one run, "not reached" with the highest load run.
+pub fn render_conclusions(steps: &[SweepStep], capacity: &Capacity) -> String {
+    let mut out = String::new();
     let users = steps.iter().any(|s| s.mode == SweepMode::Concurrency);
     let (knee, slo_capacity) = capacity.conclusions(users);
-    let load = |v: f64| {
-        if users {
-            format!("{v} users")
-        } else {
-            format!("{v:.2} req/s")
-        }
-    };
     let closed = if users { " (closed loop)" } else { "" };
+    let top = capacity.highest_achieved;
+    let rate = |achieved: Option<f64>, offered: f64| match achieved {
+        Some(a) => format!("{a:.2} req/s achieved (offered {})", fmt_load(offered)),
+        None => format!("{offered:.2} req/s offered"),
+    };
     out.push_str(&match (knee, users) {
-        (Some(k), _) => format!(
-            "knee          throughput stops following the {} above {}{closed}\n",
-            if users { "users" } else { "offered load" },
-            load(k)
+        (Some(k), true) => {
+            format!("knee          throughput stops following the users above {k} users{closed}\n")
+        }
+        (Some(k), false) => format!(
+            "knee          throughput stops following the load above {}\n",
+            rate(capacity.knee_achieved_rate, k)
         ),
-        (None, true) => {
-            "knee          not reached: each added user still added throughput (closed loop)\n"
-                .into()
-        }
-        (None, false) => {
-            "knee          not reached: throughput kept up with every offered load\n".into()
-        }
+        (None, true) => format!(
+            "knee          not reached: each added user still added throughput, up to {} users (closed loop)\n",
+            top.unwrap_or(0.0)
+        ),
+        (None, false) => format!(
+            "knee          not reached: throughput kept up with every load, up to {:.2} req/s achieved (the knee is above it)\n",
+            top.unwrap_or(0.0)
+        ),
     });
     if let Some(slo) = &capacity.slo {
+        let pct = capacity.goodput_target.unwrap_or(0.0) * 100.0;
+        let (ge, why) = if capacity.slo_capacity_lower_bound {
+            (
+                "≥ ",
+                ": the highest step passed, higher loads were not tried",
+            )
+        } else {
+            ("", "")
+        };
+        let every = capacity.slo_capacity_lower_bound
+            && steps.iter().all(|s| {
+                capacity
+                    .goodput_target
+                    .is_some_and(|g| s.goodput_fraction.is_some_and(|f| f >= g))
+            });
+        let why = if every { ": every step passed" } else { why };
         out.push_str(&match slo_capacity {
-            Some(c) => format!(
-                "capacity      {} with {:.0}% of requests meeting {slo}{closed}\n",
-                load(c),
-                capacity.goodput_target.unwrap_or(0.0) * 100.0
+            Some(c) if users => format!(
+                "capacity      {ge}{c} users with {pct:.0}% of requests meeting {slo}{closed}{why}\n"
             ),
-            None => format!("capacity      no step met {slo} for enough requests\n"),
+            Some(c) => format!(
+                "capacity      {ge}{} with {pct:.0}% of requests meeting {slo}{why}\n",
+                rate(capacity.slo_capacity_achieved_rate, c)
+            ),
+            None => format!("capacity      no step met {slo} for {pct:.0}% of requests\n"),
         });
     }
     out
@@ -213,6 +286,7 @@ mod tests {
                 request_throughput: tput,
                 fidelity: crate::record::summary::Fidelity {
                     target_rate: rate,
+                    achieved_rate: rate,
                     ..Default::default()
                 },
                 ..Summary::default()
@@ -231,6 +305,71 @@ mod tests {
         ];
         assert_eq!(knee(&steps), Some(8.0));
         assert_eq!(knee(&steps[..3]), None);
+    }
+
+    #[test]
+    fn the_knee_is_judged_from_the_load_sent_not_the_nominal_one() {
+        // A Poisson step of 8 req/s that sent 6.93 and served all of it:
+        // it passed, and so did everything below it.
+        let mut a = step(4.0, 3.95);
+        a.achieved_rate = 3.95;
+        let mut b = step(8.0, 6.93);
+        b.achieved_rate = 6.93;
+        for s in [&mut a, &mut b] {
+            s.goodput_fraction = Some(1.0);
+        }
+        let steps = [a, b];
+        let mut c = Capacity {
+            slo: Some("ttft=500ms".into()),
+            goodput_target: Some(0.99),
+            ..Capacity::default()
+        };
+        c.conclude(&steps, Some(0.99));
+        assert_eq!(c.knee_offered_rate, None);
+        assert_eq!(c.slo_capacity_achieved_rate, Some(6.93));
+        assert!(c.slo_capacity_lower_bound);
+        let text = render_table(&steps, &c);
+        assert!(!text.contains("above 4"), "{text}");
+        assert!(
+            text.contains("knee          not reached: throughput kept up with every load, up to 6.93 req/s achieved"),
+            "{text}"
+        );
+        assert!(
+            text.contains("capacity      ≥ 6.93 req/s achieved (offered 8) with 99% of requests meeting ttft=500ms: every step passed"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_capacity_below_a_failing_step_is_exact() {
+        let mut steps = vec![step(2.0, 2.0), step(4.0, 4.0), step(8.0, 7.9)];
+        steps[0].goodput_fraction = Some(1.0);
+        steps[1].goodput_fraction = Some(0.995);
+        steps[2].goodput_fraction = Some(0.4);
+        let mut c = Capacity {
+            slo: Some("ttft=500ms".into()),
+            goodput_target: Some(0.99),
+            ..Capacity::default()
+        };
+        c.conclude(&steps, Some(0.99));
+        assert_eq!(c.slo_capacity_rate, Some(4.0));
+        assert!(!c.slo_capacity_lower_bound);
+        let text = render_table(&steps, &c);
+        assert!(
+            text.contains("capacity      4.00 req/s achieved (offered 4) with 99%"),
+            "{text}"
+        );
+        assert!(!text.contains('≥'), "{text}");
+        // A knee reached is said with the load sent and the one offered.
+        let steps = vec![step(2.0, 2.0), step(4.0, 4.0), step(8.0, 4.5)];
+        let mut c = Capacity::default();
+        c.conclude(&steps, None);
+        assert_eq!(c.knee_achieved_rate, Some(4.0));
+        assert!(
+            render_table(&steps, &c).contains("above 4.00 req/s achieved (offered 4)"),
+            "{}",
+            render_table(&steps, &c)
+        );
     }
 
     #[test]
