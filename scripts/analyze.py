@@ -272,6 +272,8 @@ def main():
                    help="share of requests that must meet the SLO for the capacity (default 0.99)")
     a = p.parse_args()
     target = pathlib.Path(a.results_dir)
+    if not target.exists():
+        raise SystemExit(f"{target}: no such file or directory")
     default_out = target.parent / (target.stem + "-analysis") if target.is_file() else target / "analysis"
     out = pathlib.Path(a.out or default_out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ pub mod schema;
 pub mod server_metrics;
 pub mod summary;
 pub mod sweep_table;
+pub mod vllm;
 pub mod writer;
 
 pub use reader::read_results;

@@ -164,3 +164,51 @@ def test_a_sweeps_figures_agree_through_every_path(run, sweep_dir, tmp_path):
         assert f"above {capacity['knee_achieved_rate']:.2f} req/s achieved" in stdout
     else:
         assert "knee          not reached" in stdout
+
+
+def test_the_issues_sweep_reports_no_false_knee_and_a_lower_bound(run, datasets, tmp_path):
+    """sweep --rates 4,8 --step-duration 5s on the simulator: 8 req/s (Poisson,
+    sending less than 8) passes, so there is no knee above 4, and a capacity
+    every step met is a lower bound."""
+    out = tmp_path / "s"
+    proc = run("sweep", datasets / "azure_conv_small.parquet", "--out-dir", out, "--rates", "4,8",
+               "--step-duration", "5s", "--slo", "ttft=500ms", "--search-steps", "0", "-q")
+    text = proc.stdout
+    assert "knee          not reached" in text, text
+    assert "above 4" not in text, text
+    assert "capacity      ≥ " in text and "every step passed" in text, text
+    capacity = json.loads((out / "_capacity.json").read_text())
+    assert capacity["knee_offered_rate"] is None and capacity["slo_capacity_lower_bound"] is True
+    assert capacity["slo_capacity_rate"] == 8
+    steps = pd.read_csv(out / "_sweep.csv")
+    # Every request succeeded: throughput is the scheduled rate of the
+    # steady window, not diluted by the drain tail.
+    assert (steps["ok"] == steps["requests"]).all()
+    assert steps["request_throughput"].tolist() == pytest.approx(steps["scheduled_rate"].tolist(), rel=1e-9)
+    # analyze.py on the same sweep finds the same.
+    proc = subprocess.run([sys.executable, ROOT / "scripts" / "analyze.py", out, "--out", tmp_path / "a"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "knee          not reached" in proc.stdout and "capacity      ≥ " in proc.stdout, proc.stdout
+    assert "TTFT <= 500 ms" in proc.stdout
+
+
+def test_analyze_py_reads_one_results_file_and_says_its_slo(run, datasets, tmp_path):
+    out = tmp_path / "results-20261204T180000.parquet"
+    run("replay", datasets / "azure_conv_small.parquet", "--rate", "10", "--requests", "20", "-o", out, "-q")
+    script = [sys.executable, ROOT / "scripts" / "analyze.py", out]
+    proc = subprocess.run(script, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "NotADirectoryError" not in proc.stderr
+    # No --slo on the run, no flags: the default, said so.
+    assert "slo           TTFT <= 500 ms, TPOT <= 50 ms (the default" in proc.stdout, proc.stdout
+    summary = pd.read_csv(tmp_path / "results-20261204T180000-analysis" / "step_summary.csv")
+    assert summary["requests"].tolist() == [20]
+    # Flags win, and are said.
+    proc = subprocess.run(script + ["--slo-ttft-ms", "1", "--out", tmp_path / "b"], capture_output=True, text=True,
+                          timeout=120)
+    assert "slo           TTFT <= 1 ms, TPOT <= none (from the flags)" in proc.stdout, proc.stdout
+    assert pd.read_csv(tmp_path / "b" / "step_summary.csv")["goodput_fraction"].tolist() == [0.0]
+    missing = subprocess.run([sys.executable, ROOT / "scripts" / "analyze.py", tmp_path / "nope.parquet"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "no such file" in missing.stderr

@@ -461,7 +461,21 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         recorded.rows
     ));
     if let Some(path) = &args.summary_json {
-        let text = serde_json::to_string_pretty(&recorded.summary)?;
+        let text = match args.summary_format {
+            crate::cli::SummaryFormat::LlmReplay => {
+                serde_json::to_string_pretty(&recorded.summary)?
+            }
+            // vLLM's keys need the rows: read back from the results file.
+            crate::cli::SummaryFormat::Vllm => {
+                let results = crate::record::read_results(&recorded.path)?;
+                serde_json::to_string_pretty(&crate::record::vllm::result(
+                    &results.rows,
+                    &results.metadata,
+                    args.slo,
+                    &args.percentiles.unwrap_or_default(),
+                ))?
+            }
+        };
         std::fs::write(path, text + "\n")
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         stdout(format_args!("summary json  {}\n", path.display()));
