@@ -11,7 +11,7 @@ venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import pyarrow, pandas, duckdb, matplotlib, pytest' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import pyarrow, pandas, duckdb, matplotlib, pytest, polars, jsonschema' 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements.txt
 fi
 # `cargo test` built the binary for the integration tests; building it again
