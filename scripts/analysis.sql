@@ -23,7 +23,10 @@ FROM read_parquet(getvariable('results_dir') || '/**/results*.parquet',
                   hive_partitioning = true, union_by_name = true, filename = true);
 
 -- Per step: offered and achieved rate, outcomes, latency percentiles (ms,
--- from the schedule), and goodput with failures in the denominator.
+-- from the schedule), and goodput with failures in the denominator. An
+-- objective on a value a request does not have (the TTFT of an embeddings
+-- request, the TPOT of a one-token reply) does not fail it, as in the
+-- summary.
 CREATE OR REPLACE VIEW step_summary AS
 SELECT step,
        count(*) AS requests,
@@ -38,7 +41,7 @@ SELECT step,
        quantile_cont(e2e_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p99_ms,
        quantile_cont(send_lag_us, 0.99) / 1e3 AS send_lag_p99_ms,
        avg(CASE WHEN outcome = 'ok'
-                 AND ttft_sched_us <= getvariable('slo_ttft_ms') * 1e3
+                 AND coalesce(ttft_sched_us, 0) <= getvariable('slo_ttft_ms') * 1e3
                  AND coalesce(tpot_us, 0) <= getvariable('slo_tpot_ms') * 1e3
                 THEN 1.0 ELSE 0.0 END) AS goodput_fraction
 FROM results
@@ -145,3 +148,45 @@ FROM results
 WHERE stage IS NOT NULL
 GROUP BY ALL
 ORDER BY step, stage;
+
+-- Figures by class, as the summary's breakdown: one row per step, class
+-- column (api, model, request_kind, user_id) and value. A column is listed
+-- when it holds more than one value in a step; rows without a value count
+-- as '(null)'. Goodput as in step_summary (failures counted); input_tokens
+-- sums the ok rows' prompt tokens (the server's count when it gave one).
+CREATE OR REPLACE VIEW by_class AS
+WITH steady AS (SELECT * FROM results WHERE phase = 'steady'),
+classed AS (
+    SELECT 'api' AS class_column, coalesce(api, '(null)') AS class_value, * FROM steady
+    UNION ALL
+    SELECT 'model', coalesce(model, '(null)'), * FROM steady
+    UNION ALL
+    SELECT 'request_kind', coalesce(request_kind, '(null)'), * FROM steady
+    UNION ALL
+    SELECT 'user_id', coalesce(user_id, '(null)'), * FROM steady
+),
+grouped AS (
+    SELECT step,
+           class_column,
+           class_value,
+           count(*) AS requests,
+           count(*) FILTER (WHERE outcome = 'ok') AS ok,
+           count(*) FILTER (WHERE outcome <> 'ok') AS errors,
+           sum(coalesce(usage_prompt_tokens, input_tokens)) FILTER (WHERE outcome = 'ok') AS input_tokens,
+           quantile_cont(ttft_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p50_ms,
+           quantile_cont(ttft_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p99_ms,
+           quantile_cont(tpot_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p50_ms,
+           quantile_cont(tpot_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p99_ms,
+           quantile_cont(e2e_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p50_ms,
+           quantile_cont(e2e_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p99_ms,
+           avg(CASE WHEN outcome = 'ok'
+                     AND coalesce(ttft_sched_us, 0) <= getvariable('slo_ttft_ms') * 1e3
+                     AND coalesce(tpot_us, 0) <= getvariable('slo_tpot_ms') * 1e3
+                    THEN 1.0 ELSE 0.0 END) AS goodput_fraction
+    FROM classed
+    GROUP BY ALL
+)
+SELECT * EXCLUDE (values_in_column)
+FROM (SELECT *, count(*) OVER (PARTITION BY step, class_column) AS values_in_column FROM grouped)
+WHERE values_in_column > 1
+ORDER BY step, class_column, class_value;
