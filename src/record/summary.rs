@@ -24,34 +24,57 @@ pub struct Slo {
     pub tpot_us: Option<u64>,
     /// End-to-end latency, µs.
     pub e2e_us: Option<u64>,
+    /// Inter-token latency, µs: the request's longest gap between content
+    /// chunks, so a stream that stalls mid-reply fails it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itl_us: Option<u64>,
 }
 
 impl FromStr for Slo {
     type Err = String;
 
-    /// `ttft=500ms,tpot=50ms,e2e=10s` (any subset; humantime durations).
+    /// `ttft=500ms,tpot=50ms,e2e=10s,itl=200ms` (any subset; humantime
+    /// durations), or vLLM's `--goodput` form `ttft:500 tpot:50` (bare
+    /// numbers are milliseconds; `e2el` is vLLM's name for e2e). Terms are
+    /// separated by commas or spaces.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut slo = Slo::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let terms = s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty());
+        for part in terms {
             let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("SLO term {part:?} is not key=duration"))?;
-            let d: Duration = humantime::parse_duration(value.trim())
-                .map_err(|e| format!("SLO {key}: {value:?} is not a duration: {e}"))?;
-            let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-            match key.trim() {
+                .split_once(['=', ':'])
+                .ok_or_else(|| format!("SLO term {part:?} is not key=duration (or key:ms)"))?;
+            let (key, value) = (key.trim(), value.trim());
+            let us = match value.parse::<f64>() {
+                Ok(ms) if ms.is_finite() && ms >= 0.0 => (ms * 1000.0).round() as u64,
+                Ok(_) => {
+                    return Err(format!(
+                        "SLO {key}: {value:?} must be a positive number of ms"
+                    ));
+                }
+                Err(_) => {
+                    let d: Duration = humantime::parse_duration(value).map_err(|e| {
+                        format!("SLO {key}: {value:?} is not a duration (500ms, 2s) or a number of ms: {e}")
+                    })?;
+                    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+                }
+            };
+            match key {
                 "ttft" => slo.ttft_us = Some(us),
                 "tpot" => slo.tpot_us = Some(us),
-                "e2e" => slo.e2e_us = Some(us),
+                "e2e" | "e2el" => slo.e2e_us = Some(us),
+                "itl" => slo.itl_us = Some(us),
                 other => {
                     return Err(format!(
-                        "unknown SLO metric {other:?}: use ttft, tpot or e2e"
+                        "unknown SLO metric {other:?}: use ttft, tpot, e2e (or e2el) or itl"
                     ));
                 }
             }
         }
         if slo == Slo::default() {
-            return Err("an SLO needs at least one of ttft, tpot, e2e".into());
+            return Err("an SLO needs at least one of ttft, tpot, e2e, itl".into());
         }
         Ok(slo)
     }
@@ -69,6 +92,9 @@ impl fmt::Display for Slo {
         }
         if let Some(v) = self.e2e_us {
             parts.push(format!("e2e={}", ms(v)));
+        }
+        if let Some(v) = self.itl_us {
+            parts.push(format!("itl={}", ms(v)));
         }
         f.write_str(&parts.join(","))
     }
@@ -90,6 +116,7 @@ impl Slo {
         within(self.ttft_us, row.ttft_from_schedule_us().map(|v| v as f64))
             && within(self.tpot_us, row.tpot_us())
             && within(self.e2e_us, row.e2e_from_schedule_us().map(|v| v as f64))
+            && within(self.itl_us, row.itl_us.iter().max().map(|&v| v as f64))
     }
 }
 
@@ -1595,6 +1622,45 @@ mod tests {
         assert!("ttft=fast".parse::<Slo>().is_err());
         assert!("latency=1s".parse::<Slo>().is_err());
         assert!("".parse::<Slo>().is_err());
+    }
+
+    #[test]
+    fn slo_takes_vllms_goodput_form_and_an_itl_objective() {
+        let slo: Slo = "ttft:500 tpot:50.5 e2el:10000".parse().unwrap();
+        assert_eq!(
+            (slo.ttft_us, slo.tpot_us, slo.e2e_us),
+            (Some(500_000), Some(50_500), Some(10_000_000)),
+            "bare numbers are milliseconds"
+        );
+        let slo: Slo = "itl=200ms,ttft:1s".parse().unwrap();
+        assert_eq!((slo.itl_us, slo.ttft_us), (Some(200_000), Some(1_000_000)));
+        assert_eq!(slo.to_string(), "ttft=1000ms,itl=200ms");
+        assert_eq!(
+            slo.to_string().parse::<Slo>(),
+            Ok(slo),
+            "Display parses back"
+        );
+        let err = "ttft:-5".parse::<Slo>().unwrap_err();
+        assert!(err.contains("positive"), "{err}");
+        let err = "queue:5".parse::<Slo>().unwrap_err();
+        assert!(err.contains("itl"), "{err}");
+    }
+
+    #[test]
+    fn the_itl_objective_bounds_a_requests_longest_gap() {
+        let slo: Slo = "itl=50ms".parse().unwrap();
+        let mut steady = row(0, "ok", 100, 1_000, 4);
+        steady.itl_us = vec![40_000, 50_000, 30_000];
+        let mut stalled = steady.clone();
+        stalled.itl_us = vec![10_000, 400_000, 10_000];
+        let mut one_chunk = steady.clone();
+        one_chunk.itl_us.clear();
+        assert!(slo.met_by(&steady), "a gap equal to the limit meets it");
+        assert!(!slo.met_by(&stalled), "one stall fails the request");
+        assert!(slo.met_by(&one_chunk), "no gaps: nothing to fail");
+        let s = summarize(&[steady, stalled, one_chunk], Some(slo), None);
+        let g = s.goodput.unwrap();
+        assert_eq!((g.met, g.total), (2, 3));
     }
 
     #[test]
