@@ -11,6 +11,13 @@
 //! factor the server saw next to the schedule's own, and how late each
 //! request arrived against its `scheduled_at`.
 //!
+//! When `wrk` is installed (`apt-get install wrk`), the same rates are also
+//! sent by wrk, paced by a Lua `delay()` per connection, against the same
+//! kind of simulator, and the CPU per request of llm-replay is set against
+//! wrk's from the same run (wrk reads each whole response; it parses no SSE
+//! event, times no token and writes no row, so the ratio is an upper bound
+//! of what llm-replay's extra work costs).
+//!
 //! `cargo bench --bench open_loop`
 //! (`LLM_REPLAY_BENCH_SECONDS=N` sets each step's length, default 10;
 //! `LLM_REPLAY_BENCH_LONG=1` adds a 1,000,000-request run.)
@@ -258,6 +265,8 @@ fn main() {
         "peak MiB"
     );
     let mut judged = Vec::new();
+    // (rate, achieved, CPU µs per request) of our runs, for the wrk table.
+    let mut ours: Vec<(u32, f64, f64)> = Vec::new();
     for rate in [500u32, 1_000, 2_000, 5_000, 10_000] {
         // Each rate gets a simulator of its own, whose arrival log judges
         // the run from the server's side.
@@ -276,6 +285,13 @@ fn main() {
         judged.push((rate, server_side(&results, &log)));
         std::fs::remove_file(&results).unwrap();
         let f = &s["fidelity"];
+        if [1_000, 5_000, 10_000].contains(&rate) {
+            ours.push((
+                rate,
+                f["achieved_rate"].as_f64().unwrap_or(0.0),
+                s["client"]["cpu_us_per_request"].as_f64().unwrap_or(0.0),
+            ));
+        }
         println!(
             "{rate:>7} {:>10.1} {:>8.2}% {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>8} {:>10.1}µs {:>9.0}",
             f["achieved_rate"].as_f64().unwrap_or(0.0),
@@ -306,6 +322,28 @@ fn main() {
     );
     for (rate, line) in judged {
         println!("{rate:>7} {line}");
+    }
+    if wrk_available() {
+        println!(
+            "llm-replay against wrk (paced, one thread, 64 connections), {seconds} s per rate, same simulator:"
+        );
+        println!(
+            "{:>7} {:>12} {:>12} {:>12} {:>12} {:>7}",
+            "rate", "ours req/s", "ours CPU/req", "wrk req/s", "wrk CPU/req", "ratio"
+        );
+        for (rate, ours_rate, ours_cpu) in &ours {
+            let port = free_port();
+            let log = dir.path().join(format!("wrk-arrivals-{rate}.csv"));
+            let sim = logging_sim(port, &log);
+            let (wrk_rate, wrk_cpu) = wrk_run(dir.path(), port, *rate, seconds);
+            stop(sim);
+            println!(
+                "{rate:>7} {ours_rate:>12.1} {ours_cpu:>10.1}µs {wrk_rate:>12.1} {wrk_cpu:>10.1}µs {:>6.1}x",
+                ours_cpu / wrk_cpu.max(1e-9)
+            );
+        }
+    } else {
+        println!("wrk is not installed (apt-get install wrk): no comparison run");
     }
     let mut lengths = vec![20_000u64, 60_000];
     if std::env::var("LLM_REPLAY_BENCH_LONG").is_ok() {
@@ -355,6 +393,82 @@ fn main() {
             s["fidelity"]["send_lag"]["p99_ms"].as_f64().unwrap_or(0.0),
         );
     }
+}
+
+fn wrk_available() -> bool {
+    Command::new("wrk")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// wrk at `rate` for `seconds` against the simulator on `port`: 64
+/// connections, each waiting 64/rate seconds before its next request (Lua
+/// `delay()`, whole milliseconds), the same 16-token streamed completion
+/// as ours. Returns the achieved rate and wrk's CPU per request, µs (user
+/// and system time from the shell's `times`).
+fn wrk_run(dir: &Path, port: u16, rate: u32, seconds: u64) -> (f64, f64) {
+    const CONNECTIONS: u32 = 64;
+    let script = dir.join(format!("wrk-{rate}.lua"));
+    let prompt = vec!["word"; 32].join(" ");
+    let body = serde_json::json!({
+        "model": "llm-replay-sim",
+        "prompt": prompt,
+        "max_tokens": 16,
+        "stream": true,
+    });
+    let delay_ms = (f64::from(CONNECTIONS) * 1000.0 / f64::from(rate))
+        .round()
+        .max(1.0);
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = [[{body}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\nfunction delay() return {delay_ms} end\n"
+        ),
+    )
+    .unwrap();
+    let pin = if std::env::var("LLM_REPLAY_BENCH_PIN").is_ok()
+        && Path::new("/usr/bin/taskset").exists()
+    {
+        "taskset -c 0 "
+    } else {
+        ""
+    };
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{pin}wrk -t1 -c{CONNECTIONS} -d{seconds}s -s {} http://127.0.0.1:{port}/v1/completions; times",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in ")
+                .map(|(n, _)| n.trim().parse().unwrap_or(0.0))
+        })
+        .unwrap_or(0.0);
+    // `times` prints the shell's own times, then its children's.
+    let child = text.lines().last().unwrap_or("");
+    let secs = |t: &str| -> f64 {
+        let (m, s) = t
+            .trim_end_matches('s')
+            .split_once('m')
+            .unwrap_or(("0", "0"));
+        m.parse::<f64>().unwrap_or(0.0) * 60.0 + s.parse::<f64>().unwrap_or(0.0)
+    };
+    let cpu: f64 = child.split_whitespace().map(secs).sum();
+    let per_request = if requests > 0.0 {
+        cpu * 1e6 / requests
+    } else {
+        0.0
+    };
+    (requests / seconds as f64, per_request)
 }
 
 struct KillOnDrop(std::process::Child);

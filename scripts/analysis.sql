@@ -31,22 +31,29 @@ FROM read_parquet(CASE WHEN ends_with(getvariable('results_dir'), '.parquet')
                   hive_partitioning = true, union_by_name = true, filename = true);
 
 -- Per step: offered and achieved rate, outcomes, latency percentiles (ms,
--- from the schedule), and goodput with failures in the denominator.
--- Throughputs are per second of the steady window, from the first to the
--- last scheduled send (the drain tail after it left out), N requests over
--- it counting as N - 1 gaps as the rates do; with fewer than two requests,
--- per second of the whole run (first send to last completion). The columns
--- after goodput_fraction match sweep.csv's of the same name.
+-- from the schedule), and goodput with failures in the denominator. An
+-- objective on a value a request does not have (the TTFT of an embeddings
+-- request, the TPOT of a one-token reply) does not fail it, as in the
+-- summary. Throughputs count the successes (and their tokens) completed
+-- in the steady window, from the first to the last scheduled send, per
+-- second of it (the drain tail after it left out); when nothing completed
+-- in it, every success per second of the whole run. The columns after
+-- goodput_fraction match the sweep table's of the same name.
 CREATE OR REPLACE VIEW step_summary AS
-WITH itl AS (
-    SELECT step, unnest(itl_us) AS itl_us
+WITH steady AS (
+    SELECT *,
+           outcome = 'ok'
+             AND coalesce(ttft_sched_us, 0) <= getvariable('slo_ttft_ms') * 1e3
+             AND coalesce(tpot_us, 0) <= getvariable('slo_tpot_ms') * 1e3 AS met,
+           coalesce(usage_completion_tokens, output_tokens) AS out_tokens,
+           coalesce(usage_prompt_tokens, input_tokens) AS in_tokens
     FROM results
-    WHERE phase = 'steady' AND outcome = 'ok'
+    WHERE phase = 'steady'
 ), itl_by_step AS (
     SELECT step,
            quantile_cont(itl_us, 0.5) / 1e3 AS itl_p50_ms,
            quantile_cont(itl_us, 0.99) / 1e3 AS itl_p99_ms
-    FROM itl
+    FROM (SELECT step, unnest(itl_us) AS itl_us FROM steady WHERE outcome = 'ok')
     GROUP BY step
 ), steps AS (
     SELECT step,
@@ -61,41 +68,47 @@ WITH itl AS (
            quantile_cont(tpot_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p99_ms,
            quantile_cont(e2e_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p99_ms,
            quantile_cont(send_lag_us, 0.99) / 1e3 AS send_lag_p99_ms,
-           avg(CASE WHEN outcome = 'ok'
-                     AND ttft_sched_us <= getvariable('slo_ttft_ms') * 1e3
-                     AND coalesce(tpot_us, 0) <= getvariable('slo_tpot_ms') * 1e3
-                    THEN 1.0 ELSE 0.0 END) AS goodput_fraction,
+           avg(CASE WHEN met THEN 1.0 ELSE 0.0 END) AS goodput_fraction,
            quantile_cont(ttft_sched_us, 0.9) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p90_ms,
            quantile_cont(tpot_us, 0.9) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p90_ms,
            quantile_cont(e2e_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p50_ms,
            quantile_cont(e2e_sched_us, 0.9) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p90_ms,
-           count(*) FILTER (WHERE outcome = 'ok'
-                              AND ttft_sched_us <= getvariable('slo_ttft_ms') * 1e3
-                              AND coalesce(tpot_us, 0) <= getvariable('slo_tpot_ms') * 1e3) AS met,
-           sum(coalesce(usage_completion_tokens, output_tokens)) FILTER (WHERE outcome = 'ok') AS ok_output_tokens,
-           sum(coalesce(usage_prompt_tokens, input_tokens)) FILTER (WHERE outcome = 'ok') AS ok_input_tokens,
+           min(scheduled_at) AS window_start,
+           max(scheduled_at) AS window_end,
            (epoch_us(max(scheduled_at)) - epoch_us(min(scheduled_at))) / 1e6 AS steady_span_s,
-           (greatest(max(epoch_us(completed_at)), max(epoch_us(sent_at))) - epoch_us(min(scheduled_at))) / 1e6 AS duration_s
-    FROM results
-    WHERE phase = 'steady'
+           (greatest(max(epoch_us(completed_at)), max(epoch_us(sent_at))) - epoch_us(min(scheduled_at))) / 1e6 AS duration_s,
+           -- Every success, for a run with no steady window.
+           count(*) FILTER (WHERE outcome = 'ok') AS all_done,
+           sum(out_tokens) FILTER (WHERE outcome = 'ok') AS all_out,
+           sum(in_tokens) FILTER (WHERE outcome = 'ok') AS all_in,
+           count(*) FILTER (WHERE met) AS all_met
+    FROM steady
     GROUP BY step
-), per_s AS (
-    SELECT *,
-           CASE WHEN requests > 1 AND steady_span_s > 0
-                THEN (requests - 1) / requests / steady_span_s
-                ELSE 1 / nullif(duration_s, 0) END AS per_s
-    FROM steps
+), in_window AS (
+    -- Successes completed inside the steady window.
+    SELECT r.step,
+           count(*) AS done,
+           sum(r.out_tokens) AS out_tokens,
+           sum(r.in_tokens) AS in_tokens,
+           count(*) FILTER (WHERE r.met) AS met
+    FROM steady r JOIN steps s USING (step)
+    WHERE r.outcome = 'ok' AND r.completed_at BETWEEN s.window_start AND s.window_end
+    GROUP BY r.step
+), rates AS (
+    SELECT s.*, w.done, w.out_tokens, w.in_tokens, w.met,
+           s.steady_span_s > 0 AND coalesce(w.done, 0) > 0 AS steady
+    FROM steps s LEFT JOIN in_window w USING (step)
 )
 SELECT step, requests, ok, errors, scheduled_rate, achieved_rate,
        ttft_p50_ms, ttft_p99_ms, tpot_p50_ms, tpot_p99_ms, e2e_p99_ms, send_lag_p99_ms,
        goodput_fraction,
-       ok * per_s AS request_throughput,
-       ok_output_tokens * per_s AS output_token_throughput,
-       ok_input_tokens * per_s AS input_token_throughput,
-       met * per_s AS goodput_rate,
-       CASE WHEN requests > 1 AND steady_span_s > 0 THEN steady_span_s ELSE duration_s END AS window_s,
+       CASE WHEN steady THEN done / steady_span_s ELSE all_done / nullif(duration_s, 0) END AS request_throughput,
+       CASE WHEN steady THEN out_tokens / steady_span_s ELSE all_out / nullif(duration_s, 0) END AS output_token_throughput,
+       CASE WHEN steady THEN in_tokens / steady_span_s ELSE all_in / nullif(duration_s, 0) END AS input_token_throughput,
+       CASE WHEN steady THEN met / steady_span_s ELSE all_met / nullif(duration_s, 0) END AS goodput_rate,
+       CASE WHEN steady THEN steady_span_s ELSE duration_s END AS window_s,
        ttft_p90_ms, tpot_p90_ms, itl_p50_ms, itl_p99_ms, e2e_p50_ms, e2e_p90_ms
-FROM per_s LEFT JOIN itl_by_step USING (step)
+FROM rates LEFT JOIN itl_by_step USING (step)
 ORDER BY scheduled_rate;
 
 -- Per second of each step: requests scheduled, sent and completed, and TTFT.
@@ -197,3 +210,45 @@ FROM results
 WHERE stage IS NOT NULL
 GROUP BY ALL
 ORDER BY step, stage;
+
+-- Figures by class, as the summary's breakdown: one row per step, class
+-- column (api, model, request_kind, user_id) and value. A column is listed
+-- when it holds more than one value in a step; rows without a value count
+-- as '(null)'. Goodput as in step_summary (failures counted); input_tokens
+-- sums the ok rows' prompt tokens (the server's count when it gave one).
+CREATE OR REPLACE VIEW by_class AS
+WITH steady AS (SELECT * FROM results WHERE phase = 'steady'),
+classed AS (
+    SELECT 'api' AS class_column, coalesce(api, '(null)') AS class_value, * FROM steady
+    UNION ALL
+    SELECT 'model', coalesce(model, '(null)'), * FROM steady
+    UNION ALL
+    SELECT 'request_kind', coalesce(request_kind, '(null)'), * FROM steady
+    UNION ALL
+    SELECT 'user_id', coalesce(user_id, '(null)'), * FROM steady
+),
+grouped AS (
+    SELECT step,
+           class_column,
+           class_value,
+           count(*) AS requests,
+           count(*) FILTER (WHERE outcome = 'ok') AS ok,
+           count(*) FILTER (WHERE outcome <> 'ok') AS errors,
+           sum(coalesce(usage_prompt_tokens, input_tokens)) FILTER (WHERE outcome = 'ok') AS input_tokens,
+           quantile_cont(ttft_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p50_ms,
+           quantile_cont(ttft_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS ttft_p99_ms,
+           quantile_cont(tpot_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p50_ms,
+           quantile_cont(tpot_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p99_ms,
+           quantile_cont(e2e_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p50_ms,
+           quantile_cont(e2e_sched_us, 0.99) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p99_ms,
+           avg(CASE WHEN outcome = 'ok'
+                     AND coalesce(ttft_sched_us, 0) <= getvariable('slo_ttft_ms') * 1e3
+                     AND coalesce(tpot_us, 0) <= getvariable('slo_tpot_ms') * 1e3
+                    THEN 1.0 ELSE 0.0 END) AS goodput_fraction
+    FROM classed
+    GROUP BY ALL
+)
+SELECT * EXCLUDE (values_in_column)
+FROM (SELECT *, count(*) OVER (PARTITION BY step, class_column) AS values_in_column FROM grouped)
+WHERE values_in_column > 1
+ORDER BY step, class_column, class_value;

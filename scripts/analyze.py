@@ -115,22 +115,25 @@ def step_summary(df, slo_ttft_ms, slo_tpot_ms):
         ok = g[g["outcome"] == "ok"]
         met = (
             (g["outcome"] == "ok")
-            & (g["ttft_sched_us"] <= slo_ttft_ms * 1e3)
+            & (g["ttft_sched_us"].fillna(0) <= slo_ttft_ms * 1e3)
             & (g["tpot_us"].fillna(0) <= slo_tpot_ms * 1e3)
         ).astype(bool)
         q = lambda s, p: s.astype("float64").quantile(p) / 1e3  # noqa: E731
-        # The steady window: first to last scheduled send, N requests
-        # counting as N - 1 gaps; a single request: the whole run.
-        first = g["scheduled_at"].min()
-        span = (g["scheduled_at"].max() - first).total_seconds()
-        if len(g) > 1 and span > 0:
-            window, per_s = span, (len(g) - 1) / len(g) / span
+        # The steady window, first to last scheduled send: successes
+        # completed inside it, per second of it; when none did, every
+        # success per second of the whole run.
+        first, last = g["scheduled_at"].min(), g["scheduled_at"].max()
+        span = (last - first).total_seconds()
+        inside = ok[(ok["completed_at"] >= first) & (ok["completed_at"] <= last)]
+        if span > 0 and len(inside) > 0:
+            window, done = span, inside
         else:
             end = max(g["completed_at"].max(), g["sent_at"].max())
-            window = (end - first).total_seconds()
-            per_s = 1 / window if window > 0 else np.nan
-        out_tokens = ok["usage_completion_tokens"].fillna(ok["output_tokens"]).astype("float64").sum()
-        in_tokens = ok["usage_prompt_tokens"].fillna(ok["input_tokens"]).astype("float64").sum()
+            window, done = (end - first).total_seconds(), ok
+        per_s = 1 / window if window > 0 else np.nan
+        out_tokens = done["usage_completion_tokens"].fillna(done["output_tokens"]).astype("float64").sum()
+        in_tokens = done["usage_prompt_tokens"].fillna(done["input_tokens"]).astype("float64").sum()
+        done_met = met.loc[done.index]
         itl = ok["itl_us"].explode().dropna().astype("float64")
         rows.append({
             "step": step,
@@ -146,10 +149,10 @@ def step_summary(df, slo_ttft_ms, slo_tpot_ms):
             "e2e_p99_ms": q(ok["e2e_sched_us"], 0.99),
             "send_lag_p99_ms": q(g["send_lag_us"], 0.99),
             "goodput_fraction": met.mean(),
-            "request_throughput": len(ok) * per_s,
+            "request_throughput": len(done) * per_s,
             "output_token_throughput": out_tokens * per_s,
             "input_token_throughput": in_tokens * per_s,
-            "goodput_rate": met.sum() * per_s,
+            "goodput_rate": done_met.sum() * per_s,
             "window_s": window,
             "ttft_p90_ms": q(ok["ttft_sched_us"], 0.9),
             "tpot_p90_ms": q(ok["tpot_us"], 0.9),

@@ -615,6 +615,18 @@ fn speedup(s: &str) -> Result<f64, String> {
 }
 
 /// A share in [0, 1]; also accepts a percentage such as `5%`.
+/// `--goodput` on a sweep is the share to meet; vLLM's users write their
+/// objectives there, so say where those go.
+fn goodput_share(s: &str) -> Result<f64, String> {
+    share(s).map_err(|e| {
+        if s.contains([':', '=']) {
+            format!("{e}; on a sweep --goodput is the share of requests that must meet the SLO: give the objectives (vLLM's `--goodput {s}`) as --slo {s:?}")
+        } else {
+            e
+        }
+    })
+}
+
 fn share(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let (num, scale) = match t.strip_suffix('%') {
@@ -835,7 +847,7 @@ pub struct TargetArgs {
     pub no_stream: bool,
     /// Force the output length with the vLLM/SGLang extensions `ignore_eos`
     /// and `min_tokens`.
-    #[arg(long)]
+    #[arg(long, visible_alias = "ignore-eos")]
     pub force_output_len: bool,
     /// What to send as the prompt: synthetic text with exactly
     /// `input_tokens` tokens, the same as token ids (completions only), or
@@ -853,7 +865,7 @@ pub struct TargetArgs {
     pub tokenizer: Option<TokenizerSpec>,
     /// Cap on requests in flight; requests over it wait or are dropped
     /// (`--on-cap`), and either way are recorded.
-    #[arg(long, value_parser = count_usize)]
+    #[arg(long, visible_alias = "max-concurrency", value_parser = count_usize)]
     pub max_in_flight: Option<usize>,
     /// What a request over `--max-in-flight` does.
     #[arg(long, value_enum, default_value = "wait")]
@@ -930,7 +942,7 @@ pub struct TargetArgs {
 pub struct ScheduleArgs {
     /// Send at this many requests per second (instead of the recorded
     /// times). For a trace with sessions, this counts session starts.
-    #[arg(long, value_parser = rate, allow_negative_numbers = true)]
+    #[arg(long, visible_alias = "request-rate", value_parser = rate, allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Inter-arrival process for --rate.
     #[arg(long, value_enum, default_value = "poisson")]
@@ -947,7 +959,7 @@ pub struct ScheduleArgs {
     #[arg(long, value_parser = positive_duration)]
     pub duration: Option<Duration>,
     /// Stop after this many requests.
-    #[arg(long, value_parser = count)]
+    #[arg(long, visible_aliases = ["num-prompts", "request-count"], value_parser = count)]
     pub requests: Option<u64>,
     /// Recorded times are divided by this (2 = twice as fast).
     #[arg(long, default_value_t = 1.0, value_parser = speedup, allow_negative_numbers = true)]
@@ -1096,8 +1108,10 @@ pub struct ReplayArgs {
     /// Also write the summary as JSON here (checked before the run starts).
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
-    /// Goodput objectives, e.g. `ttft=500ms,tpot=50ms,e2e=10s`.
-    #[arg(long)]
+    /// Goodput objectives, e.g. `ttft=500ms,tpot=50ms,e2e=10s,itl=200ms`,
+    /// or vLLM's form `"ttft:500 tpot:50"` (ms). `itl` bounds a request's
+    /// longest gap between chunks.
+    #[arg(long, visible_alias = "goodput")]
     pub slo: Option<crate::record::summary::Slo>,
     /// Break the summary down by these results columns too (api, model,
     /// request_kind and user_id are broken down whenever the run holds more
@@ -1224,12 +1238,13 @@ pub struct SweepArgs {
     /// How long each rate step schedules requests.
     #[arg(long, default_value = "30s", value_parser = positive_duration)]
     pub step_duration: Duration,
-    /// Objectives, e.g. `ttft=500ms,tpot=50ms`; with them the sweep
-    /// searches for the SLO capacity.
+    /// Objectives, e.g. `ttft=500ms,tpot=50ms` (or vLLM's
+    /// `"ttft:500 tpot:50"`, ms); with them the sweep searches for the SLO
+    /// capacity.
     #[arg(long)]
     pub slo: Option<crate::record::summary::Slo>,
     /// Share of requests (failures counted) that must meet the SLO.
-    #[arg(long, default_value = "0.99", value_parser = share)]
+    #[arg(long, default_value = "0.99", value_parser = goodput_share)]
     pub goodput: f64,
     /// Report these percentiles too in each step's summary, e.g.
     /// `50,90,95,99,99.9` (as `replay --percentiles`).
@@ -1306,8 +1321,9 @@ pub struct ReportArgs {
     /// Overwrite -o if it exists.
     #[arg(long)]
     pub force: bool,
-    /// Recompute goodput under these objectives (default: a sweep's own).
-    #[arg(long)]
+    /// Recompute goodput under these objectives (default: a sweep's own),
+    /// in `--slo`'s forms (`ttft=500ms,tpot=50ms` or `"ttft:500 tpot:50"`).
+    #[arg(long, visible_alias = "goodput")]
     pub slo: Option<crate::record::summary::Slo>,
     /// Report these percentiles too, e.g. `50,90,95,99,99.9` (as `replay
     /// --percentiles`).
@@ -1430,6 +1446,57 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_peers_flag_names_are_aliases_of_ours() {
+        let cli = Cli::try_parse_from([
+            "llm-replay",
+            "replay",
+            "t.parquet",
+            "--request-rate",
+            "5",
+            "--num-prompts",
+            "100",
+            "--max-concurrency",
+            "8",
+            "--ignore-eos",
+            "--goodput",
+            "ttft:500 tpot:50",
+        ])
+        .unwrap();
+        let Command::Replay(a) = cli.command else {
+            panic!("replay")
+        };
+        assert_eq!(a.schedule.rate, Some(5.0));
+        assert_eq!(a.schedule.requests, Some(100));
+        assert_eq!(a.target.max_in_flight, Some(8));
+        assert!(a.target.force_output_len);
+        let slo = a.slo.unwrap();
+        assert_eq!((slo.ttft_us, slo.tpot_us), (Some(500_000), Some(50_000)));
+        let help = Cli::command()
+            .find_subcommand_mut("replay")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for alias in [
+            "request-rate",
+            "num-prompts",
+            "max-concurrency",
+            "ignore-eos",
+            "goodput",
+        ] {
+            assert!(help.contains(alias), "--{alias} is listed in the help");
+        }
+    }
+
+    #[test]
+    fn vllms_goodput_objectives_on_a_sweep_point_to_slo() {
+        let err =
+            Cli::try_parse_from(["llm-replay", "sweep", "t.parquet", "--goodput", "ttft:500"])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains(r#"--slo "ttft:500""#), "{err}");
     }
 
     #[test]

@@ -339,6 +339,9 @@ pub struct Exchange {
     pub chunk_times: Vec<Instant>,
     /// Content chunks counted (streaming), or usage's completion tokens.
     pub output_tokens: u32,
+    /// Whether the response was read as a stream (`output_tokens` then
+    /// counts content chunks).
+    pub streamed: bool,
     /// `usage.prompt_tokens`.
     pub usage_prompt_tokens: Option<u32>,
     /// `usage.completion_tokens`.
@@ -360,6 +363,7 @@ impl Exchange {
                 usize::try_from(spec.max_tokens).unwrap_or(0).min(4096),
             ),
             output_tokens: 0,
+            streamed: false,
             usage_prompt_tokens: None,
             usage_completion_tokens: None,
             reply_text: spec.keep_reply.then(String::new),
@@ -757,6 +761,7 @@ impl Endpoint {
             let body = read_body(&mut response, self.max_response_bytes).await;
             return finish_whole(spec, ex, body, self.max_response_bytes);
         }
+        ex.streamed = true;
         let mut stream = StreamState::new(spec.api, self.max_response_bytes);
         loop {
             let next = response.chunk();

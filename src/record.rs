@@ -81,6 +81,35 @@ impl Phase {
     }
 }
 
+/// Where a row's `output_tokens` came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// The server's `usage` (completion or output tokens).
+    Usage,
+    /// Content chunks counted from the stream (the server sent no usage).
+    Chunks,
+}
+
+impl TokenSource {
+    /// Name as written in the `output_tokens_source` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Usage => "usage",
+            Self::Chunks => "chunks",
+        }
+    }
+
+    /// From the column value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "usage" => Some(Self::Usage),
+            "chunks" => Some(Self::Chunks),
+            _ => None,
+        }
+    }
+}
+
 /// One result row. Timestamps are microseconds since the Unix epoch (UTC);
 /// durations are microseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -115,8 +144,14 @@ pub struct ResultRow {
     pub input_tokens: i32,
     /// Output tokens asked (`max_tokens`).
     pub output_tokens_expected: i32,
-    /// Output tokens counted (content chunks, or usage when not streaming).
+    /// Output tokens: the server's usage when it reported one, else the
+    /// content chunks counted ([`Self::output_tokens_source`] says which).
     pub output_tokens: i32,
+    /// Content chunks counted from the stream (`None`: not streamed). A
+    /// server may merge tokens into one chunk (partial UTF-8) or split one.
+    pub output_chunks: Option<i32>,
+    /// Where `output_tokens` came from (`None`: neither usage nor a stream).
+    pub output_tokens_source: Option<TokenSource>,
     /// `usage.prompt_tokens` as the server reported it.
     pub usage_prompt_tokens: Option<i32>,
     /// `usage.completion_tokens` as the server reported it.

@@ -227,7 +227,15 @@ impl Target {
             Some(url) => (url.clone(), None),
             None => {
                 let bind = "127.0.0.1:0".parse().context("loopback address")?;
-                let server = crate::sim::start(cfg.sim.clone(), bind)
+                let mut sim_cfg = cfg.sim.clone();
+                sim_cfg.also_serves = cfg
+                    .model
+                    .iter()
+                    .map(String::as_str)
+                    .chain(cfg.routing.served_models())
+                    .map(str::to_owned)
+                    .collect();
+                let server = crate::sim::start(sim_cfg, bind)
                     .await
                     .context("starting the embedded simulated endpoint")?;
                 (server.url(), Some(server))

@@ -36,8 +36,11 @@ use engine::{EngineGauges, EngineParams, Job};
 /// about 50k prefill tokens/s and 100-150 decode tokens/s per sequence.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SimConfig {
-    /// Model name served.
+    /// Model name served (and the default for a body without one).
     pub model: String,
+    /// Further model names listed as served: the embedded simulator serves
+    /// every model a run names (`--model`, `--model-map`, `--models`).
+    pub also_serves: Vec<String>,
     /// Most sequences decoded together (continuous batching).
     pub max_batch: usize,
     /// KV-cache budget in tokens; a sequence reserves prompt + max_tokens,
@@ -74,6 +77,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             model: "llm-replay-sim".into(),
+            also_serves: Vec::new(),
             max_batch: 64,
             kv_tokens: 262_144,
             prefill_us_per_token: 20.0,
@@ -375,11 +379,11 @@ fn write_arrivals(
 }
 
 async fn models(State(s): State<Arc<AppState>>) -> Response {
-    axum::Json(json!({
-        "object": "list",
-        "data": [{"id": s.cfg.model, "object": "model", "owned_by": "llm-replay"}],
-    }))
-    .into_response()
+    let data: Vec<Value> = std::iter::once(&s.cfg.model)
+        .chain(s.cfg.also_serves.iter().filter(|m| **m != s.cfg.model))
+        .map(|m| json!({"id": m, "object": "model", "owned_by": "llm-replay"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {

@@ -327,3 +327,136 @@ async fn refused_credentials_are_explained_before_the_run() {
         "the credential is never printed: {text}"
     );
 }
+
+/// Three content chunks, the second carrying two tokens (as a server that
+/// holds back partial UTF-8 sends them), then usage when `usage` is set.
+fn merged_stream(usage: bool) -> Response {
+    let mut events: Vec<String> = [" a", " bc", " d"]
+        .iter()
+        .map(|t| {
+            format!(
+                "data: {}\n\n",
+                json!({"choices": [{"index": 0, "text": t, "finish_reason": null}]})
+            )
+        })
+        .collect();
+    if usage {
+        events.push(format!(
+            "data: {}\n\n",
+            json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 4}})
+        ));
+    }
+    events.push("data: [DONE]\n\n".into());
+    sse(Body::from(events.concat()))
+}
+
+/// Replays 3 rows of the bundled Azure sample against `url` (a run whose
+/// every request failed exits non-zero, its rows written all the same).
+async fn replay_rows(
+    url: &str,
+    extra: &[&str],
+    succeeds: bool,
+) -> Vec<llm_replay::record::ResultRow> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.parquet");
+    let trace = format!(
+        "{}/datasets/azure_conv_small.parquet",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_llm-replay"))
+        .env_remove("OPENAI_API_KEY")
+        .arg("replay")
+        .arg(&trace)
+        .args(["--url", url, "--requests", "3", "--rate", "100", "-q", "-o"])
+        .arg(&out)
+        .args(extra)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.success(), succeeds, "{stderr}");
+    llm_replay::record::read_results(&out).unwrap().rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_tokens_come_from_usage_and_the_chunk_count_has_its_own_column() {
+    use llm_replay::record::TokenSource;
+    let app = Router::new()
+        .route("/usage/v1/models", get(models))
+        .route(
+            "/usage/v1/completions",
+            post(|| async { merged_stream(true) }),
+        )
+        .route("/bare/v1/models", get(models))
+        .route(
+            "/bare/v1/completions",
+            post(|| async { merged_stream(false) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let rows = replay_rows(&format!("{url}/usage"), &[], true).await;
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
+        assert_eq!(r.output_tokens, 4, "the server's count, not the 3 chunks");
+        assert_eq!(r.output_chunks, Some(3));
+        assert_eq!(r.output_tokens_source, Some(TokenSource::Usage));
+        assert_eq!(r.itl_us.len(), 2, "gaps between the chunks");
+    }
+
+    let rows = replay_rows(&format!("{url}/bare"), &[], true).await;
+    for r in &rows {
+        assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
+        assert_eq!(r.usage_completion_tokens, None);
+        assert_eq!(
+            r.output_tokens, 3,
+            "without usage, the chunks are the count"
+        );
+        assert_eq!(r.output_chunks, Some(3));
+        assert_eq!(r.output_tokens_source, Some(TokenSource::Chunks));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_streamed_has_no_chunk_count() {
+    use llm_replay::record::TokenSource;
+    let app = Router::new()
+        .route("/v1/models", get(models))
+        .route(
+            "/v1/completions",
+            post(|| async {
+                axum::Json(json!({
+                    "choices": [{"index": 0, "text": " a bc d", "finish_reason": "length"}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 4}
+                }))
+            }),
+        )
+        .route("/fail/v1/models", get(models))
+        .route(
+            "/fail/v1/completions",
+            post(|| async { (StatusCode::SERVICE_UNAVAILABLE, "busy") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    for r in replay_rows(&url, &["--no-stream"], true).await {
+        assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
+        assert_eq!(
+            (r.output_tokens, r.output_chunks, r.output_tokens_source),
+            (4, None, Some(TokenSource::Usage))
+        );
+    }
+    for r in replay_rows(&format!("{url}/fail"), &[], false).await {
+        assert_eq!(r.outcome, Outcome::HttpError);
+        assert_eq!(
+            (r.output_tokens, r.output_chunks, r.output_tokens_source),
+            (0, None, None)
+        );
+    }
+}

@@ -50,6 +50,7 @@ impl Transport for Scripted {
             completed_at: Some(Instant::now()),
             chunk_times: chunks,
             output_tokens: self.tokens,
+            streamed: true,
             usage_prompt_tokens: Some(10),
             usage_completion_tokens: Some(self.tokens),
             reply_text: None,

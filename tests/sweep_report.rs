@@ -197,3 +197,69 @@ async fn a_concurrency_sweep_runs_a_closed_loop_per_step() {
     let csv = std::fs::read_to_string(out.join("_sweep.csv")).unwrap();
     assert!(csv.contains(",concurrency,3.0,"), "{csv}");
 }
+
+/// The simulator prefills one request at a time at `--sim-prefill-us` per
+/// token, so embeddings of 200 tokens at 100 µs/token cost 20 ms each: the
+/// server tops out near 50 req/s, and a sweep across it finds the knee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_finds_the_embeddings_knee_of_the_prefill_cost_model() {
+    use llm_replay::trace::{TraceMetadata, TraceRecord, TraceWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("embed.parquet");
+    let mut w = TraceWriter::create(&trace).unwrap();
+    for i in 0..60i64 {
+        w.write(&TraceRecord {
+            request_id: format!("e{i}"),
+            input_tokens: 200,
+            output_tokens: 1,
+            source_row: i,
+            request_kind: Some("embed".into()),
+            ..TraceRecord::default()
+        })
+        .unwrap();
+    }
+    let mut meta = TraceMetadata::new("test");
+    meta.rows_read = 60;
+    w.finish(meta).unwrap();
+    let out = dir.path().join("sweep");
+    sweep(&[
+        trace.to_str().unwrap(),
+        "--api",
+        "embeddings",
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--rates",
+        "20,40,80,160",
+        "--requests",
+        "60",
+        "--arrivals",
+        "constant",
+        "--search-steps",
+        "0",
+        "--sim-prefill-us",
+        "100",
+        "-q",
+    ])
+    .await;
+    let report = llm_replay::report::load_sweep(&out, None).unwrap();
+    assert_eq!(report.steps.len(), 4);
+    for s in &report.steps {
+        assert_eq!((s.requests, s.ok), (60, 60), "step {}", s.offered);
+    }
+    let top = report.steps.iter().map(|s| s.request_throughput);
+    let top = top.fold(0.0, f64::max);
+    assert!(
+        (35.0..=55.0).contains(&top),
+        "throughput tops out near the cost model's 50 req/s: {top}"
+    );
+    assert_eq!(
+        report.capacity.knee_offered_rate,
+        Some(40.0),
+        "{:?}",
+        report
+            .steps
+            .iter()
+            .map(|s| (s.offered, s.request_throughput))
+            .collect::<Vec<_>>()
+    );
+}

@@ -181,10 +181,13 @@ def test_the_issues_sweep_reports_no_false_knee_and_a_lower_bound(run, datasets,
     assert capacity["knee_offered_rate"] is None and capacity["slo_capacity_lower_bound"] is True
     assert capacity["slo_capacity_rate"] == 8
     steps = pd.read_csv(out / "_sweep.csv")
-    # Every request succeeded: throughput is the scheduled rate of the
-    # steady window, not diluted by the drain tail.
+    # Every request succeeded; throughput counts those completed in the
+    # steady window, so the drain tail does not dilute it: it is the rate
+    # sent but for the requests still in flight at the last send.
     assert (steps["ok"] == steps["requests"]).all()
-    assert steps["request_throughput"].tolist() == pytest.approx(steps["scheduled_rate"].tolist(), rel=1e-9)
+    for s in steps.itertuples():
+        in_flight_share = 1 - s.request_throughput / s.achieved_rate
+        assert 0 <= in_flight_share < 0.35, (s.offered, s.request_throughput, s.achieved_rate)
     # analyze.py on the same sweep finds the same.
     proc = subprocess.run([sys.executable, ROOT / "scripts" / "analyze.py", out, "--out", tmp_path / "a"],
                           capture_output=True, text=True, timeout=120)

@@ -144,3 +144,34 @@ def test_ttft_by_history_share_view(run, datasets, tmp_path):
     later = df[(df["turn_index"] > 0) & (df["outcome"] == "ok")]
     assert share["turns"].sum() == len(later)
     assert set(share["history_share_from_pct"]) <= {0, 25, 50, 75}
+
+
+def test_by_class_view_matches_the_summary(run, tmp_path):
+    chat = tmp_path / "chat.parquet"
+    embed = tmp_path / "embed.parquet"
+    mixed = tmp_path / "mixed.parquet"
+    run("synth", "-o", chat, "--requests", "30", "--rate", "40", "--input-tokens", "40", "--output-tokens", "8",
+        "--request-kind", "chat", "--model", "big", "--seed", "1")
+    run("synth", "-o", embed, "--requests", "30", "--rate", "40", "--input-tokens", "40", "--output-tokens", "1",
+        "--request-kind", "embed", "--seed", "2")
+    run("transform", "--merge", f"{chat}:0.5,{embed}:0.5", "-o", mixed)
+    out = tmp_path / "runs"
+    out.mkdir()
+    summary_path = tmp_path / "s.json"
+    run("replay", mixed, "--api", "chat", "--api-map", "embed=embeddings", "--model-map", "big=served-big",
+        "--sim-zero-delay", "--slo", "ttft=2s,tpot=1s", "-q", "-o", out / "results.parquet",
+        "--summary-json", summary_path)
+    con = duckdb.connect()
+    _views(con, out, mixed)
+    view = con.execute("SELECT class_column, class_value, requests, ok, errors, goodput_fraction FROM by_class").df()
+    assert set(view["class_column"]) == {"api", "model", "request_kind"}, "one-valued columns are left out"
+    import json
+    classes = json.loads(summary_path.read_text())["classes"]
+    expected = {(c["column"], c["value"]): c for c in classes}
+    got = {(r.class_column, r.class_value): r for r in view.itertuples()}
+    assert set(got) == set(expected)
+    assert ("api", "embeddings") in got and ("model", "served-big") in got
+    for key, c in expected.items():
+        r = got[key]
+        assert (r.requests, r.ok, r.errors) == (c["requests"], c["ok"], c["errors"]), key
+        assert r.goodput_fraction == pytest.approx(c["goodput"], rel=1e-9), key

@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, TimeUnit, Timestam
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::schema::col;
-use super::{Phase, ResultRow};
+use super::{Phase, ResultRow, TokenSource};
 
 /// A results file in memory.
 #[derive(Debug, Clone)]
@@ -118,6 +118,8 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
     let model = column(batch, col::MODEL, &utf8)?;
     let kind = column(batch, col::REQUEST_KIND, &utf8)?;
     let user = column(batch, col::USER_ID, &utf8)?;
+    let chunks = column(batch, col::OUTPUT_CHUNKS, &i32t)?;
+    let token_source = column(batch, col::OUTPUT_TOKENS_SOURCE, &utf8)?;
 
     let i64_at = |a: &Option<Arc<dyn Array>>, i: usize| -> Option<i64> {
         a.as_ref().and_then(|a| {
@@ -196,6 +198,16 @@ fn append(batch: &RecordBatch, out: &mut Vec<ResultRow>) -> Result<(), String> {
             model: str_at(&model, i),
             request_kind: str_at(&kind, i),
             user_id: str_at(&user, i),
+            output_chunks: i32_at(&chunks, i),
+            output_tokens_source: match str_at(&token_source, i) {
+                None => None,
+                Some(s) => Some(TokenSource::parse(&s).ok_or_else(|| {
+                    format!(
+                        "row {}: output_tokens_source {s:?} is not usage or chunks",
+                        out.len()
+                    )
+                })?),
+            },
         });
     }
     Ok(())

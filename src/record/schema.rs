@@ -71,6 +71,10 @@ pub mod col {
     pub const REQUEST_KIND: &str = "request_kind";
     /// The trace row's `user_id` (tenant).
     pub const USER_ID: &str = "user_id";
+    /// Content chunks counted from the stream.
+    pub const OUTPUT_CHUNKS: &str = "output_chunks";
+    /// Where `output_tokens` came from: `usage` or `chunks`.
+    pub const OUTPUT_TOKENS_SOURCE: &str = "output_tokens_source";
 }
 
 /// One documented column.
@@ -185,7 +189,7 @@ pub const COLUMNS: &[ColumnDoc] = &[
         col::OUTPUT_TOKENS,
         "int32",
         false,
-        "output tokens counted from the stream (content chunks), or usage when not streaming",
+        "output tokens: the server's usage when it reported one, else the content chunks counted from the stream (`output_tokens_source` says which)",
     ),
     c(
         col::USAGE_PROMPT_TOKENS,
@@ -288,6 +292,18 @@ pub const COLUMNS: &[ColumnDoc] = &[
         "utf8 dictionary",
         true,
         "the trace row's `user_id` (tenant), copied like `request_kind`",
+    ),
+    c(
+        col::OUTPUT_CHUNKS,
+        "int32",
+        true,
+        "content chunks counted from the stream (null when not streamed): a server that merges partial UTF-8 into one chunk sends fewer chunks than tokens",
+    ),
+    c(
+        col::OUTPUT_TOKENS_SOURCE,
+        "utf8 dictionary",
+        true,
+        "where `output_tokens` came from: `usage` (the server's count) or `chunks` (no usage sent); null when neither (a request that failed before a response, or an answer without usage)",
     ),
 ];
 

@@ -24,34 +24,57 @@ pub struct Slo {
     pub tpot_us: Option<u64>,
     /// End-to-end latency, µs.
     pub e2e_us: Option<u64>,
+    /// Inter-token latency, µs: the request's longest gap between content
+    /// chunks, so a stream that stalls mid-reply fails it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itl_us: Option<u64>,
 }
 
 impl FromStr for Slo {
     type Err = String;
 
-    /// `ttft=500ms,tpot=50ms,e2e=10s` (any subset; humantime durations).
+    /// `ttft=500ms,tpot=50ms,e2e=10s,itl=200ms` (any subset; humantime
+    /// durations), or vLLM's `--goodput` form `ttft:500 tpot:50` (bare
+    /// numbers are milliseconds; `e2el` is vLLM's name for e2e). Terms are
+    /// separated by commas or spaces.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut slo = Slo::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let terms = s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty());
+        for part in terms {
             let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("SLO term {part:?} is not key=duration"))?;
-            let d: Duration = humantime::parse_duration(value.trim())
-                .map_err(|e| format!("SLO {key}: {value:?} is not a duration: {e}"))?;
-            let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-            match key.trim() {
+                .split_once(['=', ':'])
+                .ok_or_else(|| format!("SLO term {part:?} is not key=duration (or key:ms)"))?;
+            let (key, value) = (key.trim(), value.trim());
+            let us = match value.parse::<f64>() {
+                Ok(ms) if ms.is_finite() && ms >= 0.0 => (ms * 1000.0).round() as u64,
+                Ok(_) => {
+                    return Err(format!(
+                        "SLO {key}: {value:?} must be a positive number of ms"
+                    ));
+                }
+                Err(_) => {
+                    let d: Duration = humantime::parse_duration(value).map_err(|e| {
+                        format!("SLO {key}: {value:?} is not a duration (500ms, 2s) or a number of ms: {e}")
+                    })?;
+                    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+                }
+            };
+            match key {
                 "ttft" => slo.ttft_us = Some(us),
                 "tpot" => slo.tpot_us = Some(us),
-                "e2e" => slo.e2e_us = Some(us),
+                "e2e" | "e2el" => slo.e2e_us = Some(us),
+                "itl" => slo.itl_us = Some(us),
                 other => {
                     return Err(format!(
-                        "unknown SLO metric {other:?}: use ttft, tpot or e2e"
+                        "unknown SLO metric {other:?}: use ttft, tpot, e2e (or e2el) or itl"
                     ));
                 }
             }
         }
         if slo == Slo::default() {
-            return Err("an SLO needs at least one of ttft, tpot, e2e".into());
+            return Err("an SLO needs at least one of ttft, tpot, e2e, itl".into());
         }
         Ok(slo)
     }
@@ -69,6 +92,9 @@ impl fmt::Display for Slo {
         }
         if let Some(v) = self.e2e_us {
             parts.push(format!("e2e={}", ms(v)));
+        }
+        if let Some(v) = self.itl_us {
+            parts.push(format!("itl={}", ms(v)));
         }
         f.write_str(&parts.join(","))
     }
@@ -90,6 +116,7 @@ impl Slo {
         within(self.ttft_us, row.ttft_from_schedule_us().map(|v| v as f64))
             && within(self.tpot_us, row.tpot_us())
             && within(self.e2e_us, row.e2e_from_schedule_us().map(|v| v as f64))
+            && within(self.itl_us, row.itl_us.iter().max().map(|&v| v as f64))
     }
 }
 
@@ -340,12 +367,13 @@ pub struct Summary {
     /// Input tokens per second of the steady window (successful requests).
     pub input_token_throughput: f64,
     /// The steady window the throughputs are taken over, seconds: from the
-    /// first to the last scheduled send, so that the drain tail after the
-    /// last send (in `duration_s`) does not dilute them. N requests over
-    /// it count as N - 1 gaps, as the rates do: a run whose every request
-    /// succeeded has a request throughput equal to its scheduled rate.
-    /// With fewer than two requests it is `duration_s` instead, and
-    /// `throughput_window` says so.
+    /// first to the last scheduled send. Throughputs count the successful
+    /// requests (and their tokens) completed inside it, so the drain tail
+    /// after the last send (in `duration_s`) neither dilutes them nor
+    /// hides a server that fell behind. When nothing completed inside it
+    /// (one burst, or latencies longer than the schedule) it is the whole
+    /// run, `duration_s`, counting every success, and `throughput_window`
+    /// says so.
     #[serde(default)]
     pub window_s: f64,
     /// `steady` (the window above) or `run` (the whole run, fallback).
@@ -539,6 +567,18 @@ struct ClassAcc {
     ttft_sched: Metric,
     tpot: Metric,
     e2e_sched: Metric,
+    /// Its successes, for the throughput window.
+    done: Vec<Done>,
+}
+
+/// One successful request as the throughput window counts it.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    /// Completion, µs since the epoch.
+    at: i64,
+    input_tokens: u64,
+    output_tokens: u64,
+    met: bool,
 }
 
 /// The steady window the throughputs are taken over: from the first to
@@ -547,8 +587,6 @@ struct ClassAcc {
 struct Window {
     start: i64,
     end: i64,
-    /// Rows scheduled in it.
-    rows: u64,
 }
 
 impl Window {
@@ -556,17 +594,27 @@ impl Window {
         (self.end - self.start) as f64 / 1e6
     }
 
-    /// `counts` per second: of the window, where N rows scheduled over
-    /// it make N - 1 gaps (as `scheduled_rate` and `achieved_rate` count
-    /// them, so a step whose every request succeeded has a throughput equal
-    /// to its scheduled rate); of `whole_s` when there is no window.
-    fn rates<const N: usize>(window: Option<Window>, whole_s: f64, counts: [u64; N]) -> [f64; N] {
-        let per_s = match window {
-            Some(w) => (w.rows - 1) as f64 / w.rows as f64 / w.seconds(),
-            None if whole_s > 0.0 => 1.0 / whole_s,
-            None => 0.0,
-        };
-        counts.map(|c| c as f64 * per_s)
+    /// Whether a completion at `at` falls in the window.
+    fn holds(&self, at: i64) -> bool {
+        at >= self.start && at <= self.end
+    }
+
+    /// Requests, input tokens, output tokens and SLO-meeting requests of
+    /// `done` completed in the window, per second of it; with no window,
+    /// all of `done` per second of `whole_s`.
+    fn rates(window: Option<Window>, whole_s: f64, done: &[Done]) -> [f64; 4] {
+        let span = window.map_or(whole_s, |w| w.seconds());
+        if span <= 0.0 {
+            return [0.0; 4];
+        }
+        let mut sums = [0.0f64; 4];
+        for d in done.iter().filter(|d| window.is_none_or(|w| w.holds(d.at))) {
+            sums[0] += 1.0;
+            sums[1] += d.input_tokens as f64;
+            sums[2] += d.output_tokens as f64;
+            sums[3] += f64::from(u8::from(d.met));
+        }
+        sums.map(|v| v / span)
     }
 }
 
@@ -581,6 +629,7 @@ impl ClassAcc {
             ttft_sched: Metric::new(),
             tpot: Metric::new(),
             e2e_sched: Metric::new(),
+            done: Vec::new(),
         }
     }
 }
@@ -870,6 +919,8 @@ pub struct SummaryBuilder {
     last_sent: Option<i64>,
     sent: u64,
     last_done: Option<i64>,
+    /// Successes, for the throughput window.
+    done: Vec<Done>,
     send_lag: Metric,
     /// Send lag minus the wait for a connection or slot: the generator's
     /// own lateness.
@@ -956,6 +1007,7 @@ impl SummaryBuilder {
             last_sent: None,
             sent: 0,
             last_done: None,
+            done: Vec::new(),
             send_lag: Metric::new(),
             own_lag: Metric::new(),
             queued: 0,
@@ -1008,6 +1060,14 @@ impl SummaryBuilder {
             let (input, output) = row_tokens(row);
             acc.input_tokens += input;
             acc.output_tokens += output;
+            if let Some(at) = row.completed_at_us {
+                acc.done.push(Done {
+                    at,
+                    input_tokens: input,
+                    output_tokens: output,
+                    met,
+                });
+            }
             if let Some(v) = row.ttft_from_schedule_us() {
                 acc.ttft_sched.record(v as f64);
             }
@@ -1027,8 +1087,7 @@ impl SummaryBuilder {
                 continue;
             }
             for (value, a) in values {
-                let [requests, input, output] =
-                    Window::rates(window, duration_s, [a.ok, a.input_tokens, a.output_tokens]);
+                let [requests, input, output, _] = Window::rates(window, duration_s, &a.done);
                 out.push(ClassSummary {
                     column: column.name().to_owned(),
                     value: value.clone(),
@@ -1125,6 +1184,14 @@ impl SummaryBuilder {
         let (input, output) = row_tokens(row);
         self.ok_output_tokens += output;
         self.ok_input_tokens += input;
+        if let Some(at) = row.completed_at_us {
+            self.done.push(Done {
+                at,
+                input_tokens: input,
+                output_tokens: output,
+                met,
+            });
+        }
 
         if let Some(server) = row.usage_prompt_tokens {
             let sent = row.prompt_tokens_sent.unwrap_or(row.input_tokens);
@@ -1378,12 +1445,13 @@ impl SummaryBuilder {
             "schedule kept: every request left on time".to_owned()
         };
         let duration_s = span_s(self.first_scheduled, self.last_done.max(self.last_sent));
+        // The steady window, when something completed in it (else the
+        // whole run: a burst scheduled at once, or latencies longer than
+        // the schedule).
         let window = match (self.first_scheduled, self.last_scheduled) {
-            (Some(start), Some(end)) if end > start && self.requests > 1 => Some(Window {
-                start,
-                end,
-                rows: self.requests,
-            }),
+            (Some(start), Some(end)) if end > start => {
+                Some(Window { start, end }).filter(|w| self.done.iter().any(|d| w.holds(d.at)))
+            }
             _ => None,
         };
         let [
@@ -1391,16 +1459,7 @@ impl SummaryBuilder {
             input_token_throughput,
             output_token_throughput,
             met_rate,
-        ] = Window::rates(
-            window,
-            duration_s,
-            [
-                self.ok,
-                self.ok_input_tokens,
-                self.ok_output_tokens,
-                self.met,
-            ],
-        );
+        ] = Window::rates(window, duration_s, &self.done);
         Summary {
             requests: self.requests,
             outcomes: self.outcomes.clone(),
@@ -1631,10 +1690,13 @@ impl fmt::Display for Summary {
             self.output_token_throughput,
             self.input_token_throughput,
             if self.throughput_window == "run" {
-                format!("over the whole run, {:.1} s", self.window_s)
+                format!(
+                    "over the whole run, {:.1} s: nothing completed before the last send",
+                    self.window_s
+                )
             } else {
                 format!(
-                    "steady window {:.1} s, first to last scheduled send",
+                    "completed in the steady window, {:.1} s from the first to the last scheduled send",
                     self.window_s
                 )
             }
@@ -1883,6 +1945,45 @@ mod tests {
     }
 
     #[test]
+    fn slo_takes_vllms_goodput_form_and_an_itl_objective() {
+        let slo: Slo = "ttft:500 tpot:50.5 e2el:10000".parse().unwrap();
+        assert_eq!(
+            (slo.ttft_us, slo.tpot_us, slo.e2e_us),
+            (Some(500_000), Some(50_500), Some(10_000_000)),
+            "bare numbers are milliseconds"
+        );
+        let slo: Slo = "itl=200ms,ttft:1s".parse().unwrap();
+        assert_eq!((slo.itl_us, slo.ttft_us), (Some(200_000), Some(1_000_000)));
+        assert_eq!(slo.to_string(), "ttft=1000ms,itl=200ms");
+        assert_eq!(
+            slo.to_string().parse::<Slo>(),
+            Ok(slo),
+            "Display parses back"
+        );
+        let err = "ttft:-5".parse::<Slo>().unwrap_err();
+        assert!(err.contains("positive"), "{err}");
+        let err = "queue:5".parse::<Slo>().unwrap_err();
+        assert!(err.contains("itl"), "{err}");
+    }
+
+    #[test]
+    fn the_itl_objective_bounds_a_requests_longest_gap() {
+        let slo: Slo = "itl=50ms".parse().unwrap();
+        let mut steady = row(0, "ok", 100, 1_000, 4);
+        steady.itl_us = vec![40_000, 50_000, 30_000];
+        let mut stalled = steady.clone();
+        stalled.itl_us = vec![10_000, 400_000, 10_000];
+        let mut one_chunk = steady.clone();
+        one_chunk.itl_us.clear();
+        assert!(slo.met_by(&steady), "a gap equal to the limit meets it");
+        assert!(!slo.met_by(&stalled), "one stall fails the request");
+        assert!(slo.met_by(&one_chunk), "no gaps: nothing to fail");
+        let s = summarize(&[steady, stalled, one_chunk], Some(slo), None);
+        let g = s.goodput.unwrap();
+        assert_eq!((g.met, g.total), (2, 3));
+    }
+
+    #[test]
     fn goodput_counts_failures_in_the_denominator() {
         let rows = vec![
             row(0, "ok", 100, 1_000, 11),
@@ -2020,25 +2121,28 @@ mod tests {
     #[test]
     fn throughput_leaves_out_the_drain_tail() {
         // 11 requests scheduled 100 ms apart over 1 s, each done 20 ms
-        // later but the last, which drains for 9 s; one fails.
+        // later but the last two, which drain for 9 s; one fails.
         let mut rows: Vec<ResultRow> = (0..11).map(|i| row(i, "ok", 10, 20, 2)).collect();
-        rows[10].completed_at_us = Some(rows[10].scheduled_at_us + 9_000_000);
+        for r in &mut rows[9..] {
+            r.completed_at_us = Some(r.scheduled_at_us + 9_000_000);
+        }
         rows[3] = row(3, "http_error", 0, 0, 0);
         let s = summarize(&rows, None, None);
         assert_eq!(s.throughput_window, "steady");
         assert!((s.window_s - 1.0).abs() < 1e-9, "{}", s.window_s);
-        // 10 of 11 ok at a scheduled rate of 10/s.
-        assert!((s.request_throughput - 10.0 / 11.0 * 10.0).abs() < 1e-9);
-        assert!((s.output_token_throughput - 20.0 / 11.0 * 10.0).abs() < 1e-9);
+        // 8 successes completed inside the 1 s window.
+        assert!(
+            (s.request_throughput - 8.0).abs() < 1e-9,
+            "{}",
+            s.request_throughput
+        );
+        assert!((s.output_token_throughput - 16.0).abs() < 1e-9);
         assert!(s.duration_s > 9.0);
-        // All ok: the throughput is the scheduled rate.
-        rows[3] = row(3, "ok", 10, 20, 2);
-        let s = summarize(&rows, None, None);
-        assert!((s.request_throughput - s.fidelity.scheduled_rate).abs() < 1e-9);
-        // One request: the whole run.
-        let s = summarize(&rows[..1], None, None);
+        // Nothing completed inside the window: the whole run.
+        let late: Vec<ResultRow> = (0..3).map(|i| row(i, "ok", 10, 5_000, 2)).collect();
+        let s = summarize(&late, None, None);
         assert_eq!(s.throughput_window, "run");
-        assert!((s.request_throughput - 1.0 / s.duration_s).abs() < 1e-9);
+        assert!((s.request_throughput - 3.0 / s.duration_s).abs() < 1e-9);
     }
 
     #[test]

@@ -25,8 +25,8 @@ use parquet::file::metadata::{FileMetaData, KeyValue, ParquetMetaData, ParquetMe
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::{ColumnPath, SchemaDescPtr};
 
-use super::ResultRow;
 use super::schema::{arrow_schema, col};
+use super::{ResultRow, TokenSource};
 
 /// Errors writing results.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,8 @@ struct Builders {
     model: StringDictionaryBuilder<Int32Type>,
     request_kind: StringDictionaryBuilder<Int32Type>,
     user_id: StringDictionaryBuilder<Int32Type>,
+    output_chunks: Int32Builder,
+    output_tokens_source: StringDictionaryBuilder<Int32Type>,
     len: usize,
 }
 
@@ -117,6 +119,8 @@ impl Builders {
             model: StringDictionaryBuilder::new(),
             request_kind: StringDictionaryBuilder::new(),
             user_id: StringDictionaryBuilder::new(),
+            output_chunks: Int32Builder::new(),
+            output_tokens_source: StringDictionaryBuilder::new(),
             len: 0,
         }
     }
@@ -158,6 +162,9 @@ impl Builders {
         self.model.append_option(r.model.as_deref());
         self.request_kind.append_option(r.request_kind.as_deref());
         self.user_id.append_option(r.user_id.as_deref());
+        self.output_chunks.append_option(r.output_chunks);
+        self.output_tokens_source
+            .append_option(r.output_tokens_source.map(TokenSource::as_str));
         self.len += 1;
     }
 
@@ -196,6 +203,8 @@ impl Builders {
             Arc::new(self.model.finish()),
             Arc::new(self.request_kind.finish()),
             Arc::new(self.user_id.finish()),
+            Arc::new(self.output_chunks.finish()),
+            Arc::new(self.output_tokens_source.finish()),
         ]
     }
 }

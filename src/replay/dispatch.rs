@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::pacer::Pacer;
 use crate::client::{Endpoint, Exchange, Outcome, RequestSpec, Timeouts};
-use crate::record::{Phase, ResultRow};
+use crate::record::{Phase, ResultRow, TokenSource};
 use crate::schedule::{ScheduledRequest, Stages};
 
 /// Sends one request and measures it. [`Endpoint`] is the real one; tests
@@ -524,7 +524,12 @@ fn fill_from_exchange(row: &mut ResultRow, ex: &Exchange, sent: Instant, clock: 
         .windows(2)
         .map(|w| signed_us(w[1], w[0]))
         .collect();
-    row.output_tokens = as_i32(ex.output_tokens);
+    row.output_chunks = ex.streamed.then(|| as_i32(ex.output_tokens));
+    (row.output_tokens, row.output_tokens_source) = match ex.usage_completion_tokens {
+        Some(n) => (as_i32(n), Some(TokenSource::Usage)),
+        None if ex.streamed => (as_i32(ex.output_tokens), Some(TokenSource::Chunks)),
+        None => (as_i32(ex.output_tokens), None),
+    };
     row.usage_prompt_tokens = ex.usage_prompt_tokens.map(as_i32);
     row.usage_completion_tokens = ex.usage_completion_tokens.map(as_i32);
 }
