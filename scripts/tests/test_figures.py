@@ -215,3 +215,14 @@ def test_analyze_py_reads_one_results_file_and_says_its_slo(run, datasets, tmp_p
     missing = subprocess.run([sys.executable, ROOT / "scripts" / "analyze.py", tmp_path / "nope.parquet"],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "no such file" in missing.stderr
+
+
+def test_a_runs_own_cap_is_named_not_the_load_generator(run, datasets, tmp_path):
+    out, js = tmp_path / "r.parquet", tmp_path / "s.json"
+    proc = run("replay", datasets / "azure_conv_small.parquet", "--rate", "20", "--requests", "40",
+               "--arrivals", "constant", "--max-in-flight", "2", "-o", out, "--summary-json", js, "-q")
+    s = json.loads(js.read_text())
+    verdict = s["fidelity"]["verdict"]
+    assert s["fidelity"]["generator_bottleneck"] is False, verdict
+    assert "own --max-in-flight or --max-connections cap" in verdict, verdict
+    assert "load generator, not the server" not in proc.stdout

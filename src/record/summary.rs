@@ -1436,6 +1436,12 @@ impl SummaryBuilder {
             format!(
                 "schedule kept; {not_sent} requests were not sent ({queued} dropped by --max-in-flight, the rest cancelled)"
             )
+        } else if self.queued > 0 && rate_error.abs() > self.limits.max_rate_error {
+            format!(
+                "this run's own --max-in-flight or --max-connections cap held the load sent to {achieved_rate:.2} req/s against a schedule of {scheduled_rate:.2} ({:+.1}%): {} requests waited for a slot while the server held every one busy, so the load offered was not what was asked (not the load generator's doing); raise the cap to offer it",
+                rate_error * 100.0,
+                self.queued
+            )
         } else if self.queued > 0 {
             format!(
                 "the generator kept the schedule; {} requests then waited for a free slot under this run's --max-in-flight or --max-connections cap while the server held every one busy",
@@ -2165,6 +2171,20 @@ mod tests {
             !s.fidelity
                 .verdict
                 .contains("load generator, not the server")
+        );
+        // The cap holding the rate itself down (a tenth of the schedule)
+        // is said with the rate, and is the cap's too.
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.sent_at_us = Some(r.scheduled_at_us + i as i64 * 900_000);
+            r.send_lag_us = Some(i as i64 * 900_000);
+            r.queue_wait_us = r.send_lag_us;
+        }
+        let s = summarize(&rows, None, Some(10.0));
+        assert!(!s.fidelity.generator_bottleneck, "{}", s.fidelity.verdict);
+        assert!(
+            s.fidelity.verdict.contains("own --max-in-flight or --max-connections cap held the load sent to 1.00 req/s against a schedule of 10.00 (-90.0%)"),
+            "{}",
+            s.fidelity.verdict
         );
     }
 
