@@ -23,12 +23,12 @@
 
 pub mod dispatch;
 pub mod pacer;
+pub mod progress;
 pub mod recorder;
 pub mod scrape;
 pub mod session;
 pub mod token_check;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -816,8 +816,10 @@ pub struct RunOptions {
     pub limits: FidelityLimits,
     /// Warm-up and cool-down boundaries.
     pub phases: Phases,
-    /// Show a live progress line (on a terminal).
+    /// Show the live progress (`false`: nothing, whatever `monitor` says).
     pub progress: bool,
+    /// How the progress is shown and exported, and the sweep step's label.
+    pub monitor: progress::Monitor,
     /// Extra key-values for the results metadata (sweep step, ...).
     pub extra_metadata: Vec<(String, String)>,
     /// Replay the trace's sessions as conversations (when it has any);
@@ -954,6 +956,27 @@ pub async fn run(
         .closed_loop(opts.closed_loop.as_ref().map(|c| c.users as u64))
         .stages(stages.as_ref());
     let end = Arc::new(Mutex::new(RunEnd::default()));
+    let counters = Arc::new(Counters::default());
+    let live = Arc::new(progress::LiveRun::new(
+        counters.clone(),
+        progress::Plan {
+            scheduled: planned.requests,
+            exact: planned.exact,
+            span: match &opts.closed_loop {
+                Some(c) => c.duration.or_else(|| {
+                    c.stages
+                        .as_ref()
+                        .map(|s| Duration::from_nanos(s.total_ns()))
+                }),
+                None => Some(Duration::from_nanos(schedule.span_hint_ns())),
+            },
+        },
+        clock.start,
+        &opts.monitor,
+    ));
+    if let Some(exporter) = &opts.monitor.exporter {
+        exporter.attach(live.clone());
+    }
     let recorder = recorder::Recorder::start(
         writer,
         opts.output.clone(),
@@ -961,6 +984,7 @@ pub async fn run(
         summary,
         end.clone(),
         shutdown.clone(),
+        Some(progress::Tap::new(live.clone(), clock)),
     )?;
 
     let session_run = sessions.map(|(plan, o)| {
@@ -1030,7 +1054,6 @@ pub async fn run(
         .clone()
         .map(|url| tokio::spawn(scrape::run(url, scrape_stop.clone())));
     let cancel = CancellationToken::new();
-    let counters = Arc::new(Counters::default());
     let cap = target
         .cap
         .map(|(n, policy)| (Arc::new(Semaphore::new(n)), policy));
@@ -1085,8 +1108,14 @@ pub async fn run(
     // written for it below.
     let last_rows = rows_tx;
 
-    let progress = (opts.progress && std::io::stderr().is_terminal())
-        .then(|| tokio::spawn(progress_line(counters.clone())));
+    let view = progress::View::start(
+        if opts.progress {
+            opts.monitor.mode
+        } else {
+            progress::ProgressMode::Off
+        },
+        live.clone(),
+    );
 
     let mut dispatched = dispatch::Dispatched::default();
     let mut engine_failed = false;
@@ -1103,6 +1132,11 @@ pub async fn run(
     }
     if engine_failed {
         shutdown.stop_now("fatal: an engine thread failed");
+    }
+    // Every first request has left; in session replay later turns still
+    // go out, so only a run of single requests is draining now.
+    if session_run.is_none() {
+        live.set_draining();
     }
     tracing::debug!(?dispatched, "dispatch finished");
     tasks.close();
@@ -1123,10 +1157,7 @@ pub async fn run(
         }
         tasks.wait().await;
     }
-    if let Some(p) = progress {
-        p.abort();
-        eprintln!();
-    }
+    view.finish().await;
     let joined = tokio::task::spawn_blocking(move || {
         threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
     })
@@ -1281,26 +1312,6 @@ impl dispatch::Transport for EndpointRef {
         cancel: &CancellationToken,
     ) -> impl std::future::Future<Output = crate::client::Exchange> + Send {
         self.0.send(spec, body, timeouts, cancel)
-    }
-}
-
-async fn progress_line(counters: Arc<Counters>) {
-    let start = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_sent = 0u64;
-    loop {
-        tick.tick().await;
-        let c = &counters;
-        let sent = c.sent.load(Ordering::Relaxed);
-        eprint!(
-            "\r[{:>6.1}s] sent {sent} | in flight {} | done {} | errors {} | {} req/s   ",
-            start.elapsed().as_secs_f64(),
-            c.in_flight.load(Ordering::Relaxed),
-            c.done.load(Ordering::Relaxed),
-            c.errors.load(Ordering::Relaxed),
-            sent - last_sent,
-        );
-        last_sent = sent;
     }
 }
 
