@@ -977,6 +977,15 @@ pub async fn run(
     if let Some(exporter) = &opts.monitor.exporter {
         exporter.attach(live.clone());
     }
+    let mode = if opts.progress {
+        opts.monitor.mode
+    } else {
+        progress::ProgressMode::Off
+    };
+    // The window costs the recorder a little per row: kept only when
+    // someone looks at it.
+    let tap = (mode != progress::ProgressMode::Off || opts.monitor.exporter.is_some())
+        .then(|| progress::Tap::new(live.clone(), clock));
     let recorder = recorder::Recorder::start(
         writer,
         opts.output.clone(),
@@ -984,7 +993,7 @@ pub async fn run(
         summary,
         end.clone(),
         shutdown.clone(),
-        Some(progress::Tap::new(live.clone(), clock)),
+        tap,
     )?;
 
     let session_run = sessions.map(|(plan, o)| {
@@ -1108,14 +1117,7 @@ pub async fn run(
     // written for it below.
     let last_rows = rows_tx;
 
-    let view = progress::View::start(
-        if opts.progress {
-            opts.monitor.mode
-        } else {
-            progress::ProgressMode::Off
-        },
-        live.clone(),
-    );
+    let view = progress::View::start(mode, live.clone());
 
     let mut dispatched = dispatch::Dispatched::default();
     let mut engine_failed = false;

@@ -71,13 +71,14 @@ fn a_piped_stderr_gets_a_final_plain_line_with_the_run_totals() {
     );
     let last = stderr
         .lines()
-        .find(|l| l.contains("finished in"))
+        .find(|l| l.contains("| finished |"))
         .unwrap_or_else(|| panic!("no final progress line in:\n{stderr}"));
     assert!(last.starts_with('['), "{last}");
     assert!(
-        last.contains("s] 30/30 done (100.0%) | sent 30 |"),
+        last.contains("s] 30/30 done (100.0%) | finished |"),
         "{last}"
     );
+    assert!(last.ends_with("| sent 30"), "{last}");
     assert!(
         last.contains(&format!("| errors {errors} (http_error {errors})")),
         "{last}"
@@ -132,7 +133,7 @@ fn a_sweep_labels_each_step_i_of_n() {
     for step in ["step 1/2 rate=50", "step 2/2 rate=100"] {
         let line = stderr
             .lines()
-            .find(|l| l.contains(step) && l.contains("finished in"))
+            .find(|l| l.contains(step) && l.contains("| finished |"))
             .unwrap_or_else(|| panic!("no final line of {step} in:\n{stderr}"));
         assert!(line.contains("| 8/8 done (100.0%) |"), "{line}");
     }

@@ -319,36 +319,32 @@ impl Snapshot {
         (self.done as f64 * 100.0 / self.scheduled as f64).min(100.0)
     }
 
-    /// The fields of the progress, `|`-separated in the line.
-    fn fields(&self) -> Vec<String> {
-        let mut f = Vec::with_capacity(8);
+    /// The fields of the progress, `|`-separated in the line, the ones a
+    /// reader looks for first (and a narrow terminal keeps) first; `bar`
+    /// leaves out what the bar itself shows.
+    fn fields(&self, bar: bool) -> Vec<String> {
+        let mut f = Vec::with_capacity(9);
         if let Some(label) = &self.label {
             f.push(label.clone());
         }
         let approx = if self.scheduled_exact { "" } else { "~" };
         f.push(format!(
-            "{}/{approx}{} done ({:.1}%)",
+            "{}/{approx}{}{} ({:.1}%)",
             self.done,
             self.scheduled,
+            if bar { "" } else { " done" },
             self.percent()
         ));
-        if self.finished {
-            f.push(format!("sent {}", self.sent));
-            f.push(format!("finished in {}", fmt_duration(self.elapsed)));
+        f.push(if self.finished {
+            "finished".to_owned()
         } else if self.draining {
-            f.push(format!("sent {}", self.sent));
-            f.push(format!("draining {} in flight", self.in_flight));
+            format!("draining {} in flight", self.in_flight)
         } else {
-            f.push(match self.eta {
+            match self.eta {
                 Some(eta) => format!("ETA {}", fmt_duration(eta)),
                 None => "ETA ?".to_owned(),
-            });
-            f.push(format!("sent {}", self.sent));
-            f.push(format!("in flight {}", self.in_flight));
-            if let Some(rate) = self.send_rate {
-                f.push(format!("{rate:.1} req/s"));
             }
-        }
+        });
         let w = &self.window;
         f.push(match (w.ttft_p50_us, w.ttft_p99_us) {
             (Some(p50), Some(p99)) => {
@@ -369,13 +365,22 @@ impl Snapshot {
                 .collect();
             f.push(format!("errors {total} ({})", kinds.join(", ")));
         }
+        if !(self.finished || self.draining) {
+            f.push(format!("in flight {}", self.in_flight));
+        }
+        f.push(format!("sent {}", self.sent));
+        if !(self.finished || self.draining)
+            && let Some(rate) = self.send_rate
+        {
+            f.push(format!("{rate:.1} req/s"));
+        }
         f
     }
 
     /// The plain line: elapsed time, then every figure, `|`-separated; no
     /// control characters. TTFT and tok/s are over the last [`WINDOW`].
     pub fn line(&self) -> String {
-        format!("{} {}", self.stamp(), self.fields().join(" | "))
+        format!("{} {}", self.stamp(), self.fields(false).join(" | "))
     }
 
     /// `[   16.0s]`: the time since t=0.
@@ -394,14 +399,16 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// A latency in µs as `850µs`, `9.3ms`, `137ms` or `12.3s`.
+/// A latency in µs as `850µs`, `9.3ms`, `137ms`, `7.05s` or `12.3s`.
 pub fn fmt_us(us: f64) -> String {
     if us < 1000.0 {
         format!("{us:.0}µs")
     } else if us < 10_000.0 {
         format!("{:.1}ms", us / 1e3)
-    } else if us < 10_000_000.0 {
+    } else if us < 999_500.0 {
         format!("{:.0}ms", us / 1e3)
+    } else if us < 9_995_000.0 {
+        format!("{:.2}s", us / 1e6)
     } else {
         format!("{:.1}s", us / 1e6)
     }
@@ -678,7 +685,7 @@ async fn draw_bar(live: Arc<LiveRun>, stop: CancellationToken) {
         Some(live.plan.scheduled.max(1)),
         ProgressDrawTarget::stderr_with_hz(4),
     );
-    if let Ok(style) = ProgressStyle::with_template("{prefix} {bar:24.cyan/blue} {wide_msg}") {
+    if let Ok(style) = ProgressStyle::with_template("{prefix} {bar:16.cyan/blue} {wide_msg}") {
         bar.set_style(style.progress_chars("█▉▊▋▌▍▎▏ "));
     }
     let mut meter = RateMeter::started(&live);
@@ -692,7 +699,7 @@ async fn draw_bar(live: Arc<LiveRun>, stop: CancellationToken) {
         s.send_rate = meter.rate(s.elapsed, s.sent);
         bar.set_position(s.done);
         bar.set_prefix(s.stamp());
-        bar.set_message(s.fields().join(" | "));
+        bar.set_message(s.fields(true).join(" | "));
     }
     bar.finish_and_clear();
     eprintln!("{}", final_snapshot(&live, &mut meter).line());
@@ -752,7 +759,7 @@ mod tests {
     fn the_line_shows_total_percent_eta_latency_tokens_and_errors_by_kind() {
         assert_eq!(
             snapshot().line(),
-            "[   16.0s] step 2/4 rate=8 | 104/480 done (21.7%) | ETA 44s | sent 213 | in flight 109 | 8.0 req/s | TTFT p50 91ms p99 137ms | 412 tok/s | errors 3 (http_error 1, timeout 2)"
+            "[   16.0s] step 2/4 rate=8 | 104/480 done (21.7%) | ETA 44s | TTFT p50 91ms p99 137ms | 412 tok/s | errors 3 (http_error 1, timeout 2) | in flight 109 | sent 213 | 8.0 req/s"
         );
     }
 
@@ -772,7 +779,7 @@ mod tests {
         let line = s.line();
         assert_eq!(
             line,
-            "[   16.0s] 443/480 done (92.3%) | sent 480 | draining 37 in flight | TTFT p50 91ms p99 137ms | 412 tok/s | errors 0"
+            "[   16.0s] 443/480 done (92.3%) | draining 37 in flight | TTFT p50 91ms p99 137ms | 412 tok/s | errors 0 | sent 480"
         );
         assert!(!line.contains("req/s"));
     }
@@ -792,6 +799,7 @@ mod tests {
         assert!(line.contains("| ETA ? |"), "{line}");
         assert!(line.contains("| TTFT - |"), "{line}");
         assert!(line.contains("| 0 tok/s |"), "{line}");
+        assert!(line.ends_with("| sent 213"), "{line}");
     }
 
     #[test]
@@ -805,9 +813,12 @@ mod tests {
         };
         let line = s.line();
         assert!(
-            line.contains("480/480 done (100.0%) | sent 480 | finished in 1m01s"),
+            line.starts_with(
+                "[   61.0s] step 2/4 rate=8 | 480/480 done (100.0%) | finished | TTFT"
+            ),
             "{line}"
         );
+        assert!(line.ends_with("| sent 480"), "{line}");
         assert!(!line.chars().any(char::is_control), "{line:?}");
     }
 
@@ -819,6 +830,8 @@ mod tests {
         assert_eq!(fmt_us(850.0), "850µs");
         assert_eq!(fmt_us(9_340.0), "9.3ms");
         assert_eq!(fmt_us(137_000.0), "137ms");
+        assert_eq!(fmt_us(999_000.0), "999ms");
+        assert_eq!(fmt_us(7_048_000.0), "7.05s");
         assert_eq!(fmt_us(12_340_000.0), "12.3s");
     }
 
