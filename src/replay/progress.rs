@@ -241,19 +241,12 @@ impl LiveRun {
             c.done.load(Ordering::Relaxed),
             c.in_flight.load(Ordering::Relaxed),
         );
-        // Once the last request has left, the total is known: what is done
-        // and what is still out.
-        let (scheduled, scheduled_exact) = if draining && !self.plan.exact {
-            (done + in_flight, true)
-        } else {
-            (self.plan.scheduled, self.plan.exact)
-        };
         Snapshot {
             elapsed,
             label: self.label.clone(),
             step: self.step,
-            scheduled,
-            scheduled_exact,
+            scheduled: self.plan.scheduled,
+            scheduled_exact: self.plan.exact,
             sent,
             done,
             in_flight,
@@ -307,16 +300,23 @@ impl Snapshot {
         self.errors.iter().sum()
     }
 
-    /// Rows done over requests scheduled, 0-100 (100 once a run of an
-    /// estimated total finished).
+    /// The rows the run will have and whether that is exact: the
+    /// schedule's count, or once the last request of an estimated one has
+    /// left, what is done and what is still out.
+    pub fn total(&self) -> (u64, bool) {
+        if !self.scheduled_exact && (self.draining || self.finished) {
+            (self.done + self.in_flight, true)
+        } else {
+            (self.scheduled, self.scheduled_exact)
+        }
+    }
+
+    /// Rows done over [`Self::total`], 0-100.
     pub fn percent(&self) -> f64 {
-        if self.finished && !self.scheduled_exact {
-            return 100.0;
+        match self.total() {
+            (0, _) => 0.0,
+            (total, _) => (self.done as f64 * 100.0 / total as f64).min(100.0),
         }
-        if self.scheduled == 0 {
-            return 0.0;
-        }
-        (self.done as f64 * 100.0 / self.scheduled as f64).min(100.0)
     }
 
     /// The fields of the progress, `|`-separated in the line, the ones a
@@ -327,11 +327,11 @@ impl Snapshot {
         if let Some(label) = &self.label {
             f.push(label.clone());
         }
-        let approx = if self.scheduled_exact { "" } else { "~" };
+        let (total, exact) = self.total();
+        let approx = if exact { "" } else { "~" };
         f.push(format!(
-            "{}/{approx}{}{} ({:.1}%)",
+            "{}/{approx}{total}{} ({:.1}%)",
             self.done,
-            self.scheduled,
             if bar { "" } else { " done" },
             self.percent()
         ));
@@ -697,6 +697,7 @@ async fn draw_bar(live: Arc<LiveRun>, stop: CancellationToken) {
         }
         let mut s = live.snapshot(Instant::now());
         s.send_rate = meter.rate(s.elapsed, s.sent);
+        bar.set_length(s.total().0.max(1));
         bar.set_position(s.done);
         bar.set_prefix(s.stamp());
         bar.set_message(s.fields(true).join(" | "));
@@ -800,6 +801,29 @@ mod tests {
         assert!(line.contains("| TTFT - |"), "{line}");
         assert!(line.contains("| 0 tok/s |"), "{line}");
         assert!(line.ends_with("| sent 213"), "{line}");
+    }
+
+    #[test]
+    fn an_estimated_total_is_known_once_the_last_request_left() {
+        let s = Snapshot {
+            scheduled_exact: false,
+            draining: true,
+            done: 500,
+            in_flight: 24,
+            ..snapshot()
+        };
+        assert_eq!(s.total(), (524, true));
+        assert!(
+            s.line().contains("| 500/524 done (95.4%) |"),
+            "{}",
+            s.line()
+        );
+        let sending = Snapshot {
+            draining: false,
+            ..s
+        };
+        assert_eq!(sending.total(), (480, false));
+        assert!(sending.line().contains("| 500/~480 done (100.0%) |"));
     }
 
     #[test]
