@@ -1159,6 +1159,9 @@ pub async fn run(
         }
         tasks.wait().await;
     }
+    if let Some(why) = shutdown.reason() {
+        live.set_stopped(why);
+    }
     view.finish().await;
     let joined = tokio::task::spawn_blocking(move || {
         threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()

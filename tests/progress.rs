@@ -345,3 +345,52 @@ async fn sweep_counters_add_up_over_steps_and_the_step_is_exported() {
     assert_eq!(m["llm_replay_requests_scheduled_total"], 20.0);
     assert_eq!(m["llm_replay_step"], 2.0);
 }
+
+#[test]
+fn a_stopped_run_ends_with_a_line_that_says_why() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.parquet");
+    let mut child = bin()
+        .args([
+            "replay",
+            &trace(),
+            "--rate",
+            "20",
+            "--duration",
+            "60s",
+            "--grace",
+            "2s",
+            "--sim-decode-base-us",
+            "200",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The run is announced just before t=0.
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("replaying ") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    let rows = read_results(&out).unwrap().rows.len();
+    let last = rest
+        .iter()
+        .find(|l| l.contains("| stopped (SIGINT) |"))
+        .unwrap_or_else(|| panic!("no stopped line in {rest:?}"));
+    // The schedule's estimated total stays; what was done is the rows.
+    assert!(last.contains(&format!("] {rows}/~")), "{last}");
+}

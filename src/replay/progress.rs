@@ -200,6 +200,7 @@ pub struct LiveRun {
     plan: Plan,
     start: Instant,
     draining: AtomicBool,
+    stopped: Mutex<Option<String>>,
     window: Mutex<WindowFigures>,
     label: Option<String>,
     step: Option<u32>,
@@ -214,6 +215,7 @@ impl LiveRun {
             plan,
             start,
             draining: AtomicBool::new(false),
+            stopped: Mutex::new(None),
             window: Mutex::new(WindowFigures::default()),
             label: monitor.label.clone(),
             step: monitor.step,
@@ -223,6 +225,13 @@ impl LiveRun {
     /// The last request was sent: what is left is draining.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The run was stopped early, for `why` (a signal, a fatal error).
+    pub fn set_stopped(&self, why: String) {
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = Some(why);
+        }
     }
 
     fn publish(&self, figures: WindowFigures) {
@@ -254,6 +263,7 @@ impl LiveRun {
             eta: self.plan.span.map(|s| s.saturating_sub(elapsed)),
             draining,
             finished: false,
+            stopped: self.stopped.lock().ok().and_then(|s| s.clone()),
             send_rate: None,
             window: self.window.lock().map(|w| *w).unwrap_or_default(),
         }
@@ -288,6 +298,8 @@ pub struct Snapshot {
     pub draining: bool,
     /// The run is over.
     pub finished: bool,
+    /// Why the run was stopped early, if it was.
+    pub stopped: Option<String>,
     /// Sends per second over the last [`WINDOW`] (the renderer's count).
     pub send_rate: Option<f64>,
     /// The recorder's window.
@@ -302,9 +314,10 @@ impl Snapshot {
 
     /// The rows the run will have and whether that is exact: the
     /// schedule's count, or once the last request of an estimated one has
-    /// left, what is done and what is still out.
+    /// left, what is done and what is still out (unless the run was
+    /// stopped: then what the schedule had is the total, not reached).
     pub fn total(&self) -> (u64, bool) {
-        if !self.scheduled_exact && (self.draining || self.finished) {
+        if !self.scheduled_exact && (self.draining || self.finished) && self.stopped.is_none() {
             (self.done + self.in_flight, true)
         } else {
             (self.scheduled, self.scheduled_exact)
@@ -336,7 +349,10 @@ impl Snapshot {
             self.percent()
         ));
         f.push(if self.finished {
-            "finished".to_owned()
+            match &self.stopped {
+                Some(why) => format!("stopped ({why})"),
+                None => "finished".to_owned(),
+            }
         } else if self.draining {
             format!("draining {} in flight", self.in_flight)
         } else {
@@ -744,6 +760,7 @@ mod tests {
             eta: Some(Duration::from_millis(43_200)),
             draining: false,
             finished: false,
+            stopped: None,
             send_rate: Some(8.04),
             window: WindowFigures {
                 ttft_p50_us: Some(91_400.0),
@@ -824,6 +841,26 @@ mod tests {
         };
         assert_eq!(sending.total(), (480, false));
         assert!(sending.line().contains("| 500/~480 done (100.0%) |"));
+    }
+
+    #[test]
+    fn a_stopped_run_says_so_and_keeps_the_scheduled_total() {
+        let s = Snapshot {
+            scheduled_exact: false,
+            finished: true,
+            draining: true,
+            done: 54,
+            in_flight: 0,
+            stopped: Some("SIGINT".into()),
+            label: None,
+            ..snapshot()
+        };
+        assert!(
+            s.line()
+                .contains("] 54/~480 done (11.2%) | stopped (SIGINT) | TTFT"),
+            "{}",
+            s.line()
+        );
     }
 
     #[test]

@@ -268,6 +268,7 @@ mod tests {
             eta: None,
             draining: false,
             finished: false,
+            stopped: None,
             send_rate: None,
             window: WindowFigures {
                 ttft_p50_us: Some(91_000.0),
