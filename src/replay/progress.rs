@@ -180,7 +180,7 @@ pub struct WindowFigures {
     pub output_tokens_per_s: f64,
     /// Rows in the window.
     pub rows: u64,
-    /// TTFTs so far: count and sum (µs).
+    /// TTFTs of ok rows so far.
     pub ttft_count: u64,
     /// Sum of the TTFTs so far, µs.
     pub ttft_sum_us: f64,
@@ -959,6 +959,45 @@ mod tests {
             m.rate(Duration::from_secs(t), 200);
         }
         assert_eq!(m.rate(Duration::from_secs(32), 200), Some(0.0));
+    }
+
+    #[test]
+    fn the_tap_publishes_ok_ttfts_all_send_lags_and_every_token() {
+        let clock = RunClock::starting_in(Duration::ZERO);
+        let live = Arc::new(LiveRun::new(
+            Arc::new(Counters::default()),
+            Plan {
+                scheduled: 3,
+                exact: true,
+                span: Some(Duration::from_secs(1)),
+            },
+            clock.start,
+            &Monitor::default(),
+        ));
+        let mut tap = Tap::new(live.clone(), clock);
+        let now = clock.unix_us(Instant::now());
+        let row = |outcome, ttft_us, tokens| ResultRow {
+            outcome,
+            ttft_us: Some(ttft_us),
+            send_lag_us: Some(1_000),
+            completed_at_us: Some(now),
+            output_tokens: tokens,
+            ..ResultRow::default()
+        };
+        tap.row(&row(Outcome::Ok, 20_000, 5));
+        tap.row(&row(Outcome::Ok, 40_000, 7));
+        // A stream that broke after its first token: its tokens count, its
+        // TTFT does not.
+        tap.row(&row(Outcome::StreamError, 900_000, 3));
+        tap.publish();
+        let w = live.snapshot(Instant::now()).window;
+        assert_eq!(w.rows, 3);
+        assert_eq!(w.ttft_count, 2);
+        assert_eq!(w.ttft_sum_us, 60_000.0);
+        assert_eq!(w.ttft_p50_us, Some(30_000.0));
+        assert_eq!(w.send_lag_count, 3);
+        assert_eq!(w.send_lag_p99_us, Some(1_000.0));
+        assert_eq!(w.output_tokens, 15);
     }
 
     #[test]
