@@ -959,29 +959,14 @@ pub async fn run(
     let counters = Arc::new(Counters::default());
     let live = Arc::new(progress::LiveRun::new(
         counters.clone(),
-        progress::Plan {
-            scheduled: planned.requests,
-            exact: planned.exact,
-            span: match &opts.closed_loop {
-                Some(c) => c.duration.or_else(|| {
-                    c.stages
-                        .as_ref()
-                        .map(|s| Duration::from_nanos(s.total_ns()))
-                }),
-                None => Some(Duration::from_nanos(schedule.span_hint_ns())),
-            },
-        },
+        progress::Plan::of(planned, &schedule, opts.closed_loop.as_ref()),
         clock.start,
         &opts.monitor,
     ));
     if let Some(exporter) = &opts.monitor.exporter {
         exporter.attach(live.clone());
     }
-    let mode = if opts.progress {
-        opts.monitor.mode
-    } else {
-        progress::ProgressMode::Off
-    };
+    let mode = opts.monitor.mode_for(opts.progress);
     // The window costs the recorder a little per row: kept only when
     // someone looks at it.
     let tap = (mode != progress::ProgressMode::Off || opts.monitor.exporter.is_some())

@@ -22,9 +22,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{Counters, RunClock};
+use super::dispatch::{ClosedLoop, Counters, RunClock};
 use crate::client::Outcome;
 use crate::record::ResultRow;
+use crate::schedule::{Remaining, Schedule};
 pub use exporter::Exporter;
 
 /// The live latency and throughput figures cover this much of the recent
@@ -146,6 +147,11 @@ impl Monitor {
         }
     }
 
+    /// The mode drawn when the run shows progress at all (`shown`).
+    pub fn mode_for(&self, shown: bool) -> ProgressMode {
+        if shown { self.mode } else { ProgressMode::Off }
+    }
+
     /// This monitor with another label (a sweep's probes).
     pub fn labelled(&self, label: String) -> Self {
         Self {
@@ -164,6 +170,26 @@ pub struct Plan {
     pub exact: bool,
     /// Offset of the schedule's last send, when known.
     pub span: Option<Duration>,
+}
+
+impl Plan {
+    /// The plan of a run of `planned` requests walking `schedule`, or in a
+    /// closed loop `closed` (which ends at its duration or last stage, if
+    /// either is given).
+    pub fn of(planned: Remaining, schedule: &Schedule, closed: Option<&ClosedLoop>) -> Self {
+        Self {
+            scheduled: planned.requests,
+            exact: planned.exact,
+            span: match closed {
+                Some(c) => c.duration.or_else(|| {
+                    c.stages
+                        .as_ref()
+                        .map(|s| Duration::from_nanos(s.total_ns()))
+                }),
+                None => Some(Duration::from_nanos(schedule.span_hint_ns())),
+            },
+        }
+    }
 }
 
 /// Figures of the recent window and the run so far, as the recorder last
