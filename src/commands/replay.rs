@@ -373,6 +373,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 .and_then(crate::tokenize::TokenizerSpec::json_path),
         )
         .collect();
+    // Before anything slow, so a port in use is said at once.
+    let monitor = monitor(&args.live, None).await?;
     claim_outputs(&outputs, &inputs, args.end.force)?;
 
     if let Some(spec) = &args.synthetic {
@@ -443,7 +445,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         },
         phases: Phases::default(),
         progress: !args.quiet,
-        monitor: monitor(&args.live, None).await?,
+        monitor,
         extra_metadata: Vec::new(),
         sessions: args.session.options(),
         closed_loop: closed,
