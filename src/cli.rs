@@ -1086,6 +1086,45 @@ pub struct EndArgs {
     pub force: bool,
 }
 
+flag_enum! {
+    /// How the live progress is shown.
+    ProgressArg => crate::replay::progress::ProgressMode {
+        /// A bar when stderr is a terminal, else a plain line every 10 s.
+        Auto,
+        /// A bar (drawn only when stderr is a terminal).
+        Bar,
+        /// A plain line every 10 s and one at the end, for logs (CI,
+        /// nohup, Kubernetes).
+        Lines,
+        /// No progress.
+        Off,
+    }
+}
+
+/// Live progress and metrics of `replay` and `sweep`.
+#[derive(Debug, Clone, Args)]
+pub struct LiveArgs {
+    /// How the live progress is shown on stderr: total, percent, ETA from
+    /// the schedule, TTFT p50/p99 and output tokens/s over the last 10 s,
+    /// errors by kind (and the step in a sweep).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
+    /// Serve the live figures as Prometheus text on
+    /// `http://127.0.0.1:PORT/metrics` while the run goes (0 picks a free
+    /// port, printed on stderr).
+    #[arg(long, value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+    /// The address `--metrics-port` listens on (loopback unless given:
+    /// `0.0.0.0` exposes the run to the network).
+    #[arg(
+        long,
+        value_name = "IP",
+        default_value = "127.0.0.1",
+        requires = "metrics_port"
+    )]
+    pub metrics_addr: std::net::IpAddr,
+}
+
 /// `llm-replay replay TRACE`.
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
@@ -1138,9 +1177,12 @@ pub struct ReplayArgs {
         requires = "summary_json"
     )]
     pub summary_format: SummaryFormat,
-    /// No live progress line.
+    /// No live progress line (the same as `--progress off`).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Live progress and metrics.
+    #[command(flatten)]
+    pub live: LiveArgs,
     /// Stopping and outputs.
     #[command(flatten)]
     pub end: EndArgs,
@@ -1266,9 +1308,12 @@ pub struct SweepArgs {
     /// trace and target must be the ones they were run with).
     #[arg(long)]
     pub resume: bool,
-    /// No live progress line.
+    /// No live progress line (the same as `--progress off`).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Live progress and metrics.
+    #[command(flatten)]
+    pub live: LiveArgs,
     /// Stopping and outputs.
     #[command(flatten)]
     pub end: EndArgs,

@@ -23,12 +23,12 @@
 
 pub mod dispatch;
 pub mod pacer;
+pub mod progress;
 pub mod recorder;
 pub mod scrape;
 pub mod session;
 pub mod token_check;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -824,8 +824,10 @@ pub struct RunOptions {
     pub limits: FidelityLimits,
     /// Warm-up and cool-down boundaries.
     pub phases: Phases,
-    /// Show a live progress line (on a terminal).
+    /// Show the live progress (`false`: nothing, whatever `monitor` says).
     pub progress: bool,
+    /// How the progress is shown and exported, and the sweep step's label.
+    pub monitor: progress::Monitor,
     /// Extra key-values for the results metadata (sweep step, ...).
     pub extra_metadata: Vec<(String, String)>,
     /// Replay the trace's sessions as conversations (when it has any);
@@ -962,6 +964,21 @@ pub async fn run(
         .closed_loop(opts.closed_loop.as_ref().map(|c| c.users as u64))
         .stages(stages.as_ref());
     let end = Arc::new(Mutex::new(RunEnd::default()));
+    let counters = Arc::new(Counters::default());
+    let live = Arc::new(progress::LiveRun::new(
+        counters.clone(),
+        progress::Plan::of(planned, &schedule, opts.closed_loop.as_ref()),
+        clock.start,
+        &opts.monitor,
+    ));
+    if let Some(exporter) = &opts.monitor.exporter {
+        exporter.attach(live.clone());
+    }
+    let mode = opts.monitor.mode_for(opts.progress);
+    // The window costs the recorder a little per row: kept only when
+    // someone looks at it.
+    let tap = (mode != progress::ProgressMode::Off || opts.monitor.exporter.is_some())
+        .then(|| progress::Tap::new(live.clone(), clock));
     let recorder = recorder::Recorder::start(
         writer,
         opts.output.clone(),
@@ -969,6 +986,7 @@ pub async fn run(
         summary,
         end.clone(),
         shutdown.clone(),
+        tap,
     )?;
 
     let session_run = sessions.map(|(plan, o)| {
@@ -1038,7 +1056,6 @@ pub async fn run(
         .clone()
         .map(|url| tokio::spawn(scrape::run(url, scrape_stop.clone())));
     let cancel = CancellationToken::new();
-    let counters = Arc::new(Counters::default());
     let cap = target
         .cap
         .map(|(n, policy)| (Arc::new(Semaphore::new(n)), policy));
@@ -1093,8 +1110,7 @@ pub async fn run(
     // written for it below.
     let last_rows = rows_tx;
 
-    let progress = (opts.progress && std::io::stderr().is_terminal())
-        .then(|| tokio::spawn(progress_line(counters.clone())));
+    let view = progress::View::start(mode, live.clone());
 
     let mut dispatched = dispatch::Dispatched::default();
     let mut engine_failed = false;
@@ -1111,6 +1127,11 @@ pub async fn run(
     }
     if engine_failed {
         shutdown.stop_now("fatal: an engine thread failed");
+    }
+    // Every first request has left; in session replay later turns still
+    // go out, so only a run of single requests is draining now.
+    if session_run.is_none() {
+        live.set_draining();
     }
     tracing::debug!(?dispatched, "dispatch finished");
     tasks.close();
@@ -1131,10 +1152,10 @@ pub async fn run(
         }
         tasks.wait().await;
     }
-    if let Some(p) = progress {
-        p.abort();
-        eprintln!();
+    if let Some(why) = shutdown.reason() {
+        live.set_stopped(why);
     }
+    view.finish().await;
     let joined = tokio::task::spawn_blocking(move || {
         threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
     })
@@ -1289,26 +1310,6 @@ impl dispatch::Transport for EndpointRef {
         cancel: &CancellationToken,
     ) -> impl std::future::Future<Output = crate::client::Exchange> + Send {
         self.0.send(spec, body, timeouts, cancel)
-    }
-}
-
-async fn progress_line(counters: Arc<Counters>) {
-    let start = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_sent = 0u64;
-    loop {
-        tick.tick().await;
-        let c = &counters;
-        let sent = c.sent.load(Ordering::Relaxed);
-        eprint!(
-            "\r[{:>6.1}s] sent {sent} | in flight {} | done {} | errors {} | {} req/s   ",
-            start.elapsed().as_secs_f64(),
-            c.in_flight.load(Ordering::Relaxed),
-            c.done.load(Ordering::Relaxed),
-            c.errors.load(Ordering::Relaxed),
-            sent - last_sent,
-        );
-        last_sent = sent;
     }
 }
 

@@ -160,6 +160,8 @@ pub struct SweepPlan {
     pub grace: Duration,
     /// Live progress line.
     pub progress: bool,
+    /// How the progress is shown and exported (each step gets its label).
+    pub monitor: crate::replay::progress::Monitor,
     /// Where requests go.
     pub target: TargetConfig,
     /// Everything of a step's schedule but its load.
@@ -374,6 +376,7 @@ impl Sweeper<'_> {
                 limits: self.plan.limits(),
                 phases,
                 progress: self.plan.progress,
+                monitor: self.plan.monitor.step(step_no, &dir_name),
                 extra_metadata: vec![
                     (key::SWEEP_STEP.into(), step_no.to_string()),
                     (key::SWEEP_MODE.into(), mode.as_str().to_owned()),
@@ -540,6 +543,7 @@ async fn auto_probe(
                 limits: sw.plan.limits(),
                 phases: Phases::default(),
                 progress: sw.plan.progress,
+                monitor: sw.plan.monitor.labelled(format!("probe {i} rate={rate}")),
                 extra_metadata: vec![(key::SWEEP_PROBE.into(), rate.to_string())],
                 sessions: sw.plan.sessions,
                 closed_loop: None,

@@ -404,11 +404,25 @@ fn max_error_rate_turns_partial_failure_into_exit_3() {
     assert_eq!(code, Some(0), "only total failure fails by default: {err}");
 }
 
-#[test]
-fn a_wrong_model_is_caught_before_the_run() {
+/// The embedded simulator serves every model a run names, so this runs
+/// against one on its own (as `llm-replay sim` is), serving its one model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_model_is_caught_before_the_run() {
+    let server = llm_replay::sim::start(
+        llm_replay::sim::SimConfig::default(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.parquet");
-    let (code, _, err) = output(small_replay(&out).args(["--model", "no-such-model"]));
+    let url = server.url();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        output(small_replay(&out).args(["--url", &url, "--model", "no-such-model"]))
+    })
+    .await
+    .unwrap();
+    let out = dir.path().join("r.parquet");
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("does not serve model \"no-such-model\""),

@@ -10,6 +10,7 @@ mod ingest_datasets;
 mod ingest_logs;
 mod ingest_mooncake_sessions;
 mod ingest_sharegpt;
+mod progress;
 mod replay;
 mod sessions;
 mod shards;

@@ -239,6 +239,7 @@ async fn replay_prompts(
         limits: Default::default(),
         phases: Default::default(),
         progress: false,
+        monitor: Default::default(),
         extra_metadata: vec![],
         sessions,
         closed_loop,

@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::bail;
 
 use super::{Output, UsageError, claim_outputs, run_exit_code, stdout, watch_signals};
-use crate::cli::{ArrivalsArg, ReplayArgs, ScheduleArgs, TargetArgs};
+use crate::cli::{ArrivalsArg, LiveArgs, ReplayArgs, ScheduleArgs, TargetArgs};
 use crate::client::Timeouts;
 use crate::record::summary::{FidelityLimits, FirstError};
 use crate::replay::dispatch::{ClosedLoop, Phases};
+use crate::replay::progress::{Exporter, Monitor};
 use crate::replay::{self, RunOptions, Shutdown, TargetConfig};
 use crate::schedule::{Arrivals, Limit, ScheduleSpec, StageLoad, Stages};
 
@@ -372,6 +373,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 .and_then(crate::tokenize::TokenizerSpec::json_path),
         )
         .collect();
+    // Before anything slow, so a port in use is said at once.
+    let monitor = monitor(&args.live, None).await?;
     claim_outputs(&outputs, &inputs, args.end.force)?;
 
     if let Some(spec) = &args.synthetic {
@@ -443,6 +446,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         },
         phases: Phases::default(),
         progress: !args.quiet,
+        monitor,
         extra_metadata: Vec::new(),
         sessions: args.session.options(),
         closed_loop: closed,
@@ -486,6 +490,25 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         args.end.max_error_rate,
         recorded.summary.stopped_by.as_deref(),
     ))
+}
+
+/// The live progress of `args`, with its metrics endpoint serving (its
+/// address printed) when `--metrics-port` is given; `steps` is how many
+/// steps a sweep plans.
+pub async fn monitor(args: &LiveArgs, steps: Option<u32>) -> anyhow::Result<Monitor> {
+    let mut monitor = Monitor {
+        steps_planned: steps,
+        ..Monitor::new(args.progress.into())
+    };
+    if let Some(port) = args.metrics_port {
+        let addr = std::net::SocketAddr::new(args.metrics_addr, port);
+        let (exporter, bound) = Exporter::serve(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("--metrics-port {port}: listening on {addr}: {e}"))?;
+        eprintln!("metrics       http://{bound}/metrics");
+        monitor.exporter = Some(exporter);
+    }
+    Ok(monitor)
 }
 
 /// What to try for the errors a misconfigured run meets first: refused

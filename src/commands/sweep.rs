@@ -9,6 +9,7 @@ use super::replay::{arrivals, target_config, us};
 use super::{UsageError, run_exit_code, stdout, watch_signals};
 use crate::cli::SweepArgs;
 use crate::replay::Shutdown;
+use crate::replay::progress::Monitor;
 use crate::report::capacity::render_table;
 use crate::sweep::{self, Loads, StepSchedule, SweepPlan, parse_loads};
 
@@ -71,6 +72,11 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
             humantime::format_duration(args.step_duration)
         )));
     }
+    let steps_planned = u32::try_from(match &loads {
+        Loads::Rates(l) | Loads::Speedups(l) | Loads::Concurrency(l) => l.len(),
+        Loads::Auto { steps } => *steps,
+    })
+    .ok();
     Ok(SweepPlan {
         trace: args
             .trace
@@ -88,6 +94,10 @@ pub fn plan(args: &SweepArgs) -> anyhow::Result<SweepPlan> {
         force: args.end.force,
         grace: args.end.grace,
         progress: !args.quiet,
+        monitor: Monitor {
+            steps_planned,
+            ..Monitor::new(args.live.progress.into())
+        },
         target: target_config(&args.target)?,
         sessions: args.session.options(),
         prompt_salt: super::replay::prompt_salt(&args.target),
@@ -110,7 +120,7 @@ pub const SYNTHETIC_TRACE: &str = "_trace.parquet";
 
 /// Runs `llm-replay sweep`.
 pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
-    let plan = plan(&args)?;
+    let mut plan = plan(&args)?;
     if plan.out_dir.is_file() {
         bail!(UsageError(format!(
             "--out-dir {}: is a file",
@@ -128,6 +138,7 @@ pub async fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
             crate::workload::synth::write(spec, &plan.trace)?;
         }
     }
+    plan.monitor = super::replay::monitor(&args.live, plan.monitor.steps_planned).await?;
     let shutdown = Shutdown::new();
     watch_signals(shutdown.clone(), plan.grace);
     let outcome = sweep::run(&plan, &shutdown).await?;

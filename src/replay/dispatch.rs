@@ -263,6 +263,8 @@ pub struct Counters {
     pub done: AtomicU64,
     /// Rows whose outcome is not ok.
     pub errors: AtomicU64,
+    /// The same rows by outcome.
+    pub errors_by_kind: super::progress::ErrorCounts,
     /// Requests out and not yet answered.
     pub in_flight: AtomicU64,
     /// Later turns of sessions that the run stopped before they were due.
@@ -363,6 +365,7 @@ impl<T: Transport> Shared<T> {
     fn emit(&self, row: ResultRow) {
         if row.outcome != Outcome::Ok {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            self.counters.errors_by_kind.add(row.outcome);
         }
         self.counters.done.fetch_add(1, Ordering::Relaxed);
         // The recorder outlives every task (it ends when the last sender is

@@ -64,7 +64,8 @@ impl Recorder {
     /// then it writes `summary` (with `end`) into the file's metadata and
     /// closes it. A write error stops the run at once through `shutdown`
     /// (the rows still arriving are drained) and is returned by
-    /// [`Self::join`].
+    /// [`Self::join`]. `tap`, if given, sees every row for the live
+    /// progress.
     pub fn start(
         mut writer: ResultsWriter,
         path: PathBuf,
@@ -72,6 +73,7 @@ impl Recorder {
         summary: SummaryBuilder,
         end: Arc<Mutex<RunEnd>>,
         shutdown: Shutdown,
+        mut tap: Option<super::progress::Tap>,
     ) -> std::io::Result<Self> {
         let cpu_start = ClientUsage::cpu_now();
         let handle = std::thread::Builder::new()
@@ -95,12 +97,18 @@ impl Recorder {
                         last_checkpoint = Instant::now();
                         pending = 0;
                     }
+                    if let Some(tap) = tap.as_mut() {
+                        tap.tick();
+                    }
                     match rows.try_recv() {
                         Ok(row) => {
                             if failed.is_some() {
                                 continue;
                             }
                             summary.add(&row);
+                            if let Some(tap) = tap.as_mut() {
+                                tap.row(&row);
+                            }
                             if let Err(e) = writer.write(&row) {
                                 shutdown.stop_now(&format!("fatal: {e}"));
                                 failed = Some(e.into());
@@ -114,6 +122,9 @@ impl Recorder {
                             std::thread::sleep(Duration::from_millis(2));
                         }
                     }
+                }
+                if let Some(tap) = tap.as_mut() {
+                    tap.publish();
                 }
                 if let Some(e) = failed {
                     return Err(e.context(format!(
