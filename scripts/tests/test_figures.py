@@ -155,6 +155,15 @@ def test_a_sweeps_figures_agree_through_every_path(run, sweep_dir, tmp_path):
             assert_same(expected, got, f"step {i}: {what}", names)
     # The sweep table has every flat figure but ITL p90 (and the counters).
     assert set(names) - set(table[0]) == {"itl_p90_ms"}, set(names) - set(table[0])
+    # --percentiles 95: a column per metric, in the CSV and the Parquet.
+    parquet = pd.read_parquet(sweep_dir / "_sweep.parquet", dtype_backend="pyarrow").sort_values("offered")
+    for i, rate in enumerate((6, 12)):
+        meta = pq.read_metadata(sweep_dir / f"rate={rate}" / "results.parquet").metadata
+        s = json.loads(meta[b"llm_replay.summary"])
+        for col, key in [("ttft", "ttft_from_schedule"), ("tpot", "tpot"), ("itl", "itl"), ("e2e", "e2e_from_schedule")]:
+            want = s[key]["percentiles"]["p95"]
+            assert float(table[i][f"{col}_p95_ms"]) == pytest.approx(want, rel=REL)
+            assert float(parquet[f"{col}_p95_ms"].iloc[i]) == pytest.approx(want, rel=REL)
 
     # The conclusions agree too: _capacity.json, report and analyze.py.
     capacity = json.loads((sweep_dir / "_capacity.json").read_text())

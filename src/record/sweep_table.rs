@@ -125,6 +125,12 @@ pub struct SweepStep {
     /// The steady window the throughputs are over, seconds.
     #[serde(default)]
     pub window_s: f64,
+    /// The `--percentiles` asked for besides the fixed columns, as
+    /// `(column, ms)`: `ttft_p95_ms`, `e2e_p99_9_ms` (a `.` in the
+    /// percentile becomes `_`). Extra columns after the fixed ones in
+    /// `_sweep.parquet` and `_sweep.csv`.
+    #[serde(skip)]
+    pub extra_percentiles: Vec<(String, f64)>,
 }
 
 impl SweepStep {
@@ -167,8 +173,29 @@ impl SweepStep {
             scheduled_rate: s.fidelity.scheduled_rate,
             input_token_throughput: s.input_token_throughput,
             window_s: s.window_s,
+            extra_percentiles: extra_percentiles(s),
         }
     }
+}
+
+/// The `--percentiles` of a summary that the fixed columns do not hold, as
+/// `(column, ms)` (see [`SweepStep::extra_percentiles`]).
+fn extra_percentiles(s: &Summary) -> Vec<(String, f64)> {
+    let metrics = [
+        ("ttft", &s.ttft_from_schedule, &["p50", "p90", "p99"][..]),
+        ("tpot", &s.tpot, &["p50", "p90", "p99"][..]),
+        ("itl", &s.itl, &["p50", "p99"][..]),
+        ("e2e", &s.e2e_from_schedule, &["p50", "p90", "p99"][..]),
+    ];
+    let mut out = Vec::new();
+    for (name, p, fixed) in metrics {
+        for (key, v) in &p.percentiles {
+            if !fixed.contains(&key.as_str()) {
+                out.push((format!("{name}_{}_ms", key.replace('.', "_")), *v));
+            }
+        }
+    }
+    out
 }
 
 /// The step table, Parquet.
@@ -283,10 +310,37 @@ pub fn write_tables(dir: &Path, steps: &[SweepStep]) -> anyhow::Result<()> {
         ("input_token_throughput", f64s(|s| s.input_token_throughput)),
         ("window_s", f64s(|s| s.window_s)),
     ];
+    // The --percentiles columns, by the first step's names (every step of
+    // a sweep has the same); a step without one has a null.
+    let extra: Vec<String> = steps
+        .first()
+        .map(|s| s.extra_percentiles.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let value = |s: &SweepStep, k: &str| {
+        s.extra_percentiles
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| *v)
+    };
+    let mut columns: Vec<(&str, ArrayRef)> = columns;
+    for k in &extra {
+        columns.push((
+            k.as_str(),
+            Arc::new(Float64Array::from(
+                steps.iter().map(|s| value(s, k)).collect::<Vec<_>>(),
+            )) as ArrayRef,
+        ));
+    }
     let schema = Arc::new(Schema::new(
         columns
             .iter()
-            .map(|(name, a)| Field::new(*name, a.data_type().clone(), name.starts_with("goodput")))
+            .map(|(name, a)| {
+                Field::new(
+                    *name,
+                    a.data_type().clone(),
+                    name.starts_with("goodput") || extra.iter().any(|k| k == name),
+                )
+            })
             .collect::<Vec<_>>(),
     ));
     let batch = RecordBatch::try_new(
@@ -299,8 +353,27 @@ pub fn write_tables(dir: &Path, steps: &[SweepStep]) -> anyhow::Result<()> {
     w.close()?;
     std::fs::rename(&tmp, dir.join(TABLE_PARQUET))?;
     let mut csv = csv::Writer::from_path(dir.join(TABLE_CSV))?;
-    for s in steps {
-        csv.serialize(s)?;
+    for (i, s) in steps.iter().enumerate() {
+        // The fixed columns as serde writes them, then the extra ones.
+        let mut one = csv::WriterBuilder::new()
+            .has_headers(i == 0)
+            .from_writer(Vec::new());
+        one.serialize(s)?;
+        let bytes = one.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut rows = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(bytes.as_slice());
+        for (j, record) in rows.records().enumerate() {
+            let mut record = record?;
+            for k in &extra {
+                if i == 0 && j == 0 {
+                    record.push_field(k);
+                } else {
+                    record.push_field(&value(s, k).map_or(String::new(), |v| v.to_string()));
+                }
+            }
+            csv.write_record(&record)?;
+        }
     }
     csv.flush()?;
     Ok(())
