@@ -84,3 +84,19 @@ def test_report_reads_a_sweep_of_the_earlier_layout(run, sweep_dir, tmp_path):
     proc = run("sweep", sweep_dir.parent.parent / "x" if False else __import__("conftest").ROOT / "datasets" / "azure_conv_small.parquet", "--out-dir", old, "--rates", "5", "--requests", "5",
                "-q", check=False)
     assert proc.returncode != 0
+
+
+def test_the_documented_step_table_is_the_written_one(sweep_dir):
+    from conftest import ROOT
+
+    doc = (ROOT / "docs" / "results-format.md").read_text()
+    table = doc.split("<!-- sweep-columns:begin -->")[1].split("<!-- sweep-columns:end -->")[0]
+    documented = []
+    for line in table.splitlines()[3:]:
+        cell = line.split("|")[1]
+        documented += [c.strip().strip("`") for c in cell.split(",")]
+    schema = pq.read_schema(sweep_dir / "_sweep.parquet")
+    written = [f.name for f in schema]
+    assert sorted(documented) == sorted(written), set(documented) ^ set(written)
+    with open(sweep_dir / "_sweep.csv") as f:
+        assert f.readline().strip().split(",") == written
