@@ -11,6 +11,7 @@ mod ingest_logs;
 mod ingest_mooncake_sessions;
 mod ingest_sharegpt;
 mod replay;
+mod report_html;
 mod sessions;
 mod shards;
 mod sim;
