@@ -228,6 +228,9 @@ pub struct Chart {
     /// How many inputs are overlaid: with more than one, colour tells the
     /// input and the line style tells the series within it.
     pub inputs: usize,
+    /// The series are ordered (one per load step): colour them along a ramp
+    /// from low (blue) to high (red) rather than by a palette.
+    pub ordered: bool,
 }
 
 impl Chart {
@@ -241,6 +244,7 @@ impl Chart {
             hlines: Vec::new(),
             vlines: Vec::new(),
             inputs: 1,
+            ordered: false,
         }
     }
 
@@ -267,6 +271,11 @@ impl Chart {
                 .filter(|o| o.input == s.input)
                 .count();
             (input_colour(s.input), Dash::nth(nth))
+        } else if self.ordered {
+            (
+                ramp(i as f64 / (self.series.len().max(2) - 1) as f64),
+                Dash::Solid,
+            )
         } else {
             (colour(i), Dash::Solid)
         }
@@ -717,6 +726,23 @@ impl Dash {
 fn colour(i: usize) -> RGBColor {
     let (r, g, b) = PALETTE[i % PALETTE.len()];
     RGBColor(r, g, b)
+}
+
+/// A colour from blue (0) through teal, green and orange to red (1).
+fn ramp(t: f64) -> RGBColor {
+    const STOPS: [(f64, f64, f64); 5] = [
+        (43.0, 57.0, 144.0),
+        (34.0, 142.0, 170.0),
+        (104.0, 178.0, 64.0),
+        (234.0, 140.0, 30.0),
+        (190.0, 30.0, 45.0),
+    ];
+    let x = t.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
+    let k = (x.floor() as usize).min(STOPS.len() - 2);
+    let f = x - k as f64;
+    let (a, b) = (STOPS[k], STOPS[k + 1]);
+    let mix = |p: f64, q: f64| (p + (q - p) * f).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
 fn input_colour(i: usize) -> RGBColor {

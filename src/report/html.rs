@@ -66,28 +66,46 @@ pub fn render_html(inputs: &[Input]) -> String {
                     h2 { "Comparison (B against A)" }
                     (sweep_delta(a, b))
                 }
-                @if !runs.is_empty() {
-                    h2 { @if runs.len() > 1 { "Runs, overlaid" } @else { "Run" } }
-                    div.charts { @for c in run_charts(&runs, many) { (c.render()) } }
-                }
-                @if !sweeps.is_empty() {
-                    h2 { @if sweeps.len() > 1 { "Sweeps, overlaid" } @else { "Sweep" } }
-                    div.charts { @for c in sweep_charts(&sweeps, many) { (c.render()) } }
-                }
+                // What each input is, in numbers, before any chart.
                 @for (i, input) in inputs.iter().enumerate() {
                     @match input {
                         Input::Run(r) => {
                             h2 { (label(i, many)) "Run " (r.path) }
-                            pre { (r.summary.to_string()) }
-                            @let own: Vec<Chart> = server_charts(&r.rows, &r.server_metrics);
-                            @if !own.is_empty() {
-                                div.charts { @for c in own { (c.render()) } }
+                            details open[!many] {
+                                summary { "summary, as the replay prints it" }
+                                pre { (r.summary.to_string()) }
                             }
                         }
                         Input::Sweep(s) => {
                             h2 { (label(i, many)) "Sweep " (s.dir) }
-                            pre { (render_table(&s.steps, &s.capacity)) }
                             (steps_table(s))
+                            details open[!many] {
+                                summary { "steps, knee and capacity, as the sweep prints them" }
+                                pre { (render_table(&s.steps, &s.capacity)) }
+                            }
+                        }
+                    }
+                }
+                @if !sweeps.is_empty() {
+                    h2 { @if sweeps.len() > 1 { "Sweeps, overlaid" } @else { "Sweep charts" } }
+                    div.charts { @for c in sweep_charts(&sweeps, many) { (c.render()) } }
+                }
+                @if !runs.is_empty() {
+                    h2 { @if runs.len() > 1 { "Runs, overlaid" } @else { "Run charts" } }
+                    div.charts { @for c in run_charts(&runs, many) { (c.render()) } }
+                }
+                // Charts of one input only: a line per step, server gauges.
+                @for (i, input) in inputs.iter().enumerate() {
+                    @match input {
+                        Input::Run(r) => {
+                            @let own: Vec<Chart> = server_charts(&r.rows, &r.server_metrics);
+                            @if !own.is_empty() {
+                                h2 { (label(i, many)) "Server metrics" }
+                                div.charts { @for c in own { (c.render()) } }
+                            }
+                        }
+                        Input::Sweep(s) => {
+                            h2 { (label(i, many)) "Distributions per step" }
                             div.charts {
                                 (distribution(s, "TTFT from the schedule, per step", |l| &l.0, "ttft",
                                     s.slo.and_then(|o| o.ttft_us)).render())
@@ -345,8 +363,8 @@ fn run_delta(a: &RunReport, b: &RunReport) -> Markup {
         ),
         row("E2E p99 ms", &|r| Some(s(r).e2e_from_schedule.p99_ms), true),
         row(
-            "goodput (share meeting the SLO)",
-            &|r| r.summary.goodput.as_ref().map(|g| g.fraction),
+            "goodput (% meeting the SLO)",
+            &|r| r.summary.goodput.as_ref().map(|g| g.fraction * 100.0),
             false,
         ),
         row(
@@ -722,6 +740,7 @@ fn distribution(
         Axis::new("ms", AxisKind::Auto),
         Axis::new("share of ok requests", AxisKind::Share),
     );
+    c.ordered = true;
     c.series = s
         .steps
         .iter()
