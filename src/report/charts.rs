@@ -445,6 +445,9 @@ impl Chart {
                     Dash::Dotted => chart
                         .draw_series(DashedLineSeries::new(points.iter().copied(), 2, 3, line))
                         .map(|_| ()),
+                    Dash::Long => chart
+                        .draw_series(DashedLineSeries::new(points.iter().copied(), 14, 4, line))
+                        .map(|_| ()),
                 }
                 .map_err(|e| e.to_string())?;
                 // Flag by the index into the series' own points: those the
@@ -707,11 +710,12 @@ enum Dash {
     Solid,
     Dashed,
     Dotted,
+    Long,
 }
 
 impl Dash {
     fn nth(n: usize) -> Self {
-        [Dash::Solid, Dash::Dashed, Dash::Dotted][n % 3]
+        [Dash::Solid, Dash::Dashed, Dash::Dotted, Dash::Long][n % 4]
     }
 
     fn dasharray(self) -> &'static str {
@@ -719,6 +723,7 @@ impl Dash {
             Dash::Solid => "none",
             Dash::Dashed => "7 4",
             Dash::Dotted => "2 3",
+            Dash::Long => "14 4",
         }
     }
 }
