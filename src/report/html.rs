@@ -184,10 +184,16 @@ fn meta_table(inputs: &[Input]) -> Markup {
                 let loads: Vec<String> = s.steps.iter().map(|st| short(st.offered)).collect();
                 format!("{mode} sweep: {}", loads.join(", "))
             }
-            Input::Run(_) => configs[i]
-                .as_ref()
-                .and_then(|c| serde_json::to_string(&c.schedule).ok())
-                .unwrap_or_else(|| "-".into()),
+            Input::Run(_) => configs[i].as_ref().map_or("-".into(), |c| {
+                let mut parts = Vec::new();
+                if let Ok(v) = serde_json::to_value(&c.schedule) {
+                    flatten("", &v, &mut parts);
+                }
+                if let Some(v) = &c.closed_loop {
+                    flatten("closed_loop", v, &mut parts);
+                }
+                parts.join(" ")
+            }),
         }
     };
     let slo = |i: usize| -> String {
@@ -280,6 +286,28 @@ fn meta_table(inputs: &[Input]) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// `v` as `key=value` words, nested keys joined by dots, nulls left out
+/// (`mode=rate rate=10 arrivals.kind=poisson limit.duration_ns=8000000000`).
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::Null => {}
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                flatten(&join(k), v, out);
+            }
+        }
+        serde_json::Value::String(s) => out.push(format!("{prefix}={s}")),
+        other => out.push(format!("{prefix}={other}")),
     }
 }
 
@@ -727,6 +755,17 @@ fn cdf_points(mut values: Vec<f64>) -> Vec<(f64, f64)> {
     points
 }
 
+/// Most values a distribution is sorted from.
+const CDF_SAMPLE: usize = 200_000;
+
+/// Every k-th of `total` values, at most about [`CDF_SAMPLE`] of them: a
+/// long run has millions of token gaps, and a 400-point curve does not
+/// need them all (a systematic sample keeps the shape; the percentiles in
+/// the tables still come from every value).
+fn every_kth(total: usize, values: impl Iterator<Item = f64>) -> Vec<f64> {
+    values.step_by(total.div_ceil(CDF_SAMPLE).max(1)).collect()
+}
+
 /// One CDF per step of one sweep.
 fn distribution(
     s: &SweepReport,
@@ -928,10 +967,10 @@ fn run_charts(runs: &[(usize, &RunReport)], many: bool) -> Vec<Chart> {
         ));
         tokens.series.push(line(
             "ITL",
-            cdf_points(
-                ok().flat_map(|row| row.itl_us.iter().map(|v| *v as f64 / 1e3))
-                    .collect(),
-            ),
+            cdf_points(every_kth(
+                ok().map(|row| row.itl_us.len()).sum(),
+                ok().flat_map(|row| row.itl_us.iter().map(|v| *v as f64 / 1e3)),
+            )),
         ));
         slo_line(&mut tokens.vlines, i, many, "tpot", slo_of(|s| s.tpot_us));
         lag.series.push(line(
@@ -1005,6 +1044,15 @@ fn server_charts(
         } else {
             counts.series.push(series);
         }
+    }
+    // A gauge that is not a 0-1 share (a percent, say) gets a plain axis.
+    if gauges
+        .series
+        .iter()
+        .flat_map(|s| &s.points)
+        .any(|p| p.1 > 1.0)
+    {
+        gauges.y = Axis::new("value", AxisKind::Zero);
     }
     [counts, gauges]
         .into_iter()
@@ -1109,6 +1157,69 @@ mod tests {
             t.contains("0.50×") && t.contains("better") && t.contains("−50"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_distribution_samples_at_most_about_its_limit() {
+        let n = CDF_SAMPLE * 3 + 7;
+        let v = every_kth(n, (0..n).map(|i| i as f64));
+        assert!(
+            v.len() <= CDF_SAMPLE && v.len() > CDF_SAMPLE / 2,
+            "{}",
+            v.len()
+        );
+        assert_eq!(
+            every_kth(5, (0..5).map(f64::from)),
+            vec![0.0, 1.0, 2.0, 3.0, 4.0]
+        );
+        let pts = cdf_points(v);
+        assert!(pts.len() <= 402 && pts.last().map(|p| p.1) == Some(1.0));
+    }
+
+    #[test]
+    fn a_schedule_reads_as_key_value_words() {
+        let mut out = Vec::new();
+        let v = serde_json::json!({"mode": "rate", "rate": 10.0, "arrivals": {"kind": "poisson"},
+            "limit": {"duration_ns": 8, "requests": null}});
+        flatten("", &v, &mut out);
+        assert_eq!(
+            out,
+            [
+                "arrivals.kind=poisson",
+                "limit.duration_ns=8",
+                "mode=rate",
+                "rate=10.0"
+            ]
+        );
+    }
+
+    #[test]
+    fn server_counts_and_usage_gauges_get_separate_axes() {
+        let rows = vec![ResultRow {
+            scheduled_at_us: 1_000_000,
+            ..ResultRow::default()
+        }];
+        let sample = |metric: &str, ts_us: i64, value: f64| crate::record::server_metrics::Sample {
+            ts_us,
+            metric: metric.into(),
+            labels: String::new(),
+            value,
+        };
+        let samples = [
+            sample("vllm:num_requests_running", 1_000_000, 12.0),
+            sample("vllm:num_requests_waiting", 2_000_000, 30.0),
+            sample("vllm:kv_cache_usage_perc", 1_000_000, 0.4),
+            sample("vllm:kv_cache_usage_perc", 2_000_000, 0.9),
+            sample("vllm:request_success_total", 2_000_000, 9.0),
+        ];
+        let charts = server_charts(&rows, &samples);
+        assert_eq!(charts.len(), 2);
+        assert_eq!(charts[0].series.len(), 2);
+        assert_eq!(charts[0].y.kind, AxisKind::Zero);
+        assert_eq!(charts[1].series[0].name, "vllm:kv_cache_usage_perc");
+        assert_eq!(charts[1].series[0].points, vec![(0.0, 0.4), (1.0, 0.9)]);
+        assert_eq!(charts[1].y.kind, AxisKind::Share);
+        assert!(server_charts(&rows, &samples[..2]).len() == 1);
     }
 
     #[test]
