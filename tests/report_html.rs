@@ -138,6 +138,17 @@ async fn a_sweep_report_has_every_chart_the_header_and_slo_lines() {
     assert!(html.contains("embedded simulator") && html.contains("rate sweep: 20, 40"));
 }
 
+/// The charts of a run.
+const RUN_CHARTS: [&str; 7] = [
+    "Offered vs achieved rate",
+    "Requests in flight",
+    "TTFT from the schedule, by scheduled second",
+    "TTFT from the schedule: distribution",
+    "E2E from the schedule: distribution",
+    "TPOT and ITL: distribution",
+    "Send lag (actual minus scheduled send): distribution",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_are_overlaid_in_each_chart_with_a_delta_table() {
     let dir = tempfile::tempdir().unwrap();
@@ -147,15 +158,14 @@ async fn two_runs_are_overlaid_in_each_chart_with_a_delta_table() {
     let inputs = [load(&a, None, &[]).unwrap(), load(&b, None, &[]).unwrap()];
     let html = render_html(&inputs);
     assert_self_contained(&html);
-    for title in [
-        "Offered vs achieved rate",
-        "Requests in flight",
-        "TTFT from the schedule, by scheduled second",
-        "TTFT from the schedule: distribution",
-        "E2E from the schedule: distribution",
-        "TPOT and ITL: distribution",
-        "Send lag (actual minus scheduled send): distribution",
-    ] {
+    let one = render_html(&inputs[..1]);
+    assert_self_contained(&one);
+    assert!(!one.contains("class=\"delta\"") && !one.contains("data-input=\"1\""));
+    for title in RUN_CHARTS {
+        let f = figure(&one, title);
+        assert!(f.contains("<svg") && f.contains("<polyline"), "{title}");
+    }
+    for title in RUN_CHARTS {
         let f = figure(&html, title);
         // One chart holds both inputs' series, each in its input's colour.
         assert!(
