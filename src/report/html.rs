@@ -1065,20 +1065,30 @@ mod tests {
     use super::*;
     use crate::report::capacity::Capacity;
 
+    /// A step of `rate` req/s (built through the public constructor, so
+    /// that columns added to the table later need no change here).
     fn step(i: i32, rate: f64, ttft_p99_ms: f64, behind: bool) -> SweepStep {
-        serde_json::from_value(serde_json::json!({
-            "step": i, "mode": "rate", "offered": rate, "offered_rate": rate,
-            "achieved_rate": rate, "requests": 100, "ok": 99, "errors": 1,
-            "goodput_fraction": null, "goodput_rate": null,
-            "request_throughput": rate * 0.99, "output_token_throughput": rate * 50.0,
-            "ttft_p50_ms": ttft_p99_ms / 2.0, "ttft_p90_ms": ttft_p99_ms * 0.8,
-            "ttft_p99_ms": ttft_p99_ms, "tpot_p50_ms": 8.0, "tpot_p90_ms": 8.5,
-            "tpot_p99_ms": 9.0, "itl_p50_ms": 8.0, "itl_p99_ms": 12.0,
-            "e2e_p50_ms": 400.0, "e2e_p90_ms": 450.0, "e2e_p99_ms": 500.0,
-            "send_lag_p99_ms": 0.2, "generator_bottleneck": behind,
-            "results_path": format!("rate={rate}/results.parquet"),
-        }))
-        .unwrap()
+        let empty = crate::record::summary::summarize(&[], None, Some(rate));
+        let mut st = SweepStep::from_summary(
+            i,
+            SweepMode::Rate,
+            rate,
+            &empty,
+            format!("rate={rate}/results.parquet"),
+        );
+        st.offered_rate = rate;
+        st.achieved_rate = rate;
+        st.request_throughput = rate * 0.99;
+        st.output_token_throughput = rate * 50.0;
+        st.ttft_p50_ms = ttft_p99_ms / 2.0;
+        st.ttft_p90_ms = ttft_p99_ms * 0.8;
+        st.ttft_p99_ms = ttft_p99_ms;
+        (st.tpot_p50_ms, st.tpot_p90_ms, st.tpot_p99_ms) = (8.0, 8.5, 9.0);
+        (st.itl_p50_ms, st.itl_p99_ms) = (8.0, 12.0);
+        (st.e2e_p50_ms, st.e2e_p90_ms, st.e2e_p99_ms) = (400.0, 450.0, 500.0);
+        (st.requests, st.ok, st.errors) = (100, 99, 1);
+        st.generator_bottleneck = behind;
+        st
     }
 
     fn sweep(steps: Vec<SweepStep>) -> SweepReport {
