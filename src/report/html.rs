@@ -563,6 +563,11 @@ fn sweep_charts(sweeps: &[(usize, &SweepReport)], many: bool) -> Vec<Chart> {
         c.inputs = inputs;
         for (i, s) in sweeps {
             for (name, y) in ys {
+                // A figure the steps do not have (goodput without an SLO)
+                // gets no line and no legend entry.
+                if s.steps.iter().all(|st| !y(st).is_finite()) {
+                    continue;
+                }
                 c.series.push(Series {
                     name: named(*i, many, name),
                     input: *i,
@@ -1127,8 +1132,10 @@ mod tests {
         );
         // A step table says which steps fell behind.
         assert!(steps_table(&s).into_string().contains("× behind schedule"));
-        // Without an SLO there is no goodput chart and no SLO line.
+        // Without an SLO there is no goodput chart, line or SLO line.
         assert!(charts.iter().all(|c| !c.title.starts_with("Goodput")));
+        let tput = chart(&charts, "Throughput vs offered load");
+        assert!(tput.series.iter().all(|s| s.name != "meeting the SLO"));
         assert!(charts.iter().all(|c| c.hlines.is_empty()));
     }
 
