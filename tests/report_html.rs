@@ -196,11 +196,13 @@ async fn two_runs_are_overlaid_in_each_chart_with_a_delta_table() {
     });
     let [pa, pb]: [f64; 2] = ratio.collect::<Vec<_>>().try_into().unwrap();
     assert!(table.contains(&format!("{:.2}×", pb / pa)), "{table}");
-    // Each input's seed in its column of the header.
+    // Each input's seed in its column of the header, highlighted as a
+    // difference; the model they share is not.
     assert!(
-        html.contains("<th>seed</th><td>11</td><td>12</td>"),
+        html.contains("<tr class=\"differs\"><th>seed</th><td>11</td><td>12</td>"),
         "seeds"
     );
+    assert!(html.contains("<tr><th>model</th>"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use crate::record::run_meta::{RunConfig, key};
 use crate::record::summary::Slo;
 use crate::record::sweep_table::{SweepMode, SweepStep};
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1340px;color:#222;padding:0 12px}h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}pre{background:#f6f8fa;padding:12px;overflow-x:auto;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:14px}figure.chart{margin:0;border:1px solid #e3e3e3;background:#fff;padding:8px 8px 6px;width:640px}figcaption{font-weight:600;font-size:14px;margin:0 0 2px 4px}.scale{font-weight:400;color:#777;font-size:12px}.legend{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:12px;margin:2px 4px}.entry{display:inline-flex;align-items:center;gap:5px;white-space:nowrap}.entry.ref{color:#555}.cross{font-weight:700;font-size:15px}.empty{color:#999;text-align:center;padding:60px 0}table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}table.meta td,table.meta th{text-align:left;vertical-align:top}table.meta td{font-family:ui-monospace,monospace;word-break:break-all}details{margin:6px 0}.better{color:#1a7f37}.worse{color:#b42318}.gen{color:#b42318;font-weight:600}";
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1340px;color:#222;padding:0 12px}h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}pre{background:#f6f8fa;padding:12px;overflow-x:auto;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:14px}figure.chart{margin:0;border:1px solid #e3e3e3;background:#fff;padding:8px 8px 6px;width:640px}figcaption{font-weight:600;font-size:14px;margin:0 0 2px 4px}.scale{font-weight:400;color:#777;font-size:12px}.legend{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:12px;margin:2px 4px}.entry{display:inline-flex;align-items:center;gap:5px;white-space:nowrap}.entry.ref{color:#555}.cross{font-weight:700;font-size:15px}.empty{color:#999;text-align:center;padding:60px 0}table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}table.meta td,table.meta th{text-align:left;vertical-align:top}table.meta td{font-family:ui-monospace,monospace;word-break:break-all}details{margin:6px 0}.better{color:#1a7f37}.worse{color:#b42318}.gen{color:#b42318;font-weight:600}tr.differs td{background:#fff4e0}";
 
 /// Letter of the `i`-th input.
 fn letter(i: usize) -> String {
@@ -269,7 +269,11 @@ fn meta_table(inputs: &[Input]) -> Markup {
                 }
             }
             @for (name, f) in &rows {
-                tr { th { (name) } @for i in 0..metas.len() { td { (f(i)) } } }
+                @let values: Vec<String> = (0..metas.len()).map(f).collect();
+                // Where compared inputs differ (another trace, seed or
+                // version), the row is highlighted.
+                @let differs = values.windows(2).any(|w| w[0] != w[1]);
+                tr class=[differs.then_some("differs")] { th { (name) } @for v in &values { td { (v) } } }
             }
             tr {
                 th { "flags" }
