@@ -203,6 +203,11 @@ async fn two_runs_are_overlaid_in_each_chart_with_a_delta_table() {
         "seeds"
     );
     assert!(html.contains("<tr><th>model</th>"));
+    // And among the recorded options, only what tells them apart.
+    let options = &html[html.find("<th>options that differ</th>").unwrap()..];
+    let options = &options[..options.find("</tr>").unwrap()];
+    assert!(options.contains("<div>seed=11</div>") && options.contains("<div>seed=12</div>"));
+    assert!(!options.contains("model"), "{options}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

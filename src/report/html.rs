@@ -260,6 +260,7 @@ fn meta_table(inputs: &[Input]) -> Markup {
         ("state", Box::new(state)),
     ];
     let many = inputs.len() > 1;
+    let differing = differing_options(&configs);
     html! {
         table.meta {
             tr {
@@ -289,8 +290,54 @@ fn meta_table(inputs: &[Input]) -> Markup {
                     }
                 }
             }
+            @if differing.iter().any(|w| !w.is_empty()) {
+                tr.differs {
+                    th { "options that differ" }
+                    @for words in &differing {
+                        td { @for w in words { div { (w) } } }
+                    }
+                }
+            }
         }
     }
+}
+
+/// For each input, the recorded options (flattened `key=value`) whose
+/// values are not the same in every input: what tells two compared runs
+/// apart (`target.sim.max_batch=8` against `=16`). The target URL and the
+/// per-run seeds of the schedule are left out (shown above, or always
+/// differing); nothing when there is one input.
+fn differing_options(configs: &[Option<RunConfig>]) -> Vec<Vec<String>> {
+    if configs.len() < 2 {
+        return Vec::new();
+    }
+    let maps: Vec<BTreeMap<String, String>> = configs
+        .iter()
+        .map(|c| {
+            let mut words = Vec::new();
+            if let Some(v) = c.as_ref().and_then(|c| serde_json::to_value(c).ok()) {
+                flatten("", &v, &mut words);
+            }
+            words
+                .into_iter()
+                .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+                .collect()
+        })
+        .collect();
+    let keys: std::collections::BTreeSet<&String> = maps.iter().flat_map(|m| m.keys()).collect();
+    let differ: Vec<&String> = keys
+        .into_iter()
+        .filter(|k| k.as_str() != "target.url")
+        .filter(|k| maps.windows(2).any(|w| w[0].get(*k) != w[1].get(*k)))
+        .collect();
+    maps.iter()
+        .map(|m| {
+            differ
+                .iter()
+                .map(|k| format!("{k}={}", m.get(*k).map_or("(none)", String::as_str)))
+                .collect()
+        })
+        .collect()
 }
 
 /// `v` as `key=value` words, nested keys joined by dots, nulls left out
@@ -1241,6 +1288,33 @@ mod tests {
         assert_eq!(charts[1].series[0].points, vec![(0.0, 0.4), (1.0, 0.9)]);
         assert_eq!(charts[1].y.kind, AxisKind::Share);
         assert!(server_charts(&rows, &samples[..2]).len() == 1);
+    }
+
+    #[test]
+    fn the_options_that_tell_two_inputs_apart_are_listed() {
+        let config = |batch: u64, url: &str| -> Option<RunConfig> {
+            serde_json::from_value(serde_json::json!({
+                "target": {"url": url, "sim": {"max_batch": batch, "seed": 0}},
+                "schedule": {"mode": "recorded", "speedup": 1.0},
+                "seed": 3,
+            }))
+            .ok()
+        };
+        let (a, b) = (
+            config(8, "http://127.0.0.1:1"),
+            config(16, "http://127.0.0.1:2"),
+        );
+        assert!(a.is_some());
+        assert_eq!(
+            differing_options(&[a.clone(), b]),
+            [["target.sim.max_batch=8"], ["target.sim.max_batch=16"]]
+        );
+        assert!(
+            differing_options(&[a.clone(), a.clone()])
+                .iter()
+                .all(Vec::is_empty)
+        );
+        assert!(differing_options(&[a]).is_empty());
     }
 
     #[test]
