@@ -18,7 +18,7 @@ use super::charts::{Axis, AxisKind, Chart, RefKind, RefLine, Series, short};
 use super::{Input, RunReport, SweepReport, render_table};
 use crate::record::ResultRow;
 use crate::record::run_meta::{RunConfig, key};
-use crate::record::summary::Slo;
+use crate::record::summary::{Slo, Summary};
 use crate::record::sweep_table::{SweepMode, SweepStep};
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1340px;color:#222;padding:0 12px}h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}pre{background:#f6f8fa;padding:12px;overflow-x:auto;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:14px}figure.chart{margin:0;border:1px solid #e3e3e3;background:#fff;padding:8px 8px 6px;width:640px}figcaption{font-weight:600;font-size:14px;margin:0 0 2px 4px}.scale{font-weight:400;color:#777;font-size:12px}.legend{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:12px;margin:2px 4px}.entry{display:inline-flex;align-items:center;gap:5px;white-space:nowrap}.entry.ref{color:#555}.cross{font-weight:700;font-size:15px}.empty{color:#999;text-align:center;padding:60px 0}table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}table.meta td,table.meta th{text-align:left;vertical-align:top}table.meta td{font-family:ui-monospace,monospace;word-break:break-all}details{margin:6px 0}.better{color:#1a7f37}.worse{color:#b42318}.gen{color:#b42318;font-weight:600}tr.differs td{background:#fff4e0}";
@@ -402,7 +402,9 @@ fn run_delta(a: &RunReport, b: &RunReport) -> Markup {
     let row = |name: &str, f: &dyn Fn(&RunReport) -> Option<f64>, lower: bool| -> Delta {
         (name.to_owned(), f(a), f(b), lower)
     };
-    let s = |r: &RunReport| r.summary.clone();
+    fn s(r: &RunReport) -> &Summary {
+        &r.summary
+    }
     let rows = vec![
         row("requests", &|r| Some(r.summary.requests as f64), false),
         row("errors", &|r| Some(r.summary.failed() as f64), true),
