@@ -30,6 +30,10 @@ pub struct RunReport {
     pub path: String,
     /// Its summary.
     pub summary: Summary,
+    /// Whether the run finished and wrote its summary (every shard's, in a
+    /// sharded run). A killed run's file ends at its last checkpoint, and
+    /// requests due after that are in no file.
+    pub complete: bool,
     /// The shards of a sharded run (`--shard`), read as one run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardInfo>,
@@ -51,6 +55,8 @@ pub struct ShardInfo {
     pub path: String,
     /// Its rows.
     pub rows: u64,
+    /// Whether it finished (wrote its summary).
+    pub complete: bool,
     /// Its schedule's t=0 (RFC 3339).
     pub t0: String,
     /// Its t=0 minus the earliest shard's, ms: 0 when the shards were
@@ -143,6 +149,7 @@ pub fn load_shards(dir: &Path, slo: Option<Slo>, by: &[ClassColumn]) -> anyhow::
             shard: meta.get(key::SHARD).cloned().unwrap_or_else(|| "?".into()),
             path: path.display().to_string(),
             rows: results.rows.len() as u64,
+            complete: meta.contains_key(key::SUMMARY),
             t0: meta.get(key::T0).cloned().unwrap_or_default(),
             t0_offset_ms: 0.0,
             send_lag_p99_ms: summarize(&results.rows, None, None)
@@ -171,6 +178,7 @@ pub fn load_shards(dir: &Path, slo: Option<Slo>, by: &[ClassColumn]) -> anyhow::
     }
     rows.sort_by_key(|r| r.scheduled_at_us);
     let mut report = run_report(dir.display().to_string(), rows, &meta, slo, by, Vec::new());
+    report.complete = shards.iter().all(|s| s.complete);
     report.shards = shards;
     Ok(report)
 }
@@ -205,6 +213,7 @@ fn run_report(
     RunReport {
         path,
         summary: summary::summarize_stages(&rows, slo, target, stages.as_ref(), by),
+        complete: metadata.contains_key(key::SUMMARY),
         shards: Vec::new(),
         rows,
         meta: metadata.clone(),
@@ -312,11 +321,22 @@ pub fn render_text(inputs: &[Input]) -> String {
         match input {
             Input::Run(r) => {
                 let _ = writeln!(out, "== {}", r.path);
+                if !r.complete {
+                    let _ = writeln!(
+                        out,
+                        "incomplete    the run did not finish (killed, or still running): no summary in the file, its rows end at the last checkpoint, and requests due after that are in no file; the figures below are of the rows present"
+                    );
+                }
                 for s in &r.shards {
                     let _ = writeln!(
                         out,
-                        "shard {:<7} {:>8} rows  t0 {} ({:+.3} ms)  send lag p99 {:.3} ms",
-                        s.shard, s.rows, s.t0, s.t0_offset_ms, s.send_lag_p99_ms
+                        "shard {:<7} {:>8} rows  t0 {} ({:+.3} ms)  send lag p99 {:.3} ms{}",
+                        s.shard,
+                        s.rows,
+                        s.t0,
+                        s.t0_offset_ms,
+                        s.send_lag_p99_ms,
+                        if s.complete { "" } else { "  (incomplete)" }
                     );
                 }
                 let _ = write!(out, "{}", r.summary);
