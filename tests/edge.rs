@@ -193,6 +193,19 @@ fn sigkill_loses_at_most_about_a_second_of_rows() {
     let lost_us = killed_at - last;
     // A checkpoint every second, plus a loaded machine's slack.
     assert!(lost_us < 2_500_000, "rows of the last {lost_us} µs lost");
+
+    // The report says the run is incomplete, in text and JSON.
+    let (code, text, err) = output(bin().arg("report").arg(&out));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("incomplete")),
+        "{text}"
+    );
+    let (_, json, _) = output(bin().arg("report").arg(&out).args(["--format", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[0]["complete"], false, "{json}");
 }
 
 #[test]

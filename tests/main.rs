@@ -12,6 +12,7 @@ mod ingest_mooncake_sessions;
 mod ingest_sharegpt;
 mod progress;
 mod replay;
+mod report_html;
 mod sessions;
 mod shards;
 mod sim;

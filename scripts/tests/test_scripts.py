@@ -1,4 +1,5 @@
 """analysis.sql (real DuckDB) and analyze.py (real pandas) on a real sweep."""
+import re
 import subprocess
 import sys
 
@@ -77,7 +78,11 @@ def test_report_html_is_self_contained(run, sweep_dir, tmp_path):
     run("report", sweep_dir, "--format", "html", "-o", html)
     text = html.read_text()
     assert text.count("<svg") >= 5
-    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in text
+    # Nothing is loaded from elsewhere: no src, href, url() or @import to
+    # a remote address (the target URL is printed in the header as text).
+    assert re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', text) is None
+    assert "url(" not in text and "@import" not in text and "<script" not in text
+    assert "<link" not in text
     js = run("report", sweep_dir, "--format", "json").stdout
     assert '"kind": "sweep"' in js
 
