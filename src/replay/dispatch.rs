@@ -254,6 +254,40 @@ pub fn signed_us(a: Instant, b: Instant) -> i64 {
     }
 }
 
+/// Outcomes that count as errors, in the order they are listed.
+pub const ERROR_KINDS: [Outcome; 7] = [
+    Outcome::HttpError,
+    Outcome::Timeout,
+    Outcome::ConnectError,
+    Outcome::StreamError,
+    Outcome::Cancelled,
+    Outcome::Dropped,
+    Outcome::Skipped,
+];
+
+/// Where `outcome` sits in [`ERROR_KINDS`] (`None` for ok).
+fn kind_index(outcome: Outcome) -> Option<usize> {
+    ERROR_KINDS.iter().position(|k| *k == outcome)
+}
+
+/// Rows that are not ok, by outcome: one relaxed atomic add per failed row.
+#[derive(Debug, Default)]
+pub struct ErrorCounts([AtomicU64; ERROR_KINDS.len()]);
+
+impl ErrorCounts {
+    /// Counts a row of this outcome (nothing for ok).
+    pub fn add(&self, outcome: Outcome) {
+        if let Some(i) = kind_index(outcome) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts, in [`ERROR_KINDS`] order.
+    pub fn load(&self) -> [u64; ERROR_KINDS.len()] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
 /// Live counts for the progress line.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -264,7 +298,7 @@ pub struct Counters {
     /// Rows whose outcome is not ok.
     pub errors: AtomicU64,
     /// The same rows by outcome.
-    pub errors_by_kind: super::progress::ErrorCounts,
+    pub errors_by_kind: ErrorCounts,
     /// Requests out and not yet answered.
     pub in_flight: AtomicU64,
     /// Later turns of sessions that the run stopped before they were due.
