@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::pacer::Pacer;
 use crate::client::{Endpoint, Exchange, Outcome, RequestSpec, Timeouts};
-use crate::record::{Phase, ResultRow, TokenSource};
+use crate::record::{OUTCOMES, Phase, ResultRow, TokenSource};
 use crate::schedule::{ScheduledRequest, Stages};
 
 /// Sends one request and measures it. [`Endpoint`] is the real one; tests
@@ -254,16 +254,18 @@ pub fn signed_us(a: Instant, b: Instant) -> i64 {
     }
 }
 
-/// Outcomes that count as errors, in the order they are listed.
-pub const ERROR_KINDS: [Outcome; 7] = [
-    Outcome::HttpError,
-    Outcome::Timeout,
-    Outcome::ConnectError,
-    Outcome::StreamError,
-    Outcome::Cancelled,
-    Outcome::Dropped,
-    Outcome::Skipped,
-];
+/// Outcomes that count as errors: every outcome but the first, `ok`, in
+/// the order [`crate::record::OUTCOMES`] lists them.
+pub const ERROR_KINDS: [Outcome; OUTCOMES.len() - 1] = {
+    assert!(matches!(OUTCOMES[0], Outcome::Ok));
+    let mut kinds = [Outcome::Ok; OUTCOMES.len() - 1];
+    let mut i = 0;
+    while i < kinds.len() {
+        kinds[i] = OUTCOMES[i + 1];
+        i += 1;
+    }
+    kinds
+};
 
 /// Where `outcome` sits in [`ERROR_KINDS`] (`None` for ok).
 fn kind_index(outcome: Outcome) -> Option<usize> {

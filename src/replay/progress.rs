@@ -22,8 +22,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{ClosedLoop, Counters, RunClock};
 pub use super::dispatch::ERROR_KINDS;
+use super::dispatch::{ClosedLoop, Counters, RunClock};
 use crate::client::Outcome;
 use crate::record::ResultRow;
 use crate::schedule::{Remaining, Schedule};
