@@ -199,7 +199,7 @@ pub struct Target {
     token_check: tokio::sync::OnceCell<token_check::TokenCheck>,
     seed: u64,
     /// Keeps the embedded simulator alive while the target is.
-    sim: Option<crate::sim::SimServer>,
+    sim: Option<crate::sim::EmbeddedSim>,
 }
 
 impl Target {
@@ -226,7 +226,6 @@ impl Target {
         let (base_url, sim) = match &cfg.url {
             Some(url) => (url.clone(), None),
             None => {
-                let bind = "127.0.0.1:0".parse().context("loopback address")?;
                 let mut sim_cfg = cfg.sim.clone();
                 sim_cfg.also_serves = cfg
                     .model
@@ -235,10 +234,10 @@ impl Target {
                     .chain(cfg.routing.served_models())
                     .map(str::to_owned)
                     .collect();
-                let server = crate::sim::start(sim_cfg, bind)
+                let server = crate::sim::EmbeddedSim::start(sim_cfg)
                     .await
                     .context("starting the embedded simulated endpoint")?;
-                (server.url(), Some(server))
+                (server.url().to_owned(), Some(server))
             }
         };
         let api_key = std::env::var(&cfg.api_key_env)

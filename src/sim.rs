@@ -207,6 +207,85 @@ pub async fn start(cfg: SimConfig, bind: SocketAddr) -> Result<SimServer, SimErr
     start_logging(cfg, bind, None).await
 }
 
+/// Names of the simulator's threads start with this, so that a process
+/// running it embedded can tell its CPU time from the client's.
+pub const THREAD_PREFIX: &str = "llm-replay-sim";
+
+/// A simulator on threads of its own (a runtime whose threads' names start
+/// with [`THREAD_PREFIX`]): the embedded endpoint of a replay. It stops
+/// when dropped.
+#[derive(Debug)]
+pub struct EmbeddedSim {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl EmbeddedSim {
+    /// Starts it on loopback, at a free port.
+    pub async fn start(cfg: SimConfig) -> Result<Self, SimError> {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(THREAD_PREFIX.into())
+            .spawn(move || {
+                // As many workers as the process may use CPUs: the embedded
+                // simulator shares the machine with the client, as a
+                // simulator started on its own would.
+                let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(workers)
+                    .thread_name(format!("{THREAD_PREFIX}-worker"))
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(SimError::Config(format!(
+                            "the simulator's runtime: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let bind = SocketAddr::from(([127, 0, 0, 1], 0));
+                    match start(cfg, bind).await {
+                        Ok(server) => {
+                            if ready_tx.send(Ok(server.url())).is_ok() {
+                                // Until told to stop, or the owner is gone.
+                                let _ = stop_rx.await;
+                            }
+                            server.shutdown().await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| SimError::Config(format!("starting the simulator's thread: {e}")))?;
+        let url = ready_rx
+            .await
+            .map_err(|_| SimError::Config("the simulator's thread ended at start".into()))??;
+        Ok(Self {
+            url,
+            stop: Some(stop_tx),
+        })
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for EmbeddedSim {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
 /// [`start`], and with `arrival_log` a CSV of every generation request's
 /// (POST's) arrival:
 /// `arrival_us,request_id`, the time (UTC microseconds since the epoch, the

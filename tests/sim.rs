@@ -628,3 +628,45 @@ async fn a_mixed_run_routes_rows_by_kind_and_model_and_breaks_them_down() {
     assert!(html.contains("by request_kind") && html.contains("by user_id"));
     assert!(llm_replay::report::render_text(&inputs).contains("by api"));
 }
+
+/// The summary's client CPU leaves out the embedded simulator's threads,
+/// and says how much they used; against a server of its own there is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_cpu_leaves_out_the_embedded_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = format!(
+        "{}/datasets/azure_conv_small.parquet",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let server = sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = server.url();
+    for (name, extra) in [("embedded", vec![]), ("own", vec!["--url", url.as_str()])] {
+        let summary = dir.path().join(format!("{name}.json"));
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_llm-replay"))
+            .args(["replay", &trace, "--requests", "20", "--rate", "50", "-q"])
+            .arg("-o")
+            .arg(dir.path().join(format!("{name}.parquet")))
+            .arg("--summary-json")
+            .arg(&summary)
+            .args(&extra)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        let client = &s["client"];
+        assert!(client["cpu_s"].as_f64().unwrap() >= 0.0);
+        if name == "embedded" {
+            assert!(client["simulator_cpu_s"].as_f64().is_some(), "{client}");
+        } else {
+            assert!(client.get("simulator_cpu_s").is_none(), "{client}");
+        }
+    }
+}

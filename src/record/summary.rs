@@ -831,12 +831,17 @@ impl Summary {
 /// CPU and memory the llm-replay process used during a run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct ClientUsage {
-    /// User + system CPU seconds of the whole process during the run.
+    /// User + system CPU seconds of the client during the run: the whole
+    /// process, less the embedded simulator's threads when it ran one.
     pub cpu_s: f64,
-    /// CPU microseconds per scheduled request.
+    /// CPU microseconds per scheduled request (of `cpu_s`).
     pub cpu_us_per_request: f64,
-    /// Peak resident memory of the process (MiB).
+    /// Peak resident memory of the process (MiB), the embedded simulator's
+    /// included.
     pub peak_rss_mib: f64,
+    /// CPU seconds of the embedded simulator's threads (not in `cpu_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulator_cpu_s: Option<f64>,
 }
 
 impl ClientUsage {
@@ -851,6 +856,33 @@ impl ClientUsage {
         let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
         // /proc reports USER_HZ ticks, 100 per second on Linux.
         Some(ticks / 100.0)
+    }
+
+    /// CPU seconds so far (user + system) of this process's threads whose
+    /// names start with `prefix` (the embedded simulator's), from
+    /// `/proc/self/task`; `None` off Linux or with no such thread.
+    pub fn threads_cpu_now(prefix: &str) -> Option<f64> {
+        let mut ticks = 0.0;
+        let mut found = false;
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            if !stat[open + 1..close].starts_with(prefix) {
+                continue;
+            }
+            let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            if let (Some(u), Some(s)) = (f.get(11), f.get(12))
+                && let (Ok(u), Ok(s)) = (u.parse::<f64>(), s.parse::<f64>())
+            {
+                ticks += u + s;
+                found = true;
+            }
+        }
+        found.then_some(ticks / 100.0)
     }
 
     /// Peak resident memory (MiB), from `/proc/self/status`.
@@ -1753,11 +1785,18 @@ impl fmt::Display for Summary {
             writeln!(f, "{:>10.2}", p.max_ms)?;
         }
         if let Some(c) = &self.client {
-            writeln!(
+            write!(
                 f,
                 "client        {:.2} CPU s ({:.1} µs per request), peak memory {:.0} MiB",
                 c.cpu_s, c.cpu_us_per_request, c.peak_rss_mib
             )?;
+            match c.simulator_cpu_s {
+                Some(sim) => writeln!(
+                    f,
+                    " (the embedded simulator's {sim:.2} CPU s not counted; its memory is)"
+                )?,
+                None => writeln!(f)?,
+            }
         }
         if let Some(ss) = &self.sessions {
             if ss.stretch.count > 0 {
@@ -1948,6 +1987,36 @@ mod tests {
         assert!("ttft=fast".parse::<Slo>().is_err());
         assert!("latency=1s".parse::<Slo>().is_err());
         assert!("".parse::<Slo>().is_err());
+    }
+
+    #[test]
+    fn thread_cpu_is_read_by_thread_name() {
+        use rustix::time::{ClockId, clock_gettime};
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let burner = std::thread::Builder::new()
+            .name("cpu-test-burner".into())
+            .spawn(move || {
+                // Burn 150 ms of this thread's own CPU time, then wait.
+                let cpu = || {
+                    let t = clock_gettime(ClockId::ThreadCPUTime);
+                    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+                };
+                let start = cpu();
+                let mut x = 0u64;
+                while cpu() - start < 0.15 {
+                    x = x.wrapping_mul(31).wrapping_add(1);
+                }
+                tx.send(x).unwrap();
+                done_rx.recv().unwrap();
+            })
+            .unwrap();
+        rx.recv().unwrap();
+        let burnt = ClientUsage::threads_cpu_now("cpu-test-burn").unwrap();
+        assert!((0.1..5.0).contains(&burnt), "{burnt}");
+        assert_eq!(ClientUsage::threads_cpu_now("no-such-thread"), None);
+        done_tx.send(()).unwrap();
+        burner.join().unwrap();
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::pacer::Pacer;
 use crate::client::{Endpoint, Exchange, Outcome, RequestSpec, Timeouts};
-use crate::record::{Phase, ResultRow, TokenSource};
+use crate::record::{OUTCOMES, Phase, ResultRow, TokenSource};
 use crate::schedule::{ScheduledRequest, Stages};
 
 /// Sends one request and measures it. [`Endpoint`] is the real one; tests
@@ -254,6 +254,42 @@ pub fn signed_us(a: Instant, b: Instant) -> i64 {
     }
 }
 
+/// Outcomes that count as errors: every outcome but the first, `ok`, in
+/// the order [`crate::record::OUTCOMES`] lists them.
+pub const ERROR_KINDS: [Outcome; OUTCOMES.len() - 1] = {
+    assert!(matches!(OUTCOMES[0], Outcome::Ok));
+    let mut kinds = [Outcome::Ok; OUTCOMES.len() - 1];
+    let mut i = 0;
+    while i < kinds.len() {
+        kinds[i] = OUTCOMES[i + 1];
+        i += 1;
+    }
+    kinds
+};
+
+/// Where `outcome` sits in [`ERROR_KINDS`] (`None` for ok).
+fn kind_index(outcome: Outcome) -> Option<usize> {
+    ERROR_KINDS.iter().position(|k| *k == outcome)
+}
+
+/// Rows that are not ok, by outcome: one relaxed atomic add per failed row.
+#[derive(Debug, Default)]
+pub struct ErrorCounts([AtomicU64; ERROR_KINDS.len()]);
+
+impl ErrorCounts {
+    /// Counts a row of this outcome (nothing for ok).
+    pub fn add(&self, outcome: Outcome) {
+        if let Some(i) = kind_index(outcome) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts, in [`ERROR_KINDS`] order.
+    pub fn load(&self) -> [u64; ERROR_KINDS.len()] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
 /// Live counts for the progress line.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -264,7 +300,7 @@ pub struct Counters {
     /// Rows whose outcome is not ok.
     pub errors: AtomicU64,
     /// The same rows by outcome.
-    pub errors_by_kind: super::progress::ErrorCounts,
+    pub errors_by_kind: ErrorCounts,
     /// Requests out and not yet answered.
     pub in_flight: AtomicU64,
     /// Later turns of sessions that the run stopped before they were due.

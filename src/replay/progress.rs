@@ -15,13 +15,14 @@ pub mod exporter;
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use super::dispatch::ERROR_KINDS;
 use super::dispatch::{ClosedLoop, Counters, RunClock};
 use crate::client::Outcome;
 use crate::record::ResultRow;
@@ -67,40 +68,6 @@ impl ProgressMode {
             Self::Auto => Self::Lines,
             other => other,
         }
-    }
-}
-
-/// Outcomes that count as errors, in the order they are listed.
-pub const ERROR_KINDS: [Outcome; 7] = [
-    Outcome::HttpError,
-    Outcome::Timeout,
-    Outcome::ConnectError,
-    Outcome::StreamError,
-    Outcome::Cancelled,
-    Outcome::Dropped,
-    Outcome::Skipped,
-];
-
-/// Where `outcome` sits in [`ERROR_KINDS`] (`None` for ok).
-fn kind_index(outcome: Outcome) -> Option<usize> {
-    ERROR_KINDS.iter().position(|k| *k == outcome)
-}
-
-/// Rows that are not ok, by outcome: one relaxed atomic add per failed row.
-#[derive(Debug, Default)]
-pub struct ErrorCounts([AtomicU64; ERROR_KINDS.len()]);
-
-impl ErrorCounts {
-    /// Counts a row of this outcome (nothing for ok).
-    pub fn add(&self, outcome: Outcome) {
-        if let Some(i) = kind_index(outcome) {
-            self.0[i].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The counts, in [`ERROR_KINDS`] order.
-    pub fn load(&self) -> [u64; ERROR_KINDS.len()] {
-        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
     }
 }
 

@@ -76,6 +76,7 @@ impl Recorder {
         mut tap: Option<super::progress::Tap>,
     ) -> std::io::Result<Self> {
         let cpu_start = ClientUsage::cpu_now();
+        let sim_start = ClientUsage::threads_cpu_now(crate::sim::THREAD_PREFIX);
         let handle = std::thread::Builder::new()
             .name("llm-replay-recorder".into())
             .spawn(move || -> anyhow::Result<Recorded> {
@@ -139,8 +140,11 @@ impl Recorder {
                     summary.stopped_by = end.stopped_by.clone();
                 }
                 if let (Some(start), Some(cpu_end)) = (cpu_start, ClientUsage::cpu_now()) {
-                    let cpu_s = cpu_end - start;
+                    let sim_end = ClientUsage::threads_cpu_now(crate::sim::THREAD_PREFIX);
+                    let simulator_cpu_s = sim_end.map(|end| (end - sim_start.unwrap_or(0.0)).max(0.0));
+                    let cpu_s = (cpu_end - start - simulator_cpu_s.unwrap_or(0.0)).max(0.0);
                     summary.client = Some(ClientUsage {
+                        simulator_cpu_s,
                         cpu_s,
                         cpu_us_per_request: if summary.requests > 0 {
                             cpu_s * 1e6 / summary.requests as f64
