@@ -47,6 +47,7 @@ def test_the_tour_runs_as_written(bin_path, tmp_path):
     for argv in commands:
         proc = subprocess.run([bin_path, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"llm-replay {' '.join(argv)}:\n{proc.stderr}"
+        assert "<mode>" not in proc.stdout + proc.stderr, "paths are printed as they are"
     assert (tmp_path / "chats-report.html").exists()
     assert (tmp_path / "chats-sweep" / "_sweep.parquet").exists()
     (sql,) = _blocks(tour, {"sql"})

@@ -644,7 +644,13 @@ fn sweep_charts(sweeps: &[(usize, &SweepReport)], many: bool) -> Vec<Chart> {
                     add_ref(&mut c.vlines, *i, many, k, RefKind::Knee, &label);
                 }
                 if let Some(k) = capacity {
-                    let label = format!("SLO capacity {} {unit}", short(k));
+                    // Every step passed: the capacity is at least the top.
+                    let at_least = if s.capacity.slo_capacity_lower_bound {
+                        "≥ "
+                    } else {
+                        ""
+                    };
+                    let label = format!("SLO capacity {at_least}{} {unit}", short(k));
                     add_ref(&mut c.vlines, *i, many, k, RefKind::Capacity, &label);
                 }
             }
@@ -1216,6 +1222,26 @@ mod tests {
                 .1,
             Scale::Linear
         );
+    }
+
+    #[test]
+    fn a_capacity_every_step_met_is_labelled_as_a_lower_bound() {
+        let mut s = sweep(vec![step(0, 1.0, 91.0, false), step(1, 2.0, 137.0, false)]);
+        s.slo = Some("ttft=500ms".parse().unwrap());
+        s.capacity.slo_capacity_rate = Some(2.0);
+        let label = |s: &SweepReport| -> String {
+            let charts = sweep_charts(&[(0, s)], false);
+            let ttft = chart(&charts, "TTFT from the schedule vs offered load");
+            ttft.vlines
+                .iter()
+                .find(|l| l.kind == RefKind::Capacity)
+                .unwrap()
+                .label
+                .clone()
+        };
+        assert_eq!(label(&s), "SLO capacity 2 req/s");
+        s.capacity.slo_capacity_lower_bound = true;
+        assert_eq!(label(&s), "SLO capacity ≥ 2 req/s");
     }
 
     #[test]
