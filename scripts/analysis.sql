@@ -35,9 +35,10 @@ FROM read_parquet(CASE WHEN ends_with(getvariable('results_dir'), '.parquet')
 -- objective on a value a request does not have (the TTFT of an embeddings
 -- request, the TPOT of a one-token reply) does not fail it, as in the
 -- summary. Throughputs count the successes (and their tokens) completed
--- in the steady window, from the first to the last scheduled send, per
--- second of it (the drain tail after it left out); when nothing completed
--- in it, every success per second of the whole run. The columns after
+-- in the steady window, as long as from the first to the last scheduled
+-- send and a median E2E (from the send) later, per second of it (neither
+-- the ramp-up nor the drain tail dilutes them); when nothing completed in
+-- it, every success per second of the whole run. The columns after
 -- goodput_fraction match the sweep table's of the same name.
 CREATE OR REPLACE VIEW step_summary AS
 WITH steady AS (
@@ -73,8 +74,11 @@ WITH steady AS (
            quantile_cont(tpot_us, 0.9) FILTER (WHERE outcome = 'ok') / 1e3 AS tpot_p90_ms,
            quantile_cont(e2e_sched_us, 0.5) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p50_ms,
            quantile_cont(e2e_sched_us, 0.9) FILTER (WHERE outcome = 'ok') / 1e3 AS e2e_p90_ms,
-           min(scheduled_at) AS window_start,
-           max(scheduled_at) AS window_end,
+           -- The steady window, shifted a median E2E (from the send) later.
+           epoch_us(min(scheduled_at))
+             + coalesce(quantile_cont(e2e_us, 0.5) FILTER (WHERE outcome = 'ok'), 0) AS window_start_us,
+           epoch_us(max(scheduled_at))
+             + coalesce(quantile_cont(e2e_us, 0.5) FILTER (WHERE outcome = 'ok'), 0) AS window_end_us,
            (epoch_us(max(scheduled_at)) - epoch_us(min(scheduled_at))) / 1e6 AS steady_span_s,
            (greatest(max(epoch_us(completed_at)), max(epoch_us(sent_at))) - epoch_us(min(scheduled_at))) / 1e6 AS duration_s,
            -- Every success, for a run with no steady window.
@@ -92,7 +96,7 @@ WITH steady AS (
            sum(r.in_tokens) AS in_tokens,
            count(*) FILTER (WHERE r.met) AS met
     FROM steady r JOIN steps s USING (step)
-    WHERE r.outcome = 'ok' AND r.completed_at BETWEEN s.window_start AND s.window_end
+    WHERE r.outcome = 'ok' AND epoch_us(r.completed_at) BETWEEN s.window_start_us AND s.window_end_us
     GROUP BY r.step
 ), rates AS (
     SELECT s.*, w.done, w.out_tokens, w.in_tokens, w.met,

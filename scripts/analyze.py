@@ -109,6 +109,17 @@ def rate(times):
     return (len(times) - 1) / span if span > 0 else np.nan
 
 
+def epoch_us(times):
+    """Microseconds since the epoch of a timestamp column (pyarrow dtypes,
+    as `load_results` reads them), as exact integers in floats."""
+    return times.astype("int64[pyarrow]").astype("float64")
+
+
+def epoch_us_one(t):
+    """Microseconds since the epoch of one timestamp."""
+    return float(pd.Timestamp(t).value // 1000)
+
+
 def step_summary(df, slo_ttft_ms, slo_tpot_ms):
     rows = []
     for step, g in df[df["phase"] == "steady"].groupby("step"):
@@ -119,12 +130,15 @@ def step_summary(df, slo_ttft_ms, slo_tpot_ms):
             & (g["tpot_us"].fillna(0) <= slo_tpot_ms * 1e3)
         ).astype(bool)
         q = lambda s, p: s.astype("float64").quantile(p) / 1e3  # noqa: E731
-        # The steady window, first to last scheduled send: successes
-        # completed inside it, per second of it; when none did, every
-        # success per second of the whole run.
+        # The steady window, first to last scheduled send shifted a median
+        # E2E (from the send) later: successes completed inside it, per
+        # second of it; when none did, every success per second of the
+        # whole run.
         first, last = g["scheduled_at"].min(), g["scheduled_at"].max()
         span = (last - first).total_seconds()
-        inside = ok[(ok["completed_at"] >= first) & (ok["completed_at"] <= last)]
+        shift = ok["e2e_us"].astype("float64").quantile(0.5) if len(ok) else 0.0
+        done_us = epoch_us(ok["completed_at"])
+        inside = ok[(done_us >= epoch_us_one(first) + shift) & (done_us <= epoch_us_one(last) + shift)]
         if span > 0 and len(inside) > 0:
             window, done = span, inside
         else:

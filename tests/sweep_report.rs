@@ -198,9 +198,11 @@ async fn a_concurrency_sweep_runs_a_closed_loop_per_step() {
     assert!(csv.contains(",concurrency,3.0,"), "{csv}");
 }
 
-/// The simulator prefills one request at a time at `--sim-prefill-us` per
-/// token, so embeddings of 200 tokens at 100 µs/token cost 20 ms each: the
-/// server tops out near 50 req/s, and a sweep across it finds the knee.
+/// The simulator prefills at `--sim-prefill-us` per token, so embeddings
+/// of 200 tokens at 100 µs/token cost 20 ms each: the server tops out near
+/// 50 req/s, and a sweep across it finds the knee. (A batch of at most 8
+/// per engine step keeps completions from arriving in clumps longer than
+/// a step's window.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_finds_the_embeddings_knee_of_the_prefill_cost_model() {
     use llm_replay::trace::{TraceMetadata, TraceRecord, TraceWriter};
@@ -229,9 +231,11 @@ async fn a_sweep_finds_the_embeddings_knee_of_the_prefill_cost_model() {
         "--out-dir",
         out.to_str().unwrap(),
         "--rates",
-        "20,40,80,160",
-        "--requests",
-        "60",
+        "20,40,80",
+        "--step-duration",
+        "3s",
+        "--sim-max-batch",
+        "8",
         "--arrivals",
         "constant",
         "--search-steps",
@@ -242,9 +246,10 @@ async fn a_sweep_finds_the_embeddings_knee_of_the_prefill_cost_model() {
     ])
     .await;
     let report = llm_replay::report::load_sweep(&out, None).unwrap();
-    assert_eq!(report.steps.len(), 4);
+    assert_eq!(report.steps.len(), 3);
     for s in &report.steps {
-        assert_eq!((s.requests, s.ok), (60, 60), "step {}", s.offered);
+        assert!(s.requests >= 50, "step {}: {}", s.offered, s.requests);
+        assert_eq!(s.ok, s.requests, "step {}", s.offered);
     }
     let top = report.steps.iter().map(|s| s.request_throughput);
     let top = top.fold(0.0, f64::max);

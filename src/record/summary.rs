@@ -366,14 +366,16 @@ pub struct Summary {
     pub output_token_throughput: f64,
     /// Input tokens per second of the steady window (successful requests).
     pub input_token_throughput: f64,
-    /// The steady window the throughputs are taken over, seconds: from the
-    /// first to the last scheduled send. Throughputs count the successful
-    /// requests (and their tokens) completed inside it, so the drain tail
-    /// after the last send (in `duration_s`) neither dilutes them nor
-    /// hides a server that fell behind. When nothing completed inside it
-    /// (one burst, or latencies longer than the schedule) it is the whole
-    /// run, `duration_s`, counting every success, and `throughput_window`
-    /// says so.
+    /// The steady window the throughputs are taken over, seconds: as long
+    /// as from the first to the last scheduled send, and shifted a median
+    /// E2E (from the send, of the successes) later, so that it holds the
+    /// completions of the requests sent in it. Throughputs count the
+    /// successful requests (and their tokens) completed inside it: a server
+    /// that keeps up shows the rate sent, one that falls behind the rate it
+    /// served, and neither the ramp-up at the start nor the drain tail after
+    /// the last send dilutes them. When nothing completed inside it (one
+    /// burst) it is the whole run, `duration_s`, counting every success,
+    /// and `throughput_window` says so.
     #[serde(default)]
     pub window_s: f64,
     /// `steady` (the window above) or `run` (the whole run, fallback).
@@ -581,21 +583,25 @@ struct Done {
     met: bool,
 }
 
-/// The steady window the throughputs are taken over: from the first to
-/// the last scheduled send of the rows summarised, µs since the epoch.
+/// The window the throughputs are taken over, µs since the epoch: the
+/// span from the first to the last scheduled send of the rows summarised,
+/// shifted by their median E2E (from the send), so that it holds the
+/// completions of the requests sent in it: a server that keeps up
+/// completes as many as were sent, one that falls behind only what it can.
 #[derive(Debug, Clone, Copy)]
 struct Window {
-    start: i64,
-    end: i64,
+    start: f64,
+    end: f64,
 }
 
 impl Window {
     fn seconds(&self) -> f64 {
-        (self.end - self.start) as f64 / 1e6
+        (self.end - self.start) / 1e6
     }
 
     /// Whether a completion at `at` falls in the window.
     fn holds(&self, at: i64) -> bool {
+        let at = at as f64;
         at >= self.start && at <= self.end
     }
 
@@ -1483,13 +1489,15 @@ impl SummaryBuilder {
             "schedule kept: every request left on time".to_owned()
         };
         let duration_s = span_s(self.first_scheduled, self.last_done.max(self.last_sent));
-        // The steady window, when something completed in it (else the
-        // whole run: a burst scheduled at once, or latencies longer than
-        // the schedule).
+        // The steady window shifted by the median E2E, when something
+        // completed in it (else the whole run: a burst scheduled at once).
+        let shift_us = self.e2e.percentiles(&Quantiles::default()).p50_ms * 1e3;
         let window = match (self.first_scheduled, self.last_scheduled) {
-            (Some(start), Some(end)) if end > start => {
-                Some(Window { start, end }).filter(|w| self.done.iter().any(|d| w.holds(d.at)))
-            }
+            (Some(start), Some(end)) if end > start => Some(Window {
+                start: start as f64 + shift_us,
+                end: end as f64 + shift_us,
+            })
+            .filter(|w| self.done.iter().any(|d| w.holds(d.at))),
             _ => None,
         };
         let [
@@ -1734,7 +1742,7 @@ impl fmt::Display for Summary {
                 )
             } else {
                 format!(
-                    "completed in the steady window, {:.1} s from the first to the last scheduled send",
+                    "completed in the steady window: the {:.1} s from the first to the last scheduled send, a median E2E later",
                     self.window_s
                 )
             }
@@ -2213,11 +2221,41 @@ mod tests {
         );
         assert!((s.output_token_throughput - 16.0).abs() < 1e-9);
         assert!(s.duration_s > 9.0);
-        // Nothing completed inside the window: the whole run.
-        let late: Vec<ResultRow> = (0..3).map(|i| row(i, "ok", 10, 5_000, 2)).collect();
-        let s = summarize(&late, None, None);
+        // One burst, all scheduled at once: no window, the whole run.
+        let mut burst: Vec<ResultRow> = (0..3).map(|i| row(i, "ok", 10, 5_000, 2)).collect();
+        for r in &mut burst {
+            r.scheduled_at_us = 1_000_000_000;
+        }
+        let s = summarize(&burst, None, None);
         assert_eq!(s.throughput_window, "run");
         assert!((s.request_throughput - 3.0 / s.duration_s).abs() < 1e-9);
+    }
+
+    #[test]
+    fn throughput_follows_a_server_that_keeps_up_and_one_that_falls_behind() {
+        // 11 requests 100 ms apart (10/s over 1 s). A server that keeps up
+        // but takes 2 s each: every completion lands after the last send,
+        // yet the window a median E2E later holds them all.
+        let slow: Vec<ResultRow> = (0..11).map(|i| row(i, "ok", 10, 2_000, 2)).collect();
+        let s = summarize(&slow, None, None);
+        assert_eq!(s.throughput_window, "steady");
+        assert!(
+            (s.request_throughput - 11.0).abs() < 1e-9,
+            "{}",
+            s.request_throughput
+        );
+        // A server that serves 5/s: request i ends at 0.1 + 0.2 i s, its
+        // E2E growing by 0.1 s a request. The window (0.6 s to 1.6 s after
+        // the first send) holds five completions: 5 req/s, what it served.
+        let behind: Vec<ResultRow> = (0..11)
+            .map(|i| row(i, "ok", 10, 100 + 100 * i, 2))
+            .collect();
+        let s = summarize(&behind, None, None);
+        assert!(
+            (s.request_throughput - 5.0).abs() < 1e-9,
+            "{}",
+            s.request_throughput
+        );
     }
 
     #[test]

@@ -119,7 +119,8 @@ pub struct SweepStep {
     /// Requests per second of the schedule drawn.
     #[serde(default)]
     pub scheduled_rate: f64,
-    /// Input tokens per second of the steady window.
+    /// Input tokens per second of the steady window (see the summary's
+    /// `window_s`: the send span, a median E2E later).
     #[serde(default)]
     pub input_token_throughput: f64,
     /// The steady window the throughputs are over, seconds.
