@@ -114,11 +114,9 @@ fn load_run_with(
     quantiles: summary::Quantiles,
 ) -> anyhow::Result<RunReport> {
     let results = read_results(path)?;
-    let metrics_path = crate::record::server_metrics::path_for(path);
-    let server_metrics = if metrics_path.exists() {
-        crate::record::server_metrics::read(&metrics_path)?
-    } else {
-        Vec::new()
+    let server_metrics = match crate::record::server_metrics::existing_for(path) {
+        Some(metrics) => crate::record::server_metrics::read(&metrics)?,
+        None => Vec::new(),
     };
     Ok(run_report(
         path.display().to_string(),

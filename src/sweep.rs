@@ -352,10 +352,11 @@ impl Sweeper<'_> {
             Some(_) => u64::try_from(self.plan.step_duration.as_nanos()).unwrap_or(u64::MAX),
             None => crate::schedule::plan(&schedule, &self.trace.records)?.span_hint_ns(),
         };
-        let metrics = crate::record::server_metrics::path_for(&path);
-        if self.plan.target.scrape.is_some() && metrics.exists() {
-            std::fs::remove_file(&metrics)
-                .with_context(|| format!("removing the old {}", metrics.display()))?;
+        if self.plan.target.scrape.is_some() {
+            while let Some(metrics) = crate::record::server_metrics::existing_for(&path) {
+                std::fs::remove_file(&metrics)
+                    .with_context(|| format!("removing the old {}", metrics.display()))?;
+            }
         }
         let warmup_ns = u64::try_from(self.plan.warmup.as_nanos()).unwrap_or(u64::MAX);
         let cooldown_ns = u64::try_from(self.plan.cooldown.as_nanos()).unwrap_or(0);

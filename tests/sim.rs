@@ -431,7 +431,7 @@ async fn scraped_server_metrics_land_beside_the_results() {
         .await
         .unwrap();
     let samples =
-        llm_replay::record::server_metrics::read(&dir.path().join("server_metrics.parquet"))
+        llm_replay::record::server_metrics::read(&dir.path().join("_server_metrics.parquet"))
             .unwrap();
     assert!(
         samples

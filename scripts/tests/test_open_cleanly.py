@@ -100,3 +100,34 @@ def test_the_documented_step_table_is_the_written_one(sweep_dir):
     assert sorted(documented) == sorted(written), set(documented) ^ set(written)
     with open(sweep_dir / "_sweep.csv") as f:
         assert f.readline().strip().split(",") == written
+
+
+def test_a_sweep_scraping_server_metrics_still_reads_whole(bin_path, run, datasets, tmp_path):
+    import socket
+    import subprocess
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sim = subprocess.Popen([bin_path, "sim", "--bind", f"127.0.0.1:{port}", "--sim-zero-delay"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        out = tmp_path / "s"
+        url = f"http://127.0.0.1:{port}"
+        run("sweep", datasets / "azure_conv_small.parquet", "--out-dir", out, "--rates", "10,20",
+            "--requests", "20", "--arrivals", "constant", "--search-steps", "0", "--url", url,
+            "--model", "llm-replay-sim", "--scrape", f"{url}/metrics", "-q")
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    for step in ("rate=10", "rate=20"):
+        assert (out / step / "_server_metrics.parquet").exists(), step
+        assert not (out / step / "server_metrics.parquet").exists()
+    df = pd.read_parquet(out, dtype_backend="pyarrow")
+    assert len(df) == 40 and set(df["rate"].astype(str)) == {"10", "20"}

@@ -24,8 +24,9 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// Where the samples of a run writing `results` go: `server_metrics.parquet`
-/// beside a sweep step's `results.parquet`, else
+/// Where the samples of a run writing `results` go: `_server_metrics.parquet`
+/// beside a sweep step's (or shard's) `results.parquet`, named so that
+/// dataset readers of the directory skip it, else
 /// `server_metrics-<results file name>`.
 pub fn path_for(results: &Path) -> PathBuf {
     let name = results
@@ -33,10 +34,21 @@ pub fn path_for(results: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if name == "results.parquet" {
-        results.with_file_name("server_metrics.parquet")
+        results.with_file_name("_server_metrics.parquet")
     } else {
         results.with_file_name(format!("server_metrics-{name}"))
     }
+}
+
+/// The samples file of `results` that exists: [`path_for`]'s, or the
+/// `server_metrics.parquet` that steps of earlier versions wrote.
+pub fn existing_for(results: &Path) -> Option<PathBuf> {
+    let path = path_for(results);
+    if path.exists() {
+        return Some(path);
+    }
+    let old = results.with_file_name("server_metrics.parquet");
+    (results.file_name().is_some_and(|n| n == "results.parquet") && old.exists()).then_some(old)
 }
 
 /// Writes samples as Parquet.
@@ -145,7 +157,7 @@ mod tests {
     fn names_beside_the_results() {
         assert_eq!(
             path_for(Path::new("d/rate=4/results.parquet")),
-            Path::new("d/rate=4/server_metrics.parquet")
+            Path::new("d/rate=4/_server_metrics.parquet")
         );
         assert_eq!(
             path_for(Path::new("results-1.parquet")),
