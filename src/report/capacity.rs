@@ -162,6 +162,20 @@ pub fn fmt_load(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// Two latency cells (p50, p99) of the table; `-` for a step without the
+/// figure (the TTFT of embeddings, the TPOT of one-token replies), whose
+/// columns hold zeros.
+fn latency_cells(p50: f64, p99: f64, decimals: usize, width: usize) -> (String, String) {
+    if p50 == 0.0 && p99 == 0.0 {
+        let dash = format!("{:>w$}", "-", w = width + 2);
+        return (dash.clone(), dash);
+    }
+    (
+        format!("{p50:>width$.decimals$}ms"),
+        format!("{p99:>width$.decimals$}ms"),
+    )
+}
+
 /// The printed table.
 pub fn render_table(steps: &[SweepStep], capacity: &Capacity) -> String {
     let mut out = format!(
@@ -181,8 +195,10 @@ pub fn render_table(steps: &[SweepStep], capacity: &Capacity) -> String {
     let mut sorted: Vec<&SweepStep> = steps.iter().collect();
     sorted.sort_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate));
     for s in sorted {
+        let (ttft50, ttft99) = latency_cells(s.ttft_p50_ms, s.ttft_p99_ms, 0, 8);
+        let (tpot50, tpot99) = latency_cells(s.tpot_p50_ms, s.tpot_p99_ms, 1, 7);
         out.push_str(&format!(
-            "{:>9} {:>9.2} {:>9.2} {:>7} {:>9} {:>8.0}ms {:>8.0}ms {:>7.1}ms {:>7.1}ms {:>8.0}ms {:>6.2}ms{}\n",
+            "{:>9} {:>9.2} {:>9.2} {:>7} {:>9} {ttft50} {ttft99} {tpot50} {tpot99} {:>8.0}ms {:>6.2}ms{}\n",
             format!(
                 "{}={}",
                 match s.mode {
@@ -196,10 +212,6 @@ pub fn render_table(steps: &[SweepStep], capacity: &Capacity) -> String {
             s.achieved_rate,
             s.errors,
             s.goodput_fraction.map_or("-".to_owned(), |g| format!("{:.1}%", g * 100.0)),
-            s.ttft_p50_ms,
-            s.ttft_p99_ms,
-            s.tpot_p50_ms,
-            s.tpot_p99_ms,
             s.e2e_p99_ms,
             s.send_lag_p99_ms,
             if s.generator_bottleneck { "  (generator-bound)" } else { "" }
@@ -293,6 +305,27 @@ mod tests {
             },
             String::new(),
         )
+    }
+
+    #[test]
+    fn the_table_shows_a_dash_for_latencies_a_step_does_not_have() {
+        let mut chat = step(2.0, 1.9);
+        (chat.ttft_p50_ms, chat.ttft_p99_ms) = (12.0, 30.0);
+        (chat.tpot_p50_ms, chat.tpot_p99_ms) = (7.5, 8.25);
+        // Embeddings: no TTFT and no TPOT, only E2E.
+        let mut embed = step(4.0, 3.9);
+        embed.e2e_p99_ms = 40.0;
+        let table = render_table(&[chat, embed], &Capacity::default());
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[1].contains("12ms") && lines[1].contains("8.2ms"),
+            "{table}"
+        );
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(&cells[5..9], ["-", "-", "-", "-"], "{table}");
+        assert_eq!(cells[9], "40ms");
+        // The columns stay aligned.
+        assert_eq!(lines[1].len(), lines[2].len(), "{table}");
     }
 
     #[test]
