@@ -259,16 +259,8 @@ impl Metric {
         };
         let n = self.count;
         let q = |q: f64| -> f64 {
-            let h = (n - 1) as f64 * q;
-            let lo = h.floor();
-            let lo_rank = lo as u64;
-            let x0 = at_rank(lo_rank);
-            let frac = h - lo;
-            if frac == 0.0 {
-                return x0;
-            }
-            let x1 = at_rank((lo_rank + 1).min(n - 1));
-            x0 + frac * (x1 - x0)
+            let len = usize::try_from(n).unwrap_or(usize::MAX);
+            quantile_by_rank(len, q, |k| at_rank(k as u64)).unwrap_or(0.0)
         };
         let ms = |us: f64| us / 1000.0;
         Percentiles {
@@ -285,6 +277,25 @@ impl Metric {
                 .collect(),
         }
     }
+}
+
+/// The `q` quantile (0 to 1) of `n` values by linear interpolation between
+/// the closest ranks, as numpy's default, pandas' `quantile` and DuckDB's
+/// `quantile_cont` compute it: the one method of every percentile
+/// llm-replay reports. `at(k)` is the value of 0-based rank `k` (in
+/// ascending order); `None` without values.
+pub fn quantile_by_rank(n: usize, q: f64, mut at: impl FnMut(usize) -> f64) -> Option<f64> {
+    if n == 0 {
+        return None;
+    }
+    let h = (n - 1) as f64 * q.clamp(0.0, 1.0);
+    let k = h.floor() as usize;
+    let x0 = at(k);
+    let frac = h - k as f64;
+    if frac == 0.0 || k + 1 >= n {
+        return Some(x0);
+    }
+    Some(x0 + frac * (at(k + 1) - x0))
 }
 
 /// `runs` with the values of `more` merged in (sorted, equal values

@@ -297,9 +297,7 @@ pub struct Counters {
     pub sent: AtomicU64,
     /// Rows produced (any outcome).
     pub done: AtomicU64,
-    /// Rows whose outcome is not ok.
-    pub errors: AtomicU64,
-    /// The same rows by outcome.
+    /// Rows whose outcome is not ok, by outcome.
     pub errors_by_kind: ErrorCounts,
     /// Requests out and not yet answered.
     pub in_flight: AtomicU64,
@@ -399,10 +397,7 @@ impl<T: Transport> Shared<T> {
     }
 
     fn emit(&self, row: ResultRow) {
-        if row.outcome != Outcome::Ok {
-            self.counters.errors.fetch_add(1, Ordering::Relaxed);
-            self.counters.errors_by_kind.add(row.outcome);
-        }
+        self.counters.errors_by_kind.add(row.outcome);
         self.counters.done.fetch_add(1, Ordering::Relaxed);
         // The recorder outlives every task (it ends when the last sender is
         // dropped), so this only fails if the recorder thread died, which the

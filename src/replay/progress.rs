@@ -523,22 +523,12 @@ impl Window {
     }
 }
 
-/// The `q` quantile by linear interpolation between the closest ranks (as
-/// numpy, pandas and DuckDB's `quantile_cont`), reordering `values`.
+/// The `q` quantile by the summary's one method, reordering `values`
+/// (a selection per rank, not a sort).
 fn quantile(values: &mut [f64], q: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let pos = q.clamp(0.0, 1.0) * (values.len() - 1) as f64;
-    let k = pos.floor() as usize;
-    let (_, lo, rest) = values.select_nth_unstable_by(k, f64::total_cmp);
-    let lo = *lo;
-    let frac = pos - k as f64;
-    if frac == 0.0 || rest.is_empty() {
-        return Some(lo);
-    }
-    let hi = rest.iter().copied().fold(f64::INFINITY, f64::min);
-    Some(lo + (hi - lo) * frac)
+    crate::record::summary::quantile_by_rank(values.len(), q, |k| {
+        *values.select_nth_unstable_by(k, f64::total_cmp).1
+    })
 }
 
 /// The recorder's end of the window: it adds every row it writes and

@@ -869,15 +869,10 @@ struct Timeline {
     ttft_p99: Vec<(f64, f64)>,
 }
 
-/// The `q` quantile of sorted `v`, interpolated linearly between ranks (as
-/// numpy, pandas and DuckDB's `quantile_cont`).
+/// The `q` quantile of sorted `v` (NaN when empty), by the summary's one
+/// method.
 fn quantile(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let h = (v.len() - 1) as f64 * q;
-    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
-    v[lo] + (v[hi.min(v.len() - 1)] - v[lo]) * (h - h.floor())
+    crate::record::summary::quantile_by_rank(v.len(), q, |k| v[k]).unwrap_or(f64::NAN)
 }
 
 fn timeline(rows: &[ResultRow]) -> Option<Timeline> {
