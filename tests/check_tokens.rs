@@ -11,7 +11,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use llm_replay::record::read_results;
 use serde_json::{Value, json};
 
 /// Bodies `/tokenize` received.
@@ -61,28 +60,15 @@ async fn serve(with_tokenize: bool) -> (String, Seen) {
 /// Replays 8 requests of the bundled Azure sample against `url` with
 /// `--check-tokens 8`: stderr, and the run config's `check_tokens`.
 async fn replay_checked(url: &str) -> (String, Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("r.parquet");
-    let trace = format!(
-        "{}/datasets/azure_conv_small.parquet",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_llm-replay"))
-        .env_remove("OPENAI_API_KEY")
-        .arg("replay")
-        .arg(&trace)
-        .args(["--url", url, "--check-tokens", "8", "--requests", "8"])
-        .args(["--rate", "100", "-q", "-o"])
-        .arg(&out)
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "the run completes: {stderr}");
-    let results = read_results(&out).unwrap();
-    assert_eq!(results.rows.len(), 8, "{stderr}");
-    let config: Value = serde_json::from_str(&results.metadata["llm_replay.config"]).unwrap();
-    (stderr, config["target"]["check_tokens"].clone())
+    let run = crate::support::replay_azure(
+        url,
+        &["--check-tokens", "8", "--requests", "8", "--rate", "100"],
+    )
+    .await;
+    assert!(run.success, "the run completes: {}", run.stderr);
+    assert_eq!(run.results.rows.len(), 8, "{}", run.stderr);
+    let config: Value = serde_json::from_str(&run.results.metadata["llm_replay.config"]).unwrap();
+    (run.stderr, config["target"]["check_tokens"].clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,10 +120,7 @@ async fn a_server_without_tokenize_is_noted_and_the_run_goes_on() {
 fn check_tokens_without_a_url_is_a_usage_error() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_llm-replay"))
         .arg("replay")
-        .arg(format!(
-            "{}/datasets/azure_conv_small.parquet",
-            env!("CARGO_MANIFEST_DIR")
-        ))
+        .arg(crate::support::azure_trace())
         .args(["--check-tokens", "8", "--requests", "8"])
         .output()
         .unwrap();

@@ -357,25 +357,10 @@ async fn replay_rows(
     extra: &[&str],
     succeeds: bool,
 ) -> Vec<llm_replay::record::ResultRow> {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("r.parquet");
-    let trace = format!(
-        "{}/datasets/azure_conv_small.parquet",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_llm-replay"))
-        .env_remove("OPENAI_API_KEY")
-        .arg("replay")
-        .arg(&trace)
-        .args(["--url", url, "--requests", "3", "--rate", "100", "-q", "-o"])
-        .arg(&out)
-        .args(extra)
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.success(), succeeds, "{stderr}");
-    llm_replay::record::read_results(&out).unwrap().rows
+    let args = [&["--requests", "3", "--rate", "100"][..], extra].concat();
+    let run = crate::support::replay_azure(url, &args).await;
+    assert_eq!(run.success, succeeds, "{}", run.stderr);
+    run.results.rows
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

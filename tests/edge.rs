@@ -18,10 +18,7 @@ fn bin() -> Command {
 }
 
 fn trace() -> String {
-    format!(
-        "{}/datasets/azure_conv_small.parquet",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    crate::support::azure_trace()
 }
 
 /// A running replay whose stderr lines arrive on a channel.

@@ -16,6 +16,7 @@ mod report_html;
 mod sessions;
 mod shards;
 mod sim;
+mod support;
 mod sweep_report;
 mod trace_format;
 mod workload;

@@ -24,10 +24,7 @@ fn bin() -> Command {
 }
 
 fn trace() -> String {
-    format!(
-        "{}/datasets/azure_conv_small.parquet",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    crate::support::azure_trace()
 }
 
 /// Runs the binary; returns its stderr (checked to have succeeded).

@@ -38,10 +38,7 @@ async fn replay(out: &std::path::Path, seed: &str) {
 }
 
 async fn sweep(out: &std::path::Path) {
-    let trace = format!(
-        "{}/datasets/azure_conv_small.parquet",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let trace = crate::support::azure_trace();
     let Command::Sweep(args) = parse(&[
         "llm-replay",
         "sweep",

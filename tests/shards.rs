@@ -29,10 +29,7 @@ fn schedule_of(path: &std::path::Path) -> (Vec<(i64, i32, i64)>, String) {
 #[test]
 fn two_shards_send_exactly_the_single_process_schedule() {
     let dir = tempfile::tempdir().unwrap();
-    let trace = format!(
-        "{}/datasets/azure_conv_small.parquet",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let trace = crate::support::azure_trace();
     // One start time for all three processes, far enough ahead that each
     // is set up before it.
     let start = (chrono::Utc::now() + chrono::Duration::seconds(4))

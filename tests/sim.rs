@@ -634,10 +634,7 @@ async fn a_mixed_run_routes_rows_by_kind_and_model_and_breaks_them_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_cpu_leaves_out_the_embedded_simulator() {
     let dir = tempfile::tempdir().unwrap();
-    let trace = format!(
-        "{}/datasets/azure_conv_small.parquet",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let trace = crate::support::azure_trace();
     let server = sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

@@ -22,10 +22,7 @@ async fn sweep(argv: &[&str]) {
 async fn a_sweep_writes_steps_tables_and_capacity_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sweep");
-    let trace = format!(
-        "{}/datasets/azure_conv_small.parquet",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let trace = crate::support::azure_trace();
     let common = [
         trace.as_str(),
         "--out-dir",
@@ -132,10 +129,7 @@ fn sweep_refuses_per_run_load_flags() {
 async fn a_concurrency_sweep_runs_a_closed_loop_per_step() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sweep");
-    let trace = format!(
-        "{}/datasets/azure_conv_small.parquet",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let trace = crate::support::azure_trace();
     sweep(&[
         trace.as_str(),
         "--out-dir",
