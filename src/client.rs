@@ -2,6 +2,7 @@
 //! exchange. No scheduling and no retries here: a retry would change the
 //! offered load, so every failure is reported as an [`Outcome`].
 
+pub mod h1;
 pub mod sse;
 
 use std::time::Duration;
@@ -427,6 +428,123 @@ pub struct Endpoint {
     /// key as `x-api-key`, unless the user gave their own.
     messages_headers: reqwest::header::HeaderMap,
     max_response_bytes: usize,
+    /// Plain `http://` over HTTP/1.1: the lean client, with each API's
+    /// request head written out once (see [`h1`]).
+    h1: Option<Lean>,
+}
+
+/// The lean HTTP/1.1 client of an endpoint: its pool and, by
+/// [`Api::index`], each API's request head up to the per-request lines.
+struct Lean {
+    pool: h1::Pool,
+    heads: Vec<Vec<u8>>,
+}
+
+impl Lean {
+    /// The pool and heads for `urls` (one per API, all on one host), with
+    /// `headers` on every request and `messages_headers` on Messages ones.
+    fn new(
+        cfg: &EndpointConfig,
+        base: &reqwest::Url,
+        urls: &[reqwest::Url],
+        headers: &reqwest::header::HeaderMap,
+        messages_headers: &reqwest::header::HeaderMap,
+    ) -> Self {
+        let host = base.host_str().unwrap_or("localhost");
+        let port = base.port_or_known_default().unwrap_or(80);
+        let host_header = match base.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let heads = Api::ALL
+            .iter()
+            .zip(urls)
+            .map(|(api, url)| {
+                let mut target = url.path().to_owned();
+                if let Some(q) = url.query() {
+                    target.push('?');
+                    target.push_str(q);
+                }
+                let mut head = format!("POST {target} HTTP/1.1\r\n").into_bytes();
+                let mut line = |name: &str, value: &[u8]| {
+                    head.extend_from_slice(name.as_bytes());
+                    head.extend_from_slice(b": ");
+                    head.extend_from_slice(value);
+                    head.extend_from_slice(b"\r\n");
+                };
+                // The user's own Host, User-Agent or Content-Type wins.
+                let defaults = [
+                    ("host", host_header.as_str()),
+                    (
+                        "user-agent",
+                        concat!("llm-replay/", env!("CARGO_PKG_VERSION")),
+                    ),
+                    ("content-type", "application/json"),
+                ];
+                for (name, value) in defaults {
+                    if !headers.contains_key(name) {
+                        line(name, value.as_bytes());
+                    }
+                }
+                let extra = (*api == Api::Messages).then_some(messages_headers);
+                for (name, value) in headers.iter().chain(extra.into_iter().flatten()) {
+                    // Framing and the request id are written per request.
+                    if !matches!(
+                        name.as_str(),
+                        "content-length" | "transfer-encoding" | "connection" | "x-request-id"
+                    ) {
+                        line(name.as_str(), value.as_bytes());
+                    }
+                }
+                head
+            })
+            .collect();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Self {
+            pool: h1::Pool::new(host, port, cfg.pool_max_idle_per_host, cfg.connect_timeout),
+            heads,
+        }
+    }
+
+    /// The whole request: head, request id, length and body.
+    fn request(&self, api: Api, request_id: &str, body: &[u8]) -> Vec<u8> {
+        let head = &self.heads[api.index()];
+        let mut req = Vec::with_capacity(head.len() + request_id.len() + 64 + body.len());
+        req.extend_from_slice(head);
+        req.extend_from_slice(b"x-request-id: ");
+        req.extend_from_slice(request_id.as_bytes());
+        req.extend_from_slice(b"\r\ncontent-length: ");
+        req.extend_from_slice(body.len().to_string().as_bytes());
+        req.extend_from_slice(b"\r\n\r\n");
+        req.extend_from_slice(body);
+        req
+    }
+}
+
+/// A response being read, from either client.
+enum Reply<'a> {
+    Reqwest(reqwest::Response),
+    Lean(h1::Response<'a>),
+}
+
+impl Reply<'_> {
+    fn status(&self) -> u16 {
+        match self {
+            Self::Reqwest(r) => r.status().as_u16(),
+            Self::Lean(r) => r.status,
+        }
+    }
+
+    /// The next piece of the body (`None` at its end), or why it broke.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, String> {
+        match self {
+            Self::Reqwest(r) => r.chunk().await.map_err(|e| error_chain(&e)),
+            Self::Lean(r) => r.chunk().await.map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// The `anthropic-version` sent with Messages requests unless `-H` gives
@@ -509,7 +627,7 @@ impl Endpoint {
             messages_headers.insert("x-api-key", v);
         }
         let mut builder = reqwest::Client::builder()
-            .default_headers(headers)
+            .default_headers(headers.clone())
             .connect_timeout(cfg.connect_timeout)
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
             .tcp_nodelay(true)
@@ -526,9 +644,13 @@ impl Endpoint {
             u.set_path(&format!("{}{p}", base.path().trim_end_matches('/')));
             u
         };
+        let urls: Vec<reqwest::Url> = Api::ALL.iter().map(|a| join(a.path())).collect();
+        let h1 = (base.scheme() == "http" && !cfg.http2)
+            .then(|| Lean::new(&cfg, &base, &urls, &headers, &messages_headers));
         Ok(Self {
             client,
-            urls: Api::ALL.iter().map(|a| join(a.path())).collect(),
+            urls,
+            h1,
             messages_headers,
             api: cfg.api,
             base,
@@ -569,12 +691,13 @@ impl Endpoint {
         missing_ok: bool,
     ) -> Result<Option<Value>, ClientError> {
         let err = |status: Option<u16>, message: String| side_error(url, status, message);
-        let mut resp = request
+        let resp = request
             .timeout(Duration::from_secs(30))
             .send()
             .await
             .map_err(|e| err(None, error_chain(&e)))?;
         let status = resp.status();
+        let mut resp = Reply::Reqwest(resp);
         let code = Some(status.as_u16());
         if missing_ok && status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -704,15 +827,48 @@ impl Endpoint {
         sent: Instant,
         ex: &mut Exchange,
     ) {
-        let mut request = self
-            .client
-            .post(self.request_url(spec.api).clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("x-request-id", &spec.request_id);
-        if spec.api == Api::Messages {
-            request = request.headers(self.messages_headers.clone());
-        }
-        let request = request.body(body).send();
+        let request = async {
+            if let Some(lean) = &self.h1 {
+                if !h1::valid_header_value(&spec.request_id) {
+                    return Err((
+                        Outcome::StreamError,
+                        format!(
+                            "request id {:?} cannot be sent as X-Request-Id (a control character)",
+                            spec.request_id
+                        ),
+                    ));
+                }
+                let req = lean.request(spec.api, &spec.request_id, &body);
+                return match lean.pool.send(&req).await {
+                    Ok(r) => Ok(Reply::Lean(r)),
+                    Err(e @ h1::H1Error::Connect(_)) => Err((Outcome::ConnectError, e.to_string())),
+                    Err(e @ h1::H1Error::Broken(_)) => Err((Outcome::StreamError, e.to_string())),
+                };
+            }
+            let mut request = self
+                .client
+                .post(self.request_url(spec.api).clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("x-request-id", &spec.request_id);
+            if spec.api == Api::Messages {
+                request = request.headers(self.messages_headers.clone());
+            }
+            request
+                .body(body)
+                .send()
+                .await
+                .map(Reply::Reqwest)
+                .map_err(|e| {
+                    let outcome = if e.is_connect() {
+                        Outcome::ConnectError
+                    } else if e.is_timeout() {
+                        Outcome::Timeout
+                    } else {
+                        Outcome::StreamError
+                    };
+                    (outcome, error_chain(&e))
+                })
+        };
         let ttft_deadline = timeouts.ttft.map(|t| sent + t);
         let ttft_timeout = |ex: &mut Exchange| {
             let limit = timeouts
@@ -734,20 +890,11 @@ impl Endpoint {
         };
         let mut response = match response {
             Ok(r) => r,
-            Err(e) => {
-                let outcome = if e.is_connect() {
-                    Outcome::ConnectError
-                } else if e.is_timeout() {
-                    Outcome::Timeout
-                } else {
-                    Outcome::StreamError
-                };
-                return fail(ex, outcome, &error_chain(&e));
-            }
+            Err((outcome, why)) => return fail(ex, outcome, &why),
         };
-        let status = response.status().as_u16();
+        let status = response.status();
         ex.status_code = Some(status);
-        if !response.status().is_success() {
+        if !(200..300).contains(&status) {
             // Only the start of an error body is kept (and it is trimmed).
             let text = match read_body(&mut response, ERROR_BODY_BYTES.min(self.max_response_bytes))
                 .await
@@ -776,11 +923,7 @@ impl Endpoint {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(e) => {
-                    return fail(
-                        ex,
-                        Outcome::StreamError,
-                        &format!("stream broke off: {}", error_chain(&e)),
-                    );
+                    return fail(ex, Outcome::StreamError, &format!("stream broke off: {e}"));
                 }
             };
             if let Err((outcome, why)) = stream.push(ex, &bytes, Instant::now()) {
@@ -1014,7 +1157,7 @@ enum BodyError {
 }
 
 /// Reads a body of at most `cap` bytes.
-async fn read_body(response: &mut reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+async fn read_body(response: &mut Reply<'_>, cap: usize) -> Result<Vec<u8>, BodyError> {
     let mut out = Vec::new();
     loop {
         match response.chunk().await {
@@ -1027,7 +1170,7 @@ async fn read_body(response: &mut reqwest::Response, cap: usize) -> Result<Vec<u
                 out.extend_from_slice(&b);
             }
             Ok(None) => return Ok(out),
-            Err(e) => return Err(BodyError::Broken(error_chain(&e))),
+            Err(e) => return Err(BodyError::Broken(e)),
         }
     }
 }
