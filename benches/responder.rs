@@ -22,6 +22,9 @@ use tokio::net::TcpListener;
 /// Tokens in every response.
 const TOKENS: usize = 16;
 
+/// The answer to any GET: the model list preflight asks for.
+const MODELS: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 67\r\n\r\n{\"object\":\"list\",\"data\":[{\"id\":\"llm-replay-sim\",\"object\":\"model\"}]}";
+
 /// Arrivals: (µs since the epoch, request id).
 type Log = Arc<Mutex<Vec<(i64, String)>>>;
 
@@ -81,19 +84,26 @@ async fn serve(mut conn: tokio::net::TcpStream, reply: Arc<Vec<u8>>, log: Log) {
                             id = String::from_utf8_lossy(h.value).into_owned();
                         }
                     }
-                    Some((head + length, id))
+                    Some((head + length, id, req.method == Some("GET")))
                 }
                 Ok(httparse::Status::Partial) => None,
                 Err(_) => return,
             }
         };
         match parsed {
-            Some((len, id)) if buf.len() >= len => {
+            Some((len, id, get)) if buf.len() >= len => {
                 buf.advance(len);
-                if let Ok(mut l) = log.lock() {
-                    l.push((unix_us(), id));
-                }
-                if conn.write_all(&reply).await.is_err() {
+                // A GET is the client's preflight (`/v1/models`), not a
+                // request of the run.
+                let answer = if get {
+                    MODELS
+                } else {
+                    if let Ok(mut l) = log.lock() {
+                        l.push((unix_us(), id));
+                    }
+                    &reply[..]
+                };
+                if conn.write_all(answer).await.is_err() {
                     return;
                 }
             }

@@ -1032,6 +1032,7 @@ pub async fn run(
         std::thread::Builder::new()
             .name("llm-replay-prompts".into())
             .spawn(move || -> Remaining {
+                background_thread();
                 produce(
                     schedule,
                     &senders,
@@ -1093,9 +1094,19 @@ pub async fn run(
                     rt.block_on(async move {
                         let pacer = engine_pacer()?;
                         let shared = Arc::new(shared);
-                        let dispatched =
-                            dispatch::dispatch(shared, feed, pacer, stop, tasks.clone(), closed)
-                                .await;
+                        // The dispatcher polls its own requests (see
+                        // `dispatch`): tokio's per-task budget would make
+                        // their sockets and its timer answer "not yet" after
+                        // a few dozen reads in one wake-up.
+                        let dispatched = tokio::task::unconstrained(dispatch::dispatch(
+                            shared,
+                            feed,
+                            pacer,
+                            stop,
+                            tasks.clone(),
+                            closed,
+                        ))
+                        .await;
                         let _ = done_tx.send(dispatched);
                         // Its requests run on this thread until they end.
                         tasks.wait().await;
@@ -1282,6 +1293,26 @@ fn produce(
     Remaining {
         requests: 0,
         exact: true,
+    }
+}
+
+/// How much lower the producer and recorder threads run than the engines
+/// (a `nice` increment): on a core they share, an engine that is due to
+/// send takes the CPU from them at once. Prompt synthesis runs ahead and
+/// rows are written in batches, so neither needs to be on time; a late
+/// send is a measurement error.
+const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority by [`BACKGROUND_NICE`] (Linux
+/// sets `nice` per thread); where it cannot, the thread runs as it is.
+pub(crate) fn background_thread() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        let now = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), now + BACKGROUND_NICE) {
+            tracing::debug!("could not lower a background thread's priority: {e}");
+        }
     }
 }
 

@@ -633,10 +633,21 @@ pub struct Dispatched {
 }
 
 /// Walks `prepared` (in schedule order), waits for each deadline with
-/// `pacer`, and spawns each request on `tasks`. After `stop` fires, the
-/// remaining requests are counted (draining `prepared`) and not sent.
+/// `pacer`, and starts each request at its deadline. After `stop` fires,
+/// the remaining requests are counted (draining `prepared`) and not sent.
 /// With `closed`, deadlines are not used: each request waits for a free
-/// virtual user instead.
+/// virtual user instead (each request is then a task of its own on
+/// `tasks`).
+///
+/// The requests of an open-loop run are futures owned by the dispatcher
+/// itself, not tasks: a request is polled the moment its deadline comes,
+/// so its write leaves then, ahead of responses that are waiting to be
+/// read, and between two responses the dispatcher looks at the clock. (As
+/// spawned tasks a due request queued behind every task the event loop
+/// had already woken: at 10,000 requests a second, milliseconds.) When
+/// dispatch ends the requests still in flight go on in one task on
+/// `tasks`, and each holds a token of `tasks` until its row is out, so
+/// `tasks.wait()` means every row is written.
 pub async fn dispatch<T, P>(
     shared: Arc<Shared<T>>,
     mut prepared: Feed,
@@ -649,30 +660,86 @@ where
     T: Transport,
     P: Pacer,
 {
+    use futures_util::StreamExt;
+
     if let Some(closed) = closed {
         return closed_loop(shared, prepared, pacer, stop, tasks, closed).await;
     }
     let mut out = Dispatched::default();
-    while let Some(p) = prepared.next().await {
+    let mut running: InFlight = futures_util::stream::FuturesUnordered::new();
+    'feed: loop {
+        // The next request, reading responses while the producer is behind.
+        let p = loop {
+            tokio::select! {
+                biased;
+                p = prepared.next() => break p,
+                Some(()) = running.next(), if !running.is_empty() => {}
+            }
+        };
+        let Some(p) = p else { break };
         let deadline = shared.clock.deadline(p.sched.offset_ns);
         while !stop.is_cancelled() {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            pacer.wait_until(deadline.min(now + STOP_CHECK)).await;
+            let wait = pacer.wait_until(deadline.min(now + STOP_CHECK));
+            tokio::pin!(wait);
+            // Responses are read while the pacer waits; after each one
+            // that ends, the clock decides, not the pacer's wake-up, which
+            // the event loop sees only when the dispatcher yields.
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut wait => break,
+                    Some(()) = running.next(), if !running.is_empty() => {
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                }
+            }
         }
         if stop.is_cancelled() {
             out.not_reached += 1;
-            break;
+            break 'feed;
         }
-        tasks.spawn(run_request(shared.clone(), p, deadline));
+        let token = tasks.token();
+        let shared = Arc::clone(&shared);
+        let mut request: Request = Box::pin(async move {
+            run_request(shared, p, deadline).await;
+            drop(token);
+        });
+        // Polled once now: its write leaves at its deadline.
+        if futures_util::poll!(request.as_mut()).is_pending() {
+            running.push(request);
+        }
         out.dispatched += 1;
     }
-    // What the producer had already built (it stops at the next request).
-    out.not_reached += prepared.count().await;
+    // What the producer had already built (it stops at the next request),
+    // counted while the requests in flight go on.
+    let count = prepared.count();
+    tokio::pin!(count);
+    let left = loop {
+        tokio::select! {
+            biased;
+            n = &mut count => break n,
+            Some(()) = running.next(), if !running.is_empty() => {}
+        }
+    };
+    out.not_reached += left;
+    if !running.is_empty() {
+        tasks.spawn(async move { while running.next().await.is_some() {} });
+    }
     out
 }
+
+/// One open-loop request, from its deadline to its row (and its session's
+/// later turns).
+type Request = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The requests a dispatcher has in flight.
+type InFlight = futures_util::stream::FuturesUnordered<Request>;
 
 /// Closed-loop dispatch: from t=0, each request (a whole session in
 /// session replay) leaves when one of the users active then is free, and

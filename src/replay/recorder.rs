@@ -80,6 +80,7 @@ impl Recorder {
         let handle = std::thread::Builder::new()
             .name("llm-replay-recorder".into())
             .spawn(move || -> anyhow::Result<Recorded> {
+                super::background_thread();
                 let mut summary = summary;
                 let mut last_checkpoint = Instant::now();
                 let mut interval = CHECKPOINT_EVERY;
