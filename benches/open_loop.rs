@@ -173,9 +173,11 @@ fn logging_sim(port: u16, log: &Path) -> std::process::Child {
 /// own core, logging arrivals to `log`.
 fn logging_responder(port: u16, log: &Path) -> std::process::Child {
     let exe = std::env::current_exe().unwrap();
-    let mut c = if std::env::var("LLM_REPLAY_BENCH_PIN").is_ok()
-        && Path::new("/usr/bin/taskset").exists()
-    {
+    // Pinned, it has its core to itself and busy-polls; unpinned it would
+    // take CPU from the client, so it sleeps between events.
+    let pin =
+        std::env::var("LLM_REPLAY_BENCH_PIN").is_ok() && Path::new("/usr/bin/taskset").exists();
+    let mut c = if pin {
         let mut c = Command::new("taskset");
         c.arg("-c").arg("1").arg(&exe);
         c
@@ -185,7 +187,7 @@ fn logging_responder(port: u16, log: &Path) -> std::process::Child {
     let child = c
         .env(
             "LLM_REPLAY_BENCH_RESPOND",
-            format!("{port},{}", log.display()),
+            format!("{port},{}{}", log.display(), if pin { ",spin" } else { "" }),
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -293,8 +295,10 @@ fn main() {
         return;
     }
     if let Ok(spec) = std::env::var("LLM_REPLAY_BENCH_RESPOND") {
-        let (port, log) = spec.split_once(',').unwrap();
-        responder::run(port.parse().unwrap(), log);
+        let mut parts = spec.split(',');
+        let port = parts.next().unwrap().parse().unwrap();
+        let log = parts.next().unwrap();
+        responder::run(port, log, parts.next() == Some("spin"));
         return;
     }
     let seconds: u64 = std::env::var("LLM_REPLAY_BENCH_SECONDS")

@@ -219,7 +219,7 @@ struct Metric {
 }
 
 impl Metric {
-    const COMPACT_AT: usize = 1 << 20;
+    const COMPACT_AT: usize = 1 << 16;
 
     fn new() -> Self {
         Self::default()
