@@ -1,24 +1,29 @@
-//! End-to-end open-loop bench: `llm-replay replay` against `llm-replay sim
-//! --sim-zero-delay` in two processes (pinned to separate cores where
-//! `taskset` exists), short prompts and 16-token streams, at 500 to 10,000
-//! requests per second. Prints achieved rate, send lag p50/p99/max, client
-//! CPU per request and peak memory per rate; then, for memory flatness, the
-//! peak memory of a long run against a short one. The simulator and the
-//! client share the machine's cores, as they would on a 2-core load box.
+//! End-to-end open-loop bench: `llm-replay replay` in its own process
+//! against an independent server in another (pinned to separate cores with
+//! `LLM_REPLAY_BENCH_PIN=1` where `taskset` exists), 100-token prompts and
+//! 16-token streams, at 500 to 10,000 requests per second. Prints achieved
+//! rate, send lag p50/p99/max, client CPU per request and peak memory per
+//! rate; then, for memory flatness, the peak memory of a long run against
+//! a short one.
 //!
-//! Each rate runs against a simulator of its own that logs arrivals, and
-//! a second table judges the run from that log: the rate, gap CV and Fano
-//! factor the server saw next to the schedule's own, and how late each
-//! request arrived against its `scheduled_at`.
+//! The server is the minimal responder of `responder.rs` (this bench
+//! re-executed; it busy-polls on its own core), cheap enough for 10,000
+//! requests a second; two more rows run against the embedded simulator
+//! (`llm-replay sim --sim-zero-delay`), which costs ~120 µs a request and
+//! so tops out near 8,500/s on one core. Each rate runs against a server
+//! of its own that logs arrivals, and a second table judges the run from
+//! that log: the rate, gap CV and Fano factor the server saw next to the
+//! schedule's own, and how late each request arrived against its
+//! `scheduled_at`.
 //!
 //! When `wrk` is installed (`apt-get install wrk`), the same rates are also
 //! sent by wrk, paced by a Lua `delay()` per connection, against the same
-//! kind of simulator, and the CPU per request of llm-replay is set against
-//! wrk's from the same run (wrk reads each whole response; it parses no SSE
+//! responder, and the CPU per request of llm-replay is set against wrk's
+//! from the same run (wrk reads each whole response; it parses no SSE
 //! event, times no token and writes no row, so the ratio is an upper bound
 //! of what llm-replay's extra work costs).
 //!
-//! `cargo bench --bench open_loop`
+//! `LLM_REPLAY_BENCH_PIN=1 cargo bench --bench open_loop`
 //! (`LLM_REPLAY_BENCH_SECONDS=N` sets each step's length, default 10;
 //! `LLM_REPLAY_BENCH_LONG=1` adds a 1,000,000-request run.)
 

@@ -11,9 +11,13 @@
 //!   schedule (whole sessions in session replay) and its own connections.
 //!   It paces to each absolute deadline on a timerfd inside that loop
 //!   ([`pacer::TimerPacer`]), so a request is written by the thread that woke
-//!   for it; it never waits for a response. Its request tasks send, stream,
-//!   time, and hand a plain row to
+//!   for it; it never waits for a response. Its requests are futures the
+//!   dispatcher itself polls (a due one at once, ahead of responses waiting
+//!   to be read); they send, stream, time, and hand a plain row to
 //! - the *recorder* thread, which owns the results file and the summary.
+//!
+//! The producer and the recorder run under `SCHED_IDLE`: on a core they
+//! share with an engine, the engine takes the CPU the moment it wakes.
 //!
 //! One shutdown path ([`Shutdown`]) for a signal, the end of the schedule and
 //! a fatal error: dispatch stops; requests not yet due are not rows, they are
