@@ -580,17 +580,20 @@ struct ClassAcc {
     ttft_sched: Metric,
     tpot: Metric,
     e2e_sched: Metric,
-    /// Its successes, for the throughput window.
-    done: Vec<Done>,
+    /// Its index among its column's values (the order they first came).
+    id: u32,
 }
 
-/// One successful request as the throughput window counts it.
+/// One successful request as the throughput window counts it: 24 bytes,
+/// the summary's only memory that grows with the run (classes share it).
 #[derive(Debug, Clone, Copy)]
 struct Done {
     /// Completion, µs since the epoch.
     at: i64,
-    input_tokens: u64,
-    output_tokens: u64,
+    input_tokens: u32,
+    output_tokens: u32,
+    /// Its class values, an index into [`SummaryBuilder::combos`].
+    combo: u32,
     met: bool,
 }
 
@@ -626,17 +629,24 @@ impl Window {
         }
         let mut sums = [0.0f64; 4];
         for d in done.iter().filter(|d| window.is_none_or(|w| w.holds(d.at))) {
-            sums[0] += 1.0;
-            sums[1] += d.input_tokens as f64;
-            sums[2] += d.output_tokens as f64;
-            sums[3] += f64::from(u8::from(d.met));
+            d.add_to(&mut sums);
         }
         sums.map(|v| v / span)
     }
 }
 
+impl Done {
+    /// Adds it to request, input token, output token and met counts.
+    fn add_to(&self, sums: &mut [f64; 4]) {
+        sums[0] += 1.0;
+        sums[1] += f64::from(self.input_tokens);
+        sums[2] += f64::from(self.output_tokens);
+        sums[3] += f64::from(u8::from(self.met));
+    }
+}
+
 impl ClassAcc {
-    fn new() -> Self {
+    fn new(id: u32) -> Self {
         Self {
             requests: 0,
             ok: 0,
@@ -646,7 +656,7 @@ impl ClassAcc {
             ttft_sched: Metric::new(),
             tpot: Metric::new(),
             e2e_sched: Metric::new(),
-            done: Vec::new(),
+            id,
         }
     }
 }
@@ -995,6 +1005,9 @@ pub struct SummaryBuilder {
     by: Vec<ClassColumn>,
     /// Per column, per value.
     classes: BTreeMap<ClassColumn, BTreeMap<String, ClassAcc>>,
+    /// Each distinct combination of class values seen, as the values' ids
+    /// in the order of [`Self::class_columns`], with its index.
+    combos: std::collections::HashMap<Vec<u32>, u32>,
 }
 
 /// One stage's figures being gathered.
@@ -1076,6 +1089,7 @@ impl SummaryBuilder {
             prompt_tokens_server: 0,
             by: Vec::new(),
             classes: BTreeMap::new(),
+            combos: std::collections::HashMap::new(),
         }
     }
 
@@ -1086,20 +1100,33 @@ impl SummaryBuilder {
         self
     }
 
-    fn note_class(&mut self, row: &ResultRow, met: bool) {
-        let columns = ClassColumn::AUTOMATIC.into_iter().chain(
-            self.by
-                .iter()
-                .copied()
-                .filter(|c| !ClassColumn::AUTOMATIC.contains(c)),
-        );
+    /// The class columns every row is broken down by, in one fixed order.
+    fn class_columns(&self) -> Vec<ClassColumn> {
+        ClassColumn::AUTOMATIC
+            .into_iter()
+            .chain(
+                self.by
+                    .iter()
+                    .copied()
+                    .filter(|c| !ClassColumn::AUTOMATIC.contains(c)),
+            )
+            .collect()
+    }
+
+    /// Counts `row` in its class of each column; returns the index of its
+    /// combination of classes, which its [`Done`] carries.
+    fn note_class(&mut self, row: &ResultRow, met: bool) -> u32 {
+        let columns = self.class_columns();
+        let mut ids = Vec::with_capacity(columns.len());
         for column in columns {
             let values = self.classes.entry(column).or_default();
             let mut value = column.value(row).unwrap_or_else(|| "(null)".to_owned());
             if !values.contains_key(&value) && values.len() >= MAX_CLASS_VALUES {
                 value = "(other)".to_owned();
             }
-            let acc = values.entry(value).or_insert_with(ClassAcc::new);
+            let next = u32::try_from(values.len()).unwrap_or(u32::MAX);
+            let acc = values.entry(value).or_insert_with(|| ClassAcc::new(next));
+            ids.push(acc.id);
             acc.requests += 1;
             acc.met += u64::from(met);
             if !row.is_ok() {
@@ -1109,14 +1136,6 @@ impl SummaryBuilder {
             let (input, output) = row_tokens(row);
             acc.input_tokens += input;
             acc.output_tokens += output;
-            if let Some(at) = row.completed_at_us {
-                acc.done.push(Done {
-                    at,
-                    input_tokens: input,
-                    output_tokens: output,
-                    met,
-                });
-            }
             if let Some(v) = row.ttft_from_schedule_us() {
                 acc.ttft_sched.record(v as f64);
             }
@@ -1127,16 +1146,56 @@ impl SummaryBuilder {
                 acc.e2e_sched.record(v as f64);
             }
         }
+        let n = u32::try_from(self.combos.len()).unwrap_or(u32::MAX);
+        *self.combos.entry(ids).or_insert(n)
     }
 
     fn class_summaries(&self, window: Option<Window>, duration_s: f64) -> Vec<ClassSummary> {
+        // Each class's completions in the window, in one pass over them:
+        // sums[column][value id].
+        let columns = self.class_columns();
+        let mut by_combo = vec![Vec::new(); self.combos.len()];
+        for (ids, &n) in &self.combos {
+            if let Some(slot) = by_combo.get_mut(n as usize) {
+                *slot = ids.clone();
+            }
+        }
+        let mut sums: Vec<Vec<[f64; 4]>> = columns
+            .iter()
+            .map(|c| vec![[0.0; 4]; self.classes.get(c).map_or(0, BTreeMap::len)])
+            .collect();
+        let span = window.map_or(duration_s, |w| w.seconds());
+        for d in self
+            .done
+            .iter()
+            .filter(|d| window.is_none_or(|w| w.holds(d.at)))
+        {
+            let Some(ids) = by_combo.get(d.combo as usize) else {
+                continue;
+            };
+            for (column, &id) in sums.iter_mut().zip(ids) {
+                if let Some(s) = column.get_mut(id as usize) {
+                    d.add_to(s);
+                }
+            }
+        }
         let mut out = Vec::new();
         for (column, values) in &self.classes {
             if values.len() < 2 && !self.by.contains(column) {
                 continue;
             }
+            let at = columns.iter().position(|c| c == column);
             for (value, a) in values {
-                let [requests, input, output, _] = Window::rates(window, duration_s, &a.done);
+                let counted = at
+                    .and_then(|i| sums.get(i))
+                    .and_then(|v| v.get(a.id as usize))
+                    .copied()
+                    .unwrap_or_default();
+                let [requests, input, output, _] = if span > 0.0 {
+                    counted.map(|v| v / span)
+                } else {
+                    [0.0; 4]
+                };
                 out.push(ClassSummary {
                     column: column.name().to_owned(),
                     value: value.clone(),
@@ -1222,7 +1281,7 @@ impl SummaryBuilder {
         }
         let met = self.slo.as_ref().is_some_and(|slo| slo.met_by(row));
         self.met += u64::from(met);
-        self.note_class(row, met);
+        let combo = self.note_class(row, met);
         self.note_session(row);
         self.note_stage(row);
         if !row.is_ok() {
@@ -1236,8 +1295,9 @@ impl SummaryBuilder {
         if let Some(at) = row.completed_at_us {
             self.done.push(Done {
                 at,
-                input_tokens: input,
-                output_tokens: output,
+                input_tokens: u32::try_from(input).unwrap_or(u32::MAX),
+                output_tokens: u32::try_from(output).unwrap_or(u32::MAX),
+                combo,
                 met,
             });
         }
