@@ -442,24 +442,30 @@ fn main() {
     } else {
         println!("wrk is not installed (apt-get install wrk): no comparison run");
     }
-    let mut lengths = vec![20_000u64, 60_000];
+    // Memory over run length at the target rate, against the responder.
+    let mut lengths = vec![100_000u64, 300_000];
     if std::env::var("LLM_REPLAY_BENCH_LONG").is_ok() {
         lengths.push(1_000_000);
     }
-    println!("memory over run length at 2,000 requests/s:");
+    println!("memory over run length at 10,000 requests/s (minimal responder):");
     for n in lengths {
+        let port = free_port();
+        let log = dir.path().join(format!("memory-{n}.csv"));
+        let child = Server::Responder.start(port, &log);
         let s = run(
             dir.path(),
             &trace,
-            &url,
-            2_000,
+            &format!("http://127.0.0.1:{port}"),
+            10_000,
             &["--requests", &n.to_string()],
         );
+        Server::Responder.stop(child);
         println!(
-            "  {n:>9} requests: peak {:.0} MiB, achieved {:.1} req/s, lag p99 {:.3} ms",
+            "  {n:>9} requests: peak {:.0} MiB, achieved {:.1} req/s, lag p99 {:.3} ms, CPU/request {:.1}µs",
             s["client"]["peak_rss_mib"].as_f64().unwrap_or(0.0),
             s["fidelity"]["achieved_rate"].as_f64().unwrap_or(0.0),
             s["fidelity"]["send_lag"]["p99_ms"].as_f64().unwrap_or(0.0),
+            s["client"]["cpu_us_per_request"].as_f64().unwrap_or(0.0),
         );
     }
     // Session replay overhead: 250 sessions/s of four turns is about 1,000
