@@ -883,6 +883,14 @@ pub struct TargetArgs {
     /// narrows it), at most 8. A closed loop (`--concurrency`) uses one.
     #[arg(long, value_parser = count_usize)]
     pub engine_threads: Option<usize>,
+    /// Run the engine threads under SCHED_FIFO (Linux; needs root,
+    /// CAP_SYS_NICE or `ulimit -r` above 0), so that no ordinary thread,
+    /// kernel housekeeping threads included, delays a send on a shared
+    /// core. At 10,000 req/s on one core it took the gap CV the server saw
+    /// from 1.2 to 1.1. The engines sleep between requests, and the
+    /// kernel's real-time throttling still leaves the core 5% to others.
+    #[arg(long)]
+    pub realtime: bool,
     /// Send the same synthetic prompts as an earlier run with the same
     /// seed. By default every run (and every sweep step) salts its prompts,
     /// so that nothing an earlier run left in the server's prefix cache is

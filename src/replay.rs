@@ -101,6 +101,9 @@ pub struct TargetConfig {
     /// sessions), and owns its connections. `None`: one per CPU this
     /// process may run on, at most [`MAX_ENGINE_THREADS`].
     pub engine_threads: Option<usize>,
+    /// Engine threads under SCHED_FIFO (`--realtime`); refused, the run
+    /// fails before t=0 saying what it needs.
+    pub realtime: bool,
     /// Merged into every request body: sampling parameters and
     /// `--extra-body` (validated at the edge).
     pub extra_body: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
@@ -143,6 +146,7 @@ impl Default for TargetConfig {
             cap: None,
             max_connections: None,
             engine_threads: None,
+            realtime: false,
             extra_body: None,
             routing: Routing::default(),
             embedding_batch: 1,
@@ -192,6 +196,7 @@ pub struct Target {
     /// Builds each engine thread's own endpoint (its own connections).
     endpoint_config: EndpointConfig,
     engines: usize,
+    realtime: bool,
     builder: Arc<RequestBuilder>,
     timeouts: Timeouts,
     cap: Option<(usize, CapPolicy)>,
@@ -262,6 +267,13 @@ impl Target {
             max_response_bytes: cfg.max_response_bytes,
         };
         let endpoint = Endpoint::new(endpoint_config.clone())?;
+        if cfg.realtime {
+            // Asked on a thread of its own, so a refusal comes before any
+            // output exists.
+            std::thread::spawn(realtime_thread)
+                .join()
+                .map_err(|_| anyhow::anyhow!("--realtime: the check panicked"))??;
+        }
         let engines = cfg
             .engine_threads
             .unwrap_or_else(default_engine_threads)
@@ -307,6 +319,7 @@ impl Target {
             "on_cap": cfg.cap.map(|(_, p)| p),
             "max_connections": connections,
             "engine_threads": engines,
+            "realtime": cfg.realtime,
             "extra_body": cfg.extra_body.as_deref(),
             "preflight": cfg.preflight,
             "sim": sim.is_some().then(|| serde_json::to_value(&cfg.sim).unwrap_or_default()),
@@ -315,6 +328,7 @@ impl Target {
             endpoint: Arc::new(endpoint),
             endpoint_config,
             engines,
+            realtime: cfg.realtime,
             builder: Arc::new(RequestBuilder {
                 model: Arc::from(model.as_str()),
                 served,
@@ -1088,10 +1102,14 @@ pub async fn run(
         let stop = shutdown.stop_token();
         let tasks = tasks.clone();
         let closed = opts.closed_loop.clone();
+        let realtime = target.realtime;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("llm-replay-engine-{index}"))
                 .spawn(move || -> anyhow::Result<()> {
+                    if realtime {
+                        realtime_thread()?;
+                    }
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
@@ -1326,6 +1344,38 @@ pub(crate) fn background_thread() {
             let now = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
             let _ = rustix::process::setpriority_process(Some(tid), now + 10);
         }
+    }
+}
+
+/// Puts the calling engine thread under SCHED_FIFO at the lowest
+/// real-time priority (`--realtime`).
+fn realtime_thread() -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            RealtimeThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+        )
+        .map_err(|e| {
+            let why = match e {
+                thread_priority::Error::OS(code) => {
+                    std::io::Error::from_raw_os_error(code).to_string()
+                }
+                other => format!("{other:?}"),
+            };
+            anyhow::anyhow!(
+                "--realtime: an engine thread could not take SCHED_FIFO ({why}): it needs root, CAP_SYS_NICE, or a real-time priority limit above 0 (`ulimit -r 1`)"
+            )
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        anyhow::bail!("--realtime: SCHED_FIFO engine threads are Linux only")
     }
 }
 

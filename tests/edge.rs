@@ -562,3 +562,58 @@ fn a_bad_extra_body_names_the_flag_the_file_and_the_place() {
         );
     }
 }
+
+/// The `llm_replay.config` JSON of a results file.
+fn run_config(path: &Path) -> serde_json::Value {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let kv = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap();
+    let config = kv.iter().find(|k| k.key == "llm_replay.config").unwrap();
+    serde_json::from_str(config.value.as_deref().unwrap()).unwrap()
+}
+
+/// `--realtime` either runs the engines under SCHED_FIFO and says so in
+/// the run config, or, where the process may not, fails before any
+/// results file exists, naming what it needs. Which of the two happens
+/// depends on the machine's privileges; as root with `setpriv`, the
+/// refusal is also provoked by dropping CAP_SYS_NICE.
+#[test]
+fn realtime_engines_are_granted_or_refused_before_any_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |out: &Path, code: Option<i32>, stderr: &str| {
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("--realtime") && stderr.contains("CAP_SYS_NICE"),
+            "{stderr}"
+        );
+        assert!(!out.exists(), "a refused --realtime left {}", out.display());
+    };
+    let out = dir.path().join("rt.parquet");
+    let (code, _, stderr) = output(replay_n(&out, 20).arg("--realtime"));
+    if code == Some(0) {
+        assert_eq!(run_config(&out)["target"]["realtime"], serde_json::json!(true));
+        let rows = read_results(&out).unwrap().rows;
+        assert_eq!(rows.len(), 20);
+    } else {
+        refused(&out, code, &stderr);
+    }
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let setpriv = std::path::Path::new("/usr/bin/setpriv").exists();
+    if root && setpriv {
+        let out = dir.path().join("rt-refused.parquet");
+        let mut cmd = Command::new("/usr/bin/setpriv");
+        cmd.args(["--bounding-set=-sys_nice", "--inh-caps=-sys_nice"])
+            .arg(env!("CARGO_BIN_EXE_llm-replay"))
+            .args(replay_n(&out, 20).get_args())
+            .arg("--realtime");
+        let (code, _, stderr) = output(&mut cmd);
+        refused(&out, code, &stderr);
+    }
+}

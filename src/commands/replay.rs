@@ -68,6 +68,7 @@ pub fn target_config(args: &TargetArgs) -> anyhow::Result<TargetConfig> {
         cap: args.max_in_flight.map(|n| (n, args.on_cap.into())),
         max_connections: args.max_connections,
         engine_threads: args.engine_threads,
+        realtime: args.realtime,
         extra_body: extra_body(args)?.map(Arc::new),
         routing: crate::replay::Routing {
             api_map: args.api_map.clone().map(|m| m.0).unwrap_or_default(),
