@@ -595,7 +595,10 @@ fn realtime_engines_are_granted_or_refused_before_any_output() {
     let out = dir.path().join("rt.parquet");
     let (code, _, stderr) = output(replay_n(&out, 20).arg("--realtime"));
     if code == Some(0) {
-        assert_eq!(run_config(&out)["target"]["realtime"], serde_json::json!(true));
+        assert_eq!(
+            run_config(&out)["target"]["realtime"],
+            serde_json::json!(true)
+        );
         let rows = read_results(&out).unwrap().rows;
         assert_eq!(rows.len(), 20);
     } else {
