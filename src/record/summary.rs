@@ -622,16 +622,140 @@ impl Window {
     /// Requests, input tokens, output tokens and SLO-meeting requests of
     /// `done` completed in the window, per second of it; with no window,
     /// all of `done` per second of `whole_s`.
-    fn rates(window: Option<Window>, whole_s: f64, done: &[Done]) -> [f64; 4] {
+    fn rates(window: Option<Window>, whole_s: f64, done: &DoneLog) -> [f64; 4] {
         let span = window.map_or(whole_s, |w| w.seconds());
         if span <= 0.0 {
             return [0.0; 4];
         }
         let mut sums = [0.0f64; 4];
-        for d in done.iter().filter(|d| window.is_none_or(|w| w.holds(d.at))) {
-            d.add_to(&mut sums);
-        }
+        done.for_each(|d| {
+            if window.is_none_or(|w| w.holds(d.at)) {
+                d.add_to(&mut sums);
+            }
+        });
         sums.map(|v| v / span)
+    }
+}
+
+/// The successes the throughput window counts, in the order they came:
+/// the latest (up to [`DoneLog::SPILL_AT`]) in memory, the rest spilled to
+/// a temporary file in whole chunks, so that a summary's memory does not
+/// grow with the run (a million requests would otherwise hold 24 MiB, and
+/// twice that while the list doubles). The window is only known at the
+/// end (it is shifted by the median E2E), so every record is kept exactly;
+/// where no temporary file can be written they all stay in memory.
+#[derive(Default)]
+struct DoneLog {
+    recent: Vec<Done>,
+    spill: Option<Spill>,
+    /// A spill file could not be made or written: keep everything here.
+    in_memory: bool,
+}
+
+/// A temporary file of spilled [`Done`] records, removed when dropped.
+struct Spill {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    records: u64,
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl DoneLog {
+    /// Records kept in memory before a chunk goes to the file.
+    const SPILL_AT: usize = 1 << 16;
+    /// Bytes of one spilled record.
+    const RECORD: usize = 21;
+
+    fn push(&mut self, d: Done) {
+        self.recent.push(d);
+        if self.recent.len() >= Self::SPILL_AT && !self.in_memory {
+            match self.spill_recent() {
+                Ok(()) => self.recent.clear(),
+                Err(e) => {
+                    tracing::debug!("keeping the throughput records in memory: {e}");
+                    self.in_memory = true;
+                }
+            }
+        }
+    }
+
+    fn spill_recent(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        static FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        if self.spill.is_none() {
+            let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir()
+                .join(format!("llm-replay-{}-{n}.throughput", std::process::id()));
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            self.spill = Some(Spill {
+                path,
+                file,
+                records: 0,
+            });
+        }
+        let mut bytes = Vec::with_capacity(self.recent.len() * Self::RECORD);
+        for d in &self.recent {
+            bytes.extend_from_slice(&d.at.to_le_bytes());
+            bytes.extend_from_slice(&d.input_tokens.to_le_bytes());
+            bytes.extend_from_slice(&d.output_tokens.to_le_bytes());
+            bytes.extend_from_slice(&d.combo.to_le_bytes());
+            bytes.push(u8::from(d.met));
+        }
+        if let Some(spill) = self.spill.as_mut() {
+            spill.file.write_all(&bytes)?;
+            spill.records += self.recent.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` on every record, spilled ones first (in their order).
+    fn for_each(&self, mut f: impl FnMut(&Done)) {
+        if let Some(spill) = &self.spill
+            && let Err(e) = Self::read_spill(spill, &mut f)
+        {
+            tracing::warn!(
+                "reading back {}: {e}; throughputs leave out the requests it held",
+                spill.path.display()
+            );
+        }
+        self.recent.iter().for_each(f);
+    }
+
+    fn read_spill(spill: &Spill, f: &mut impl FnMut(&Done)) -> std::io::Result<()> {
+        use std::io::Read;
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&spill.path)?);
+        let mut rec = [0u8; Self::RECORD];
+        for _ in 0..spill.records {
+            reader.read_exact(&mut rec)?;
+            let u32_at =
+                |i: usize| u32::from_le_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
+            let mut at = [0u8; 8];
+            at.copy_from_slice(&rec[..8]);
+            f(&Done {
+                at: i64::from_le_bytes(at),
+                input_tokens: u32_at(8),
+                output_tokens: u32_at(12),
+                combo: u32_at(16),
+                met: rec[20] != 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether any record satisfies `p`.
+    fn any(&self, mut p: impl FnMut(&Done) -> bool) -> bool {
+        let mut found = false;
+        self.for_each(|d| found = found || p(d));
+        found
     }
 }
 
@@ -979,7 +1103,7 @@ pub struct SummaryBuilder {
     sent: u64,
     last_done: Option<i64>,
     /// Successes, for the throughput window.
-    done: Vec<Done>,
+    done: DoneLog,
     send_lag: Metric,
     /// Send lag minus the wait for a connection or slot: the generator's
     /// own lateness.
@@ -1069,7 +1193,7 @@ impl SummaryBuilder {
             last_sent: None,
             sent: 0,
             last_done: None,
-            done: Vec::new(),
+            done: DoneLog::default(),
             send_lag: Metric::new(),
             own_lag: Metric::new(),
             queued: 0,
@@ -1165,20 +1289,19 @@ impl SummaryBuilder {
             .map(|c| vec![[0.0; 4]; self.classes.get(c).map_or(0, BTreeMap::len)])
             .collect();
         let span = window.map_or(duration_s, |w| w.seconds());
-        for d in self
-            .done
-            .iter()
-            .filter(|d| window.is_none_or(|w| w.holds(d.at)))
-        {
+        self.done.for_each(|d| {
+            if !window.is_none_or(|w| w.holds(d.at)) {
+                return;
+            }
             let Some(ids) = by_combo.get(d.combo as usize) else {
-                continue;
+                return;
             };
             for (column, &id) in sums.iter_mut().zip(ids) {
                 if let Some(s) = column.get_mut(id as usize) {
                     d.add_to(s);
                 }
             }
-        }
+        });
         let mut out = Vec::new();
         for (column, values) in &self.classes {
             if values.len() < 2 && !self.by.contains(column) {
@@ -1568,7 +1691,7 @@ impl SummaryBuilder {
                 start: start as f64 + shift_us,
                 end: end as f64 + shift_us,
             })
-            .filter(|w| self.done.iter().any(|d| w.holds(d.at))),
+            .filter(|w| self.done.any(|d| w.holds(d.at))),
             _ => None,
         };
         let [
@@ -2040,6 +2163,39 @@ fn write_classes(f: &mut fmt::Formatter<'_>, classes: &[ClassSummary]) -> fmt::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throughput_records_spill_to_a_file_and_read_back_whole_and_in_order() {
+        let mut log = DoneLog::default();
+        let n = DoneLog::SPILL_AT * 3 + 123;
+        for i in 0..n {
+            log.push(Done {
+                at: -5 + i as i64 * 7,
+                input_tokens: u32::try_from(i).unwrap(),
+                output_tokens: u32::MAX - u32::try_from(i).unwrap(),
+                combo: u32::try_from(i % 5).unwrap(),
+                met: i % 3 == 0,
+            });
+        }
+        let path = log.spill.as_ref().map(|s| s.path.clone()).unwrap();
+        assert!(path.exists());
+        // Only the last, partial chunk stays in memory.
+        assert_eq!(log.recent.len(), 123);
+        let mut seen = 0usize;
+        log.for_each(|d| {
+            assert_eq!(d.at, -5 + seen as i64 * 7);
+            assert_eq!(d.input_tokens as usize, seen);
+            assert_eq!(d.output_tokens, u32::MAX - u32::try_from(seen).unwrap());
+            assert_eq!(d.combo as usize, seen % 5);
+            assert_eq!(d.met, seen % 3 == 0);
+            seen += 1;
+        });
+        assert_eq!(seen, n);
+        assert!(log.any(|d| d.at == -5 + 7 * (n as i64 - 1)));
+        assert!(!log.any(|d| d.at == -4));
+        drop(log);
+        assert!(!path.exists(), "the spill file outlived its summary");
+    }
 
     fn row(i: i64, outcome: &str, ttft_ms: i64, e2e_ms: i64, tokens: i32) -> ResultRow {
         let sched = 1_000_000_000 + i * 100_000;
