@@ -268,11 +268,7 @@ impl Target {
         };
         let endpoint = Endpoint::new(endpoint_config.clone())?;
         if cfg.realtime {
-            // Asked on a thread of its own, so a refusal comes before any
-            // output exists.
-            std::thread::spawn(realtime_thread)
-                .join()
-                .map_err(|_| anyhow::anyhow!("--realtime: the check panicked"))??;
+            check_realtime()?;
         }
         let engines = cfg
             .engine_threads
@@ -1345,6 +1341,15 @@ pub(crate) fn background_thread() {
             let _ = rustix::process::setpriority_process(Some(tid), now + 10);
         }
     }
+}
+
+/// Whether engine threads may run under SCHED_FIFO (`--realtime`), asked
+/// on a throwaway thread of its own so that a refusal comes before any
+/// output exists; the error says what the process needs.
+pub fn check_realtime() -> anyhow::Result<()> {
+    std::thread::spawn(realtime_thread)
+        .join()
+        .map_err(|_| anyhow::anyhow!("--realtime: the check panicked"))?
 }
 
 /// Puts the calling engine thread under SCHED_FIFO at the lowest

@@ -618,5 +618,21 @@ fn realtime_engines_are_granted_or_refused_before_any_output() {
             .arg("--realtime");
         let (code, _, stderr) = output(&mut cmd);
         refused(&out, code, &stderr);
+        // Refused before --synthetic writes its trace beside the results.
+        let out = dir.path().join("rt-synthetic.parquet");
+        let mut cmd = Command::new("/usr/bin/setpriv");
+        cmd.args(["--bounding-set=-sys_nice", "--inh-caps=-sys_nice"])
+            .arg(env!("CARGO_BIN_EXE_llm-replay"))
+            .args(["replay", "--synthetic", "input=8,output=2,requests=3"])
+            .args(["--rate", "10", "--realtime", "-q", "-o"])
+            .arg(&out);
+        let (code, _, stderr) = output(&mut cmd);
+        refused(&out, code, &stderr);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("rt-synthetic"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

@@ -19,6 +19,9 @@ use crate::schedule::{Arrivals, Limit, ScheduleSpec, StageLoad, Stages};
 
 /// The target flags as a [`TargetConfig`].
 pub fn target_config(args: &TargetArgs) -> anyhow::Result<TargetConfig> {
+    if args.realtime {
+        crate::replay::check_realtime()?;
+    }
     let mut headers = Vec::new();
     for h in &args.headers {
         let Some((name, value)) = h.split_once(':') else {
