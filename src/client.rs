@@ -511,14 +511,14 @@ impl Lean {
 
     /// The whole request: head, request id, length and body.
     fn request(&self, api: Api, request_id: &str, body: &[u8]) -> Vec<u8> {
+        use std::io::Write;
         let head = &self.heads[api.index()];
         let mut req = Vec::with_capacity(head.len() + request_id.len() + 64 + body.len());
         req.extend_from_slice(head);
         req.extend_from_slice(b"x-request-id: ");
         req.extend_from_slice(request_id.as_bytes());
-        req.extend_from_slice(b"\r\ncontent-length: ");
-        req.extend_from_slice(body.len().to_string().as_bytes());
-        req.extend_from_slice(b"\r\n\r\n");
+        // Writing to a Vec cannot fail.
+        let _ = write!(req, "\r\ncontent-length: {}\r\n\r\n", body.len());
         req.extend_from_slice(body);
         req
     }

@@ -101,8 +101,9 @@ pub struct TargetConfig {
     /// sessions), and owns its connections. `None`: one per CPU this
     /// process may run on, at most [`MAX_ENGINE_THREADS`].
     pub engine_threads: Option<usize>,
-    /// Engine threads under SCHED_FIFO (`--realtime`); refused, the run
-    /// fails before t=0 saying what it needs.
+    /// Engine threads under SCHED_FIFO (`--realtime`); refused, the engine
+    /// threads fail the run before t=0 saying what it needs (the command
+    /// line asks first, with [`check_realtime`], before any output).
     pub realtime: bool,
     /// Merged into every request body: sampling parameters and
     /// `--extra-body` (validated at the edge).
@@ -267,9 +268,6 @@ impl Target {
             max_response_bytes: cfg.max_response_bytes,
         };
         let endpoint = Endpoint::new(endpoint_config.clone())?;
-        if cfg.realtime {
-            check_realtime()?;
-        }
         let engines = cfg
             .engine_threads
             .unwrap_or_else(default_engine_threads)

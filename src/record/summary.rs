@@ -584,6 +584,16 @@ struct ClassAcc {
     id: u32,
 }
 
+/// The class columns every row is broken down by, in one fixed order:
+/// the automatic ones, then those of `--by` not among them.
+fn class_columns(by: &[ClassColumn]) -> impl Iterator<Item = ClassColumn> + '_ {
+    ClassColumn::AUTOMATIC.into_iter().chain(
+        by.iter()
+            .copied()
+            .filter(|c| !ClassColumn::AUTOMATIC.contains(c)),
+    )
+}
+
 /// One successful request as the throughput window counts it: 24 bytes,
 /// the summary's only memory that grows with the run (classes share it).
 #[derive(Debug, Clone, Copy)]
@@ -1135,7 +1145,7 @@ pub struct SummaryBuilder {
     /// Per column, per value.
     classes: BTreeMap<ClassColumn, BTreeMap<String, ClassAcc>>,
     /// Each distinct combination of class values seen, as the values' ids
-    /// in the order of [`Self::class_columns`], with its index.
+    /// in the order of [`class_columns`], with its index.
     combos: std::collections::HashMap<Vec<u32>, u32>,
 }
 
@@ -1231,25 +1241,11 @@ impl SummaryBuilder {
         self
     }
 
-    /// The class columns every row is broken down by, in one fixed order.
-    fn class_columns(&self) -> Vec<ClassColumn> {
-        ClassColumn::AUTOMATIC
-            .into_iter()
-            .chain(
-                self.by
-                    .iter()
-                    .copied()
-                    .filter(|c| !ClassColumn::AUTOMATIC.contains(c)),
-            )
-            .collect()
-    }
-
     /// Counts `row` in its class of each column; returns the index of its
     /// combination of classes, which its [`Done`] carries.
     fn note_class(&mut self, row: &ResultRow, met: bool) -> u32 {
-        let columns = self.class_columns();
-        let mut ids = Vec::with_capacity(columns.len());
-        for column in columns {
+        let mut ids = Vec::with_capacity(ClassColumn::AUTOMATIC.len() + self.by.len());
+        for column in class_columns(&self.by) {
             let values = self.classes.entry(column).or_default();
             let mut value = column.value(row).unwrap_or_else(|| "(null)".to_owned());
             if !values.contains_key(&value) && values.len() >= MAX_CLASS_VALUES {
@@ -1284,7 +1280,7 @@ impl SummaryBuilder {
     fn class_summaries(&self, window: Option<Window>, duration_s: f64) -> Vec<ClassSummary> {
         // Each class's completions in the window, in one pass over them:
         // sums[column][value id].
-        let columns = self.class_columns();
+        let columns: Vec<ClassColumn> = class_columns(&self.by).collect();
         let mut by_combo = vec![Vec::new(); self.combos.len()];
         for (ids, &n) in &self.combos {
             if let Some(slot) = by_combo.get_mut(n as usize) {

@@ -669,14 +669,9 @@ where
     let mut running: InFlight = futures_util::stream::FuturesUnordered::new();
     'feed: loop {
         // The next request, reading responses while the producer is behind.
-        let p = loop {
-            tokio::select! {
-                biased;
-                p = prepared.next() => break p,
-                Some(()) = running.next(), if !running.is_empty() => {}
-            }
+        let Some(p) = driving(&mut running, prepared.next()).await else {
+            break;
         };
-        let Some(p) = p else { break };
         let deadline = shared.clock.deadline(p.sched.offset_ns);
         while !stop.is_cancelled() {
             let now = Instant::now();
@@ -718,20 +713,25 @@ where
     }
     // What the producer had already built (it stops at the next request),
     // counted while the requests in flight go on.
-    let count = prepared.count();
-    tokio::pin!(count);
-    let left = loop {
-        tokio::select! {
-            biased;
-            n = &mut count => break n,
-            Some(()) = running.next(), if !running.is_empty() => {}
-        }
-    };
-    out.not_reached += left;
+    out.not_reached += driving(&mut running, prepared.count()).await;
     if !running.is_empty() {
         tasks.spawn(async move { while running.next().await.is_some() {} });
     }
     out
+}
+
+/// `work` to its end, reading the responses of `running` meanwhile.
+async fn driving<F: Future>(running: &mut InFlight, work: F) -> F::Output {
+    use futures_util::StreamExt;
+
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            Some(()) = running.next(), if !running.is_empty() => {}
+        }
+    }
 }
 
 /// One open-loop request, from its deadline to its row (and its session's
